@@ -1,0 +1,25 @@
+# shardmap: sharded, streaming lesion network mapping (and, later, perturbation modelling).
+# Run the embedded demo with `snakemake --cores 2`; see README.md and config/README.md.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+
+
+if config["lnm"]["enabled"]:
+
+    include: "workflow/rules/lnm.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,146 @@
+# Sample-sheet helpers, the split of the work into batches and shards, and wildcard
+# constraints. Everything here runs in the Snakemake process while the job graph is
+# built, so it only uses the standard library and shardmap's stdlib-only modules.
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
+
+from shardmap import resources as res
+from shardmap.errors import InputError
+from shardmap.sheets import chunk_name, chunks, read_lesions, read_subjects
+
+OUT = config["outdir"]
+LNM = config["lnm"]
+
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+
+
+wildcard_constraints:
+    batch=r"\d{4}",
+    shard=r"\d{4}",
+    lesion=ID_PATTERN,
+    group=ID_PATTERN,
+
+
+def _inside(path, folder):
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def _load_sheets():
+    """Read both sheets; with the demo on, its files are made by rule lnm_demo_data."""
+    if not LNM["enabled"]:
+        return [], [], frozenset()
+    try:
+        demo = config["demo"]
+        if not demo["enabled"]:
+            return (
+                read_lesions(LNM["lesions"]),
+                read_subjects(LNM["connectome"]["subjects"]),
+                frozenset(),
+            )
+        lesions = read_lesions(LNM["lesions"], check_files=False)
+        subjects = read_subjects(LNM["connectome"]["subjects"], check_files=False)
+        generated = [LNM["connectome"]["mask"]]
+        generated += [run for s in subjects for run in s.runs] + [les.path for les in lesions]
+        outside = [p for p in generated if not _inside(p, demo["dir"])]
+        if outside:
+            raise InputError(
+                f"demo.enabled is true, so the demo generator would write {outside[:3]}, which "
+                f"lie outside demo.dir '{demo['dir']}'. It never writes elsewhere: set "
+                "demo.enabled: false to map your own data."
+            )
+        return lesions, subjects, frozenset(generated)
+    except InputError as err:
+        raise WorkflowError(str(err)) from None
+
+
+LESIONS, SUBJECTS, DEMO_FILES = _load_sheets()
+
+
+def lesion_batches():
+    """Lists of sheets.Lesion, lnm.lesion_batch_size at a time, in sheet order."""
+    return chunks(LESIONS, LNM["lesion_batch_size"]) if LESIONS else []
+
+
+def subject_shards():
+    """Lists of sheets.Subject, lnm.subject_shard_size at a time, in sheet order."""
+    return chunks(SUBJECTS, LNM["subject_shard_size"]) if SUBJECTS else []
+
+
+BATCHES = {chunk_name(i): batch for i, batch in enumerate(lesion_batches())}
+SHARDS = {chunk_name(i): shard for i, shard in enumerate(subject_shards())}
+BATCH_OF_LESION = {les.lesion_id: name for name, batch in BATCHES.items() for les in batch}
+GROUPS = sorted({les.group for les in LESIONS if les.group is not None})
+
+
+def lesions_of_batch(wildcards):
+    """(lesion_id, path, group) triples of a batch, for the lesion preparation task."""
+    return [(les.lesion_id, les.path, les.group) for les in BATCHES[wildcards.batch]]
+
+
+def lesion_paths_of_batch(wildcards):
+    return [les.path for les in BATCHES[wildcards.batch]]
+
+
+def subjects_of_shard(wildcards):
+    """(subject_id, runs) pairs of a shard, for the connectome preparation task."""
+    return [(s.subject_id, list(s.runs)) for s in SHARDS[wildcards.shard]]
+
+
+def runs_of_shard(wildcards):
+    return [run for s in SHARDS[wildcards.shard] for run in s.runs]
+
+
+def batch_of_lesion(wildcards):
+    if wildcards.lesion not in BATCH_OF_LESION:
+        raise WorkflowError(f"lesion '{wildcards.lesion}' is not in the lesion sheet '{LNM['lesions']}'.")
+    return BATCH_OF_LESION[wildcards.lesion]
+
+
+def merged_stats_of_lesion(wildcards):
+    prefix = f"{OUT}/lnm/stats/batch-{batch_of_lesion(wildcards)}"
+    return {"sums": prefix + ".npy", "info": prefix + ".json"}
+
+
+def partial_stats_of_batch(wildcards):
+    prefix = f"{OUT}/lnm/partial/batch-{wildcards.batch}/shard-"
+    return {
+        "sums": [f"{prefix}{shard}.npy" for shard in SHARDS],
+        "infos": [f"{prefix}{shard}.json" for shard in SHARDS],
+    }
+
+
+def merged_stats_files():
+    return {
+        "sums": [f"{OUT}/lnm/stats/batch-{b}.npy" for b in BATCHES],
+        "infos": [f"{OUT}/lnm/stats/batch-{b}.json" for b in BATCHES],
+    }
+
+
+def lesion_map_files():
+    return [
+        f"{OUT}/lnm/maps/{les.lesion_id}_{name}.nii.gz"
+        for les in LESIONS
+        for name in ("AvgR", "AvgR_Fz", "T")
+    ]
+
+
+def group_map_files():
+    names = ("sensitivity_pos", "sensitivity_neg", "mean_AvgR_Fz")
+    files = [f"{OUT}/lnm/group/{name}.nii.gz" for name in names]
+    files += [f"{OUT}/lnm/group/{g}/{name}.nii.gz" for g in GROUPS for name in names]
+    return files
+
+
+def lnm_outputs():
+    if not LNM["enabled"]:
+        return []
+    return lesion_map_files() + group_map_files() + [f"{OUT}/lnm/qc/lesions.tsv"]
+
+
+def final_outputs():
+    return lnm_outputs()

@@ -1,0 +1,192 @@
+# Functional lesion network mapping: prepare the connectome and the lesions once, map
+# every (lesion batch x subject shard) pair, merge the partial sums per batch, write the
+# maps of each lesion and the group maps. Memory and runtime requests are functions of
+# the data (see shardmap/resources.py and config/README.md).
+
+LNM_LOGS = f"{OUT}/logs/lnm"
+CONNECTOME = f"{OUT}/lnm/connectome"
+
+
+if config["demo"]["enabled"]:
+
+    rule lnm_demo_data:
+        input:
+            subjects=LNM["connectome"]["subjects"],
+            lesions=LNM["lesions"],
+        output:
+            mask=LNM["connectome"]["mask"],
+            runs=[run for s in SUBJECTS for run in s.runs],
+            lesions=[les.path for les in LESIONS],
+        log:
+            f"{LNM_LOGS}/demo_data.log",
+        conda:
+            "../../envs/lnm.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        script:
+            "../scripts/lnm_demo_data.py"
+
+
+rule lnm_mask_info:
+    input:
+        mask=LNM["connectome"]["mask"],
+    output:
+        info=f"{CONNECTOME}/mask.json",
+    log:
+        f"{LNM_LOGS}/mask_info.log",
+    conda:
+        "../../envs/lnm.yaml"
+    resources:
+        mem_mb=lambda wc, input: res.BASE_MB + int(input.size_mb * 40),
+        runtime=res.MIN_RUNTIME_MIN,
+    script:
+        "../scripts/lnm_mask_info.py"
+
+
+rule lnm_prepare_connectome:
+    input:
+        mask=LNM["connectome"]["mask"],
+        mask_info=rules.lnm_mask_info.output.info,
+        runs=runs_of_shard,
+    output:
+        data=f"{CONNECTOME}/shard-{{shard}}.npy",
+        norms=f"{CONNECTOME}/shard-{{shard}}.norms.npy",
+        info=f"{CONNECTOME}/shard-{{shard}}.json",
+    params:
+        subjects=subjects_of_shard,
+        dtype=LNM["connectome"]["dtype"],
+    log:
+        f"{LNM_LOGS}/prepare_connectome/shard-{{shard}}.log",
+    conda:
+        "../../envs/lnm.yaml"
+    resources:
+        mem_mb=lambda wc, input: res.prepare_shard_mem_mb(
+            res.read_json(input.mask_info), input.runs, len(SHARDS[wc.shard])
+        ),
+        runtime=lambda wc, input: res.prepare_shard_runtime(input.runs),
+    script:
+        "../scripts/lnm_prepare_connectome.py"
+
+
+rule lnm_prepare_lesions:
+    input:
+        mask=LNM["connectome"]["mask"],
+        mask_info=rules.lnm_mask_info.output.info,
+        lesions=lesion_paths_of_batch,
+    output:
+        batch=f"{OUT}/lnm/lesions/batch-{{batch}}.npz",
+        qc=f"{OUT}/lnm/lesions/batch-{{batch}}.qc.tsv",
+    params:
+        lesions=lesions_of_batch,
+    log:
+        f"{LNM_LOGS}/prepare_lesions/batch-{{batch}}.log",
+    conda:
+        "../../envs/lnm.yaml"
+    resources:
+        mem_mb=lambda wc, input: res.lesion_batch_mem_mb(res.read_json(input.mask_info), input.lesions),
+        runtime=res.MIN_RUNTIME_MIN,
+    script:
+        "../scripts/lnm_prepare_lesions.py"
+
+
+rule lnm_map:
+    input:
+        batch=rules.lnm_prepare_lesions.output.batch,
+        data=rules.lnm_prepare_connectome.output.data,
+        norms=rules.lnm_prepare_connectome.output.norms,
+        info=rules.lnm_prepare_connectome.output.info,
+    output:
+        sums=temp(f"{OUT}/lnm/partial/batch-{{batch}}/shard-{{shard}}.npy"),
+        info=temp(f"{OUT}/lnm/partial/batch-{{batch}}/shard-{{shard}}.json"),
+    log:
+        f"{LNM_LOGS}/map/batch-{{batch}}_shard-{{shard}}.log",
+    conda:
+        "../../envs/lnm.yaml"
+    threads: LNM["threads"]
+    resources:
+        mem_mb=lambda wc, input: res.mapping_mem_mb(res.read_json(input.info), len(BATCHES[wc.batch])),
+        runtime=lambda wc, input, threads: res.mapping_runtime(
+            res.read_json(input.info), len(BATCHES[wc.batch]), threads
+        ),
+    script:
+        "../scripts/lnm_map.py"
+
+
+rule lnm_merge:
+    input:
+        unpack(partial_stats_of_batch),
+        mask_info=rules.lnm_mask_info.output.info,
+    output:
+        sums=f"{OUT}/lnm/stats/batch-{{batch}}.npy",
+        info=f"{OUT}/lnm/stats/batch-{{batch}}.json",
+    log:
+        f"{LNM_LOGS}/merge/batch-{{batch}}.log",
+    conda:
+        "../../envs/lnm.yaml"
+    resources:
+        mem_mb=lambda wc, input: res.merge_mem_mb(
+            len(BATCHES[wc.batch]), res.read_json(input.mask_info)["n_voxels"]
+        ),
+        runtime=res.MIN_RUNTIME_MIN,
+    script:
+        "../scripts/lnm_merge.py"
+
+
+rule lnm_lesion_maps:
+    input:
+        unpack(merged_stats_of_lesion),
+        mask=LNM["connectome"]["mask"],
+        mask_info=rules.lnm_mask_info.output.info,
+    output:
+        avg_r=f"{OUT}/lnm/maps/{{lesion}}_AvgR.nii.gz",
+        avg_r_fz=f"{OUT}/lnm/maps/{{lesion}}_AvgR_Fz.nii.gz",
+        t=f"{OUT}/lnm/maps/{{lesion}}_T.nii.gz",
+    log:
+        f"{LNM_LOGS}/lesion_maps/{{lesion}}.log",
+    conda:
+        "../../envs/lnm.yaml"
+    resources:
+        mem_mb=lambda wc, input: res.maps_mem_mb(res.read_json(input.mask_info)),
+        runtime=res.MIN_RUNTIME_MIN,
+    script:
+        "../scripts/lnm_lesion_maps.py"
+
+
+rule lnm_group_maps:
+    input:
+        unpack(lambda wc: merged_stats_files()),
+        mask=LNM["connectome"]["mask"],
+        mask_info=rules.lnm_mask_info.output.info,
+    output:
+        group_map_files(),
+    params:
+        groups={les.lesion_id: les.group for les in LESIONS},
+        threshold=LNM["sensitivity_threshold"],
+        out_dir_all=f"{OUT}/lnm/group",
+        out_dir_groups=f"{OUT}/lnm/group",
+    log:
+        f"{LNM_LOGS}/group_maps.log",
+    conda:
+        "../../envs/lnm.yaml"
+    resources:
+        mem_mb=lambda wc, input: res.maps_mem_mb(res.read_json(input.mask_info)) * 2,
+        runtime=lambda wc, input: res.MIN_RUNTIME_MIN + len(LESIONS) // 2000,
+    script:
+        "../scripts/lnm_group_maps.py"
+
+
+rule lnm_qc_table:
+    input:
+        qc=[f"{OUT}/lnm/lesions/batch-{b}.qc.tsv" for b in BATCHES],
+    output:
+        table=f"{OUT}/lnm/qc/lesions.tsv",
+    log:
+        f"{LNM_LOGS}/qc_table.log",
+    conda:
+        "../../envs/lnm.yaml"
+    resources:
+        mem_mb=res.BASE_MB + 200,
+        runtime=res.MIN_RUNTIME_MIN,
+    script:
+        "../scripts/lnm_qc_table.py"

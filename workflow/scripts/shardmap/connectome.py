@@ -1,0 +1,232 @@
+"""The prepared connectome: subject shards that a mapping task streams through.
+
+A shard of S subjects is written once, by ``prepare_shard``, as three files:
+
+``shard-K.npy``
+    (total frames, V) array in the configured dtype. Rows are time points (the
+    subjects' runs centred per voxel and concatenated, subject after subject), columns
+    are the mask voxels in mask order. Each voxel's time course of a subject is divided
+    by its norm, so every stored value lies in [-1, 1]: float16 storage then neither
+    overflows nor underflows, whatever the units of the input.
+``shard-K.norms.npy``
+    (S, 2, V) float64: per subject, the norm of each centred time course (to rebuild
+    the unscaled data for lesion seeds) and the inverse norm of the *stored* values
+    (so correlations are exact for what is stored; 0 marks a zero-variance voxel).
+``shard-K.json``
+    subject ids, runs, frame offsets, dtype, voxel count and mask fingerprint.
+
+Gzip decompression happens here, once; mapping tasks read plain arrays with
+``readinto`` into a reused buffer, so their memory does not grow with the shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_open
+from .errors import InputError
+from .nifti import load_image, read_data
+
+log = logging.getLogger(__name__)
+
+STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
+MIN_FRAMES = 3
+# A centred time course whose norm is below this fraction of its uncentred norm is
+# constant up to rounding: it has zero variance and gets r = 0.
+ZERO_VARIANCE_RTOL = 1e-9
+
+
+def load_run(path, subject_id, mask):
+    """Read one 4D run and return its mask voxels as a (V, T) float64 array, centred per voxel."""
+    what = f"run of subject '{subject_id}'"
+    img = load_image(path, what)
+    if len(img.shape) != 4:
+        raise InputError(f"{what} '{path}' has shape {img.shape}; a run must be a 4D NIfTI "
+                         "(x, y, z, time).")
+    if not mask.same_grid(img):
+        raise InputError(
+            f"{what} '{path}' is not on the brain mask's grid: shape {img.shape[:3]} vs "
+            f"{mask.shape}, affine\n{np.round(img.affine, 4)}\nvs mask '{mask.path}'\n"
+            f"{np.round(mask.affine, 4)}.\nResample the connectome or choose the mask it was "
+            "made on (lnm.connectome.mask)."
+        )
+    data = read_data(img, path, what)
+    n_frames = data.shape[3]
+    series = data.reshape(-1, n_frames)[mask.flat_index].astype(np.float64)
+    bad = ~np.isfinite(series)
+    if bad.any():
+        n_bad = int(bad.any(axis=1).sum())
+        raise InputError(f"{what} '{path}' holds NaN or Inf in {n_bad} brain voxel(s) "
+                         f"(e.g. frame {int(np.argwhere(bad)[0][1])}); fix the preprocessing or "
+                         "replace the non-finite values before mapping.")
+    raw_energy = np.einsum("vt,vt->v", series, series)
+    series -= series.mean(axis=1, keepdims=True)
+    return series, raw_energy
+
+
+def load_subject(subject, mask):
+    """All runs of a subject, each centred per voxel, concatenated in time.
+
+    Returns (series, raw_energy, run_frames): series is (V, T) float64; raw_energy is the
+    per-voxel sum of squares of the uncentred data (to tell constant voxels from
+    rounding); run_frames lists the frames of each run.
+    """
+    loaded = [load_run(path, subject.subject_id, mask) for path in subject.runs]
+    runs = [series for series, _ in loaded]
+    series = runs[0] if len(runs) == 1 else np.concatenate(runs, axis=1)
+    if series.shape[1] < MIN_FRAMES:
+        raise InputError(f"subject '{subject.subject_id}' has {series.shape[1]} time point(s) in "
+                         f"{list(subject.runs)}; at least {MIN_FRAMES} are needed for a correlation.")
+    return series, sum(energy for _, energy in loaded), [run.shape[1] for run in runs]
+
+
+def unit_time_courses(series, raw_energy):
+    """Divide each centred time course by its norm; zero-variance voxels become 0.
+
+    Returns (unit, norm): unit is (V, T) float64, norm is (V,) float64.
+    """
+    norm = np.sqrt(np.einsum("vt,vt->v", series, series))
+    constant = norm <= ZERO_VARIANCE_RTOL * np.sqrt(raw_energy)
+    norm[constant] = 0.0
+    scale = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
+    return series * scale[:, None], norm
+
+
+@dataclass
+class ShardInfo:
+    subject_ids: list
+    runs: list
+    frame_offsets: list  # len S + 1
+    dtype: str
+    n_voxels: int
+    mask_fingerprint: str
+
+    @property
+    def n_subjects(self):
+        return len(self.subject_ids)
+
+    @property
+    def max_frames(self):
+        return int(np.max(np.diff(self.frame_offsets)))
+
+    def to_json(self):
+        return json.dumps(self.__dict__, indent=1)
+
+
+def shard_paths(prefix):
+    prefix = str(prefix)
+    return {"data": prefix + ".npy", "norms": prefix + ".norms.npy", "info": prefix + ".json"}
+
+
+def prepare_shard(subjects, mask, data_path, norms_path, info_path, dtype="float32"):
+    """Read, check, centre, scale and store the runs of ``subjects`` as one shard."""
+    if dtype not in STORAGE_DTYPES:
+        raise InputError(f"lnm.connectome.dtype is '{dtype}'; use one of {sorted(STORAGE_DTYPES)}.")
+    store = STORAGE_DTYPES[dtype]
+    n_voxels = mask.n_voxels
+    offsets = [0]
+    norms = np.zeros((len(subjects), 2, n_voxels))
+    # Subjects are appended to the data file one at a time: memory holds one subject.
+    with atomic_open(data_path) as data_file:
+        header_at = data_file.tell()
+        _write_npy_header(data_file, store, (0, n_voxels))  # rewritten once the size is known
+        for s, subject in enumerate(subjects):
+            series, raw_energy, run_frames = load_subject(subject, mask)
+            unit, norm = unit_time_courses(series, raw_energy)
+            stored = unit.T.astype(store)  # (T, V): a subject is a contiguous block of rows
+            stored_norm = np.sqrt(np.einsum("tv,tv->v", stored, stored, dtype=np.float64))
+            norms[s, 0] = norm
+            norms[s, 1] = np.divide(1.0, stored_norm, out=np.zeros(n_voxels), where=norm > 0)
+            data_file.write(np.ascontiguousarray(stored).tobytes())
+            offsets.append(offsets[-1] + stored.shape[0])
+            log.info("subject %s (%d/%d): %d runs, %d frames, %d zero-variance voxels",
+                     subject.subject_id, s + 1, len(subjects), len(run_frames), stored.shape[0],
+                     int((norm == 0).sum()))
+        data_file.seek(header_at)
+        _write_npy_header(data_file, store, (offsets[-1], n_voxels))
+    with atomic_open(norms_path) as handle:
+        np.save(handle, norms)
+    info = ShardInfo([s.subject_id for s in subjects], [list(s.runs) for s in subjects], offsets,
+                     dtype, n_voxels, mask.fingerprint())
+    with atomic_open(info_path, "w") as handle:
+        handle.write(info.to_json())
+    return info
+
+
+def _write_npy_header(handle, dtype, shape):
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": shape}
+    # A fixed-size version-2 header so it can be rewritten in place with the final shape.
+    text = repr(header).encode("latin1")
+    total = 4096
+    pad = total - 12 - len(text) - 1
+    handle.write(b"\x93NUMPY\x02\x00" + struct.pack("<I", total - 12) + text + b" " * pad + b"\n")
+
+
+class ShardReader:
+    """Reads one subject at a time from a prepared shard into a reused float32 buffer."""
+
+    def __init__(self, prefix_or_paths):
+        paths = prefix_or_paths if isinstance(prefix_or_paths, dict) else shard_paths(prefix_or_paths)
+        self.paths = paths
+        with open(paths["info"]) as handle:
+            self.info = ShardInfo(**json.load(handle))
+        self.norms = np.load(paths["norms"], mmap_mode="r")
+        self._file = open(paths["data"], "rb")
+        version = np.lib.format.read_magic(self._file)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(self._file)
+        if fortran or shape != (self.info.frame_offsets[-1], self.info.n_voxels):
+            raise InputError(f"prepared shard '{paths['data']}' does not match '{paths['info']}'; "
+                             "delete both and rerun to prepare the connectome again.")
+        self._data_offset = self._file.tell()
+        self._store = np.dtype(dtype)
+        self._raw = np.empty((self.info.max_frames, self.info.n_voxels), dtype=self._store)
+        self._buffer = (self._raw if self._store == np.float32 else
+                        np.empty((self.info.max_frames, self.info.n_voxels), dtype=np.float32))
+
+    def __len__(self):
+        return self.info.n_subjects
+
+    def read(self, index):
+        """Return (stored time courses as (T, V) float32 view, norm (V,), inv stored norm (V,)).
+
+        The returned array is a view of a buffer that the next call overwrites.
+        """
+        start, stop = self.info.frame_offsets[index], self.info.frame_offsets[index + 1]
+        n_frames = stop - start
+        row_bytes = self.info.n_voxels * self._store.itemsize
+        self._file.seek(self._data_offset + start * row_bytes)
+        target = self._raw[:n_frames]
+        if self._file.readinto(memoryview(target).cast("B")) != n_frames * row_bytes:
+            raise InputError(f"prepared shard '{self.paths['data']}' is truncated; delete it and "
+                             "rerun to prepare the connectome again.")
+        if self._buffer is not self._raw:
+            np.copyto(self._buffer[:n_frames], target)
+        norms = np.asarray(self.norms[index])
+        return self._buffer[:n_frames], norms[0], norms[1]
+
+    def close(self):
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def prepare_shard_files(mask_path, subjects, data_path, norms_path, info_path, dtype="float32"):
+    """Load the mask and prepare one shard; ``subjects`` are sheets.Subject or (id, runs) pairs."""
+    from .nifti import load_mask
+    from .sheets import Subject
+
+    subjects = [s if isinstance(s, Subject) else Subject(s[0], tuple(s[1])) for s in subjects]
+    return prepare_shard(subjects, load_mask(mask_path), data_path, norms_path, info_path, dtype)

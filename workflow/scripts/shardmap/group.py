@@ -1,0 +1,101 @@
+"""Per-lesion map files and group maps over lesions.
+
+Group maps are streamed lesion by lesion from the merged statistics of every batch,
+so their memory is a few voxel-length vectors whatever the number of lesions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .nifti import write_map
+from .stats import SufficientStats, lesion_maps
+
+MAP_NAMES = ("AvgR", "AvgR_Fz", "T")
+GROUP_MAP_NAMES = ("sensitivity_pos", "sensitivity_neg", "mean_AvgR_Fz")
+
+
+def write_lesion_maps(stats, lesion_id, mask, paths):
+    """Write the AvgR, AvgR_Fz and T maps of one lesion. ``paths`` maps name -> file."""
+    if lesion_id not in stats.lesion_ids:
+        raise KeyError(f"lesion '{lesion_id}' is not in these statistics ({stats.lesion_ids[:5]}...)")
+    index = stats.lesion_ids.index(lesion_id)
+    maps = lesion_maps(stats, index)
+    n = int(stats.n[index])
+    for name in MAP_NAMES:
+        write_map(paths[name], maps[name], mask, description=f"shardmap {name} n={n}")
+
+
+class GroupAccumulator:
+    """Counts of lesions above/below the threshold and the running sum of AvgR_Fz."""
+
+    def __init__(self, n_voxels, threshold):
+        self.threshold = float(threshold)
+        self.n_lesions = 0
+        self.above = np.zeros(n_voxels, dtype=np.int64)
+        self.below = np.zeros(n_voxels, dtype=np.int64)
+        self.sum_fz = np.zeros(n_voxels)
+
+    def add(self, maps):
+        self.n_lesions += 1
+        self.above += maps["T"] > self.threshold
+        self.below += maps["T"] < -self.threshold
+        self.sum_fz += maps["AvgR_Fz"]
+
+    def maps(self):
+        n = max(self.n_lesions, 1)
+        return {"sensitivity_pos": self.above / n, "sensitivity_neg": self.below / n,
+                "mean_AvgR_Fz": self.sum_fz / n}
+
+
+def group_maps(stats_files, groups, threshold, n_voxels):
+    """Stream every lesion of every batch into group accumulators.
+
+    Parameters
+    ----------
+    stats_files : list of (npy, json) pairs of merged batch statistics.
+    groups : dict lesion_id -> group label (or None), for every lesion.
+    threshold : |T| threshold of the sensitivity maps.
+
+    Returns
+    -------
+    dict: None -> maps over all lesions; label -> maps over that group's lesions.
+    """
+    accumulators = {None: GroupAccumulator(n_voxels, threshold)}
+    for label in sorted({g for g in groups.values() if g is not None}):
+        accumulators[label] = GroupAccumulator(n_voxels, threshold)
+    for npy, info in stats_files:
+        stats = SufficientStats.load(npy, info, mmap=True)
+        for index, lesion_id in enumerate(stats.lesion_ids):
+            maps = lesion_maps(stats, index)
+            accumulators[None].add(maps)
+            if groups.get(lesion_id) is not None:
+                accumulators[groups[lesion_id]].add(maps)
+    return {label: acc.maps() for label, acc in accumulators.items()}
+
+
+def write_group_maps(result, mask, out_dir_all, out_dir_groups=None):
+    """Write group maps: out_dir_all/NAME.nii.gz and out_dir_groups/LABEL/NAME.nii.gz."""
+    written = []
+    for label, maps in result.items():
+        folder = out_dir_all if label is None else f"{out_dir_groups}/{label}"
+        for name in GROUP_MAP_NAMES:
+            path = f"{folder}/{name}.nii.gz"
+            write_map(path, maps[name], mask, description=f"shardmap {name}")
+            written.append(path)
+    return written
+
+
+def write_lesion_map_files(stats_npy, stats_json, lesion_id, mask_path, paths):
+    from .nifti import load_mask
+
+    stats = SufficientStats.load(stats_npy, stats_json, mmap=True)
+    write_lesion_maps(stats, lesion_id, load_mask(mask_path), paths)
+
+
+def write_group_map_files(stats_files, groups, threshold, mask_path, out_dir_all, out_dir_groups):
+    from .nifti import load_mask
+
+    mask = load_mask(mask_path)
+    result = group_maps(stats_files, groups, threshold, mask.n_voxels)
+    return write_group_maps(result, mask, out_dir_all, out_dir_groups)

@@ -1,0 +1,139 @@
+"""Reading and writing NIfTI images at the boundary, with errors that name the file.
+
+The core of the library works on flat arrays in *mask order*: the C-order sequence of
+the voxels where the brain mask is > 0. ``BrainMask`` converts between the two.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import InputError
+
+# Two grids are the same when their affines agree to this many millimetres.
+AFFINE_ATOL_MM = 1e-3
+
+
+def load_image(path, what):
+    """Load a NIfTI image header (data stays on disk) or raise InputError naming ``path``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} '{path}' does not exist; fix the path in the sample sheet or config.")
+    try:
+        img = nib.load(str(path))
+    except Exception as err:  # nibabel raises many types for broken files
+        raise InputError(f"{what} '{path}' is not a readable NIfTI image ({err}); "
+                         "re-export it as .nii or .nii.gz.") from err
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{what} '{path}' is a {type(img).__name__}, not NIfTI; convert it to .nii.gz.")
+    return img
+
+
+def read_data(img, path, what, dtype=None):
+    """The image's (scaled) voxel array, or InputError if the file is truncated or corrupt."""
+    try:
+        data = np.asanyarray(img.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error) as err:
+        raise InputError(f"{what} '{path}' could not be read completely ({err}); the file is "
+                         "probably truncated or corrupt: copy or export it again.") from err
+    return data if dtype is None else data.astype(dtype, copy=False)
+
+
+def squeeze_to_3d(data, path, what):
+    """Drop trailing singleton axes; raise unless a 3D volume remains."""
+    shape = data.shape
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(f"{what} '{path}' has shape {shape}; it must be a single 3D volume "
+                         "(split 4D files and keep one volume).")
+    return data
+
+
+@dataclass
+class BrainMask:
+    """A brain mask: its grid and the flat C-order indices of its voxels (> 0)."""
+
+    path: str
+    shape: tuple
+    affine: np.ndarray
+    flat_index: np.ndarray  # int64, indices into the raveled (C-order) grid
+    header: nib.Nifti1Header
+
+    @property
+    def n_voxels(self):
+        return int(self.flat_index.size)
+
+    @property
+    def ijk(self):
+        """(n_voxels, 3) voxel coordinates of the mask voxels, in mask order."""
+        return np.column_stack(np.unravel_index(self.flat_index, self.shape))
+
+    def same_grid(self, img):
+        return (tuple(img.shape[:3]) == tuple(self.shape)
+                and np.allclose(img.affine, self.affine, atol=AFFINE_ATOL_MM))
+
+    def to_volume(self, values, fill=0.0, dtype=np.float32):
+        """Scatter mask-ordered ``values`` into a full 3D volume (``fill`` outside the mask)."""
+        volume = np.full(int(np.prod(self.shape)), fill, dtype=dtype)
+        volume[self.flat_index] = values
+        return volume.reshape(self.shape)
+
+    def fingerprint(self):
+        """A short string that changes when the grid or the voxel set changes."""
+        digest = zlib.crc32(self.flat_index.tobytes())
+        digest = zlib.crc32(np.round(self.affine, 4).tobytes(), digest)
+        return f"{self.shape}-{digest:08x}"
+
+
+def load_mask(path):
+    """Load the brain mask (voxels > 0); raise InputError if unusable."""
+    img = load_image(path, "brain mask")
+    data = squeeze_to_3d(read_data(img, path, "brain mask"), path, "brain mask")
+    finite = np.nan_to_num(data.astype(np.float64, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    flat_index = np.flatnonzero(finite.ravel(order="C") > 0)
+    if flat_index.size == 0:
+        raise InputError(f"brain mask '{path}' has no voxel > 0; point lnm.connectome.mask at a brain mask.")
+    return BrainMask(str(path), tuple(data.shape), img.affine.copy(), flat_index, img.header)
+
+
+def write_map(path, values, mask, description=""):
+    """Write mask-ordered float values as a float32 NIfTI on the mask grid, atomically.
+
+    Voxels outside the mask are 0. The header carries the mask's affine as both sform
+    and qform, so other tools place the map exactly where the mask is.
+    """
+    volume = mask.to_volume(np.asarray(values, dtype=np.float32))
+    img = nib.Nifti1Image(volume, mask.affine)
+    sform_code = int(mask.header["sform_code"]) or 4
+    qform_code = int(mask.header["qform_code"]) or sform_code
+    img.set_sform(mask.affine, code=sform_code)
+    img.set_qform(mask.affine, code=qform_code)
+    img.header.set_data_dtype(np.float32)
+    img.header.set_xyzt_units("mm")
+    img.header["descrip"] = description[:79].encode()
+    finite = volume[np.isfinite(volume)]
+    img.header["cal_min"] = float(finite.min()) if finite.size else 0.0
+    img.header["cal_max"] = float(finite.max()) if finite.size else 0.0
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def write_mask_info(mask_path, info_path):
+    """Write the mask's voxel count, grid and fingerprint as JSON (read for resource requests)."""
+    import json
+
+    from .atomic import atomic_open
+
+    mask = load_mask(mask_path)
+    info = {"path": str(mask_path), "n_voxels": mask.n_voxels, "shape": list(mask.shape),
+            "affine": np.round(mask.affine, 6).tolist(), "fingerprint": mask.fingerprint()}
+    with atomic_open(info_path, "w") as handle:
+        json.dump(info, handle, indent=1)
+    return info

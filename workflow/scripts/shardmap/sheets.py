@@ -1,0 +1,180 @@
+"""Sample sheets: the lesion sheet and the connectome subject sheet.
+
+This module uses only the standard library, jsonschema and PyYAML, because it runs
+inside the Snakemake process (to build the job graph) as well as in tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+
+@dataclass(frozen=True)
+class Lesion:
+    lesion_id: str
+    path: str
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Subject:
+    subject_id: str
+    runs: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _load_schema(name):
+    import yaml
+
+    with open(SCHEMA_DIR / name) as handle:
+        return yaml.safe_load(handle)
+
+
+def _read_rows(sheet, kind):
+    """Rows of a tab-separated sheet as (line number, dict); blank and '#' lines skipped."""
+    sheet = Path(sheet)
+    if not sheet.is_file():
+        raise InputError(
+            f"{kind} sheet '{sheet}' does not exist (resolved against the working directory "
+            f"'{os.getcwd()}'); fix the path in the config."
+        )
+    try:
+        with open(sheet, newline="", encoding="utf-8") as handle:
+            lines = [(n, line) for n, line in enumerate(handle, start=1)
+                     if line.strip() and not line.lstrip().startswith("#")]
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{kind} sheet '{sheet}' cannot be read ({err}); "
+                         "it must be a UTF-8 tab-separated text file.") from err
+    if not lines:
+        raise InputError(f"{kind} sheet '{sheet}' is empty; it needs a header line and at least one row.")
+    reader = csv.reader((line for _, line in lines), delimiter="\t")
+    header = [name.strip() for name in next(reader)]
+    if len(header) == 1 and ("," in header[0] or " " in header[0].strip()):
+        raise InputError(f"{kind} sheet '{sheet}' has a single column '{header[0]}'; "
+                         "columns must be separated by tabs, not commas or spaces.")
+    rows = []
+    for (number, _), values in zip(lines[1:], reader):
+        if len(values) != len(header):
+            raise InputError(f"{kind} sheet '{sheet}', line {number}: {len(values)} fields but the "
+                             f"header has {len(header)}; separate columns with single tabs.")
+        row = {name: value.strip() for name, value in zip(header, values)}
+        rows.append((number, {k: v for k, v in row.items() if v != ""}))
+    if not rows:
+        raise InputError(f"{kind} sheet '{sheet}' has a header but no rows; add one row per "
+                         f"{'lesion' if kind == 'lesion' else 'run'}.")
+    return header, rows
+
+
+def _validate_rows(sheet, kind, header, rows, schema_name):
+    import jsonschema
+
+    schema = _load_schema(schema_name)
+    known = set(schema["properties"])
+    unknown = [name for name in header if name not in known]
+    if unknown:
+        raise InputError(f"{kind} sheet '{sheet}' has unknown column(s) {unknown}; "
+                         f"allowed columns are {sorted(known)}.")
+    missing = [name for name in schema["required"] if name not in header]
+    if missing:
+        raise InputError(f"{kind} sheet '{sheet}' lacks the required column(s) {missing}; "
+                         f"the header must name {schema['required']} (tab-separated).")
+    validator = jsonschema.Draft202012Validator(schema)
+    for number, row in rows:
+        for error in validator.iter_errors(row):
+            column = error.path[0] if error.path else None
+            if column is None:  # a required value is empty
+                column = next((c for c in schema["required"] if c not in row), "?")
+                raise InputError(f"{kind} sheet '{sheet}', line {number}: column '{column}' is empty; "
+                                 f"it must hold {schema['properties'][column]['description'].strip()}.")
+            hint = " ".join(schema["properties"][column]["description"].split())
+            raise InputError(f"{kind} sheet '{sheet}', line {number}: {column} {row[column]!r} is not "
+                             f"valid; {column}: {hint}.")
+
+
+def _check_file(sheet, number, what, path, generated):
+    if path in generated or os.path.normpath(path) in generated:
+        return
+    if not os.path.exists(path):
+        raise InputError(f"sheet '{sheet}', line {number}: {what} file '{path}' does not exist "
+                         f"(relative paths are resolved against '{os.getcwd()}'); fix the path.")
+    if not os.access(path, os.R_OK) or os.path.isdir(path):
+        raise InputError(f"sheet '{sheet}', line {number}: {what} file '{path}' is not a readable "
+                         "file; check its permissions.")
+
+
+def read_lesions(sheet, check_files=True, generated=frozenset()):
+    """Read and validate the lesion sheet.
+
+    Parameters
+    ----------
+    sheet : path of the tab-separated sheet (columns lesion_id, path [, group]).
+    check_files : whether every path must exist now.
+    generated : paths that a rule of the workflow creates (they need not exist yet).
+
+    Returns
+    -------
+    list of Lesion, in sheet order.
+    """
+    header, rows = _read_rows(sheet, "lesion")
+    _validate_rows(sheet, "lesion", header, rows, "lesions.schema.yaml")
+    seen = {}
+    lesions = []
+    for number, row in rows:
+        lesion_id = row["lesion_id"]
+        if lesion_id in seen:
+            raise InputError(f"lesion sheet '{sheet}': lesion_id '{lesion_id}' appears on lines "
+                             f"{seen[lesion_id]} and {number}; lesion ids must be unique.")
+        seen[lesion_id] = number
+        if check_files:
+            _check_file(sheet, number, f"lesion '{lesion_id}'", row["path"], generated)
+        lesions.append(Lesion(lesion_id, row["path"], row.get("group")))
+    if "group" in header:
+        missing = [les.lesion_id for les in lesions if les.group is None]
+        if missing:
+            raise InputError(f"lesion sheet '{sheet}' has a group column but no group for "
+                             f"{missing[:5]}; give every lesion a group or drop the column.")
+    return lesions
+
+
+def read_subjects(sheet, check_files=True, generated=frozenset()):
+    """Read and validate the connectome sheet; rows sharing a subject_id are its runs.
+
+    Returns
+    -------
+    list of Subject in order of first appearance, each with its runs in sheet order.
+    """
+    header, rows = _read_rows(sheet, "subject")
+    _validate_rows(sheet, "subject", header, rows, "subjects.schema.yaml")
+    runs = {}
+    where = {}
+    for number, row in rows:
+        path = row["path"]
+        if path in where:
+            raise InputError(f"subject sheet '{sheet}': run '{path}' is listed on lines "
+                             f"{where[path]} and {number}; list every run once.")
+        where[path] = number
+        if check_files:
+            _check_file(sheet, number, f"run of subject '{row['subject_id']}'", path, generated)
+        runs.setdefault(row["subject_id"], []).append(path)
+    if len(runs) < 2:
+        raise InputError(f"subject sheet '{sheet}' lists {len(runs)} subject; the T map needs "
+                         "at least 2 connectome subjects.")
+    return [Subject(subject_id, tuple(paths)) for subject_id, paths in runs.items()]
+
+
+def chunks(items, size):
+    """Consecutive chunks of ``items`` of at most ``size`` elements (the last may be shorter)."""
+    if size < 1:
+        raise InputError(f"a batch or shard size must be >= 1, got {size}.")
+    return [list(items[start:start + size]) for start in range(0, len(items), size)]
+
+
+def chunk_name(index):
+    """The zero-padded name of batch or shard ``index`` used in file names."""
+    return f"{index:04d}"
