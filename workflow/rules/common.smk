@@ -102,8 +102,8 @@ def batch_of_lesion(wildcards):
 
 
 def merged_stats_of_lesion(wildcards):
-    prefix = f"{OUT}/lnm/stats/batch-{batch_of_lesion(wildcards)}"
-    return {"sums": prefix + ".npy", "info": prefix + ".json"}
+    batch = batch_of_lesion(wildcards)
+    return {"sums": f"{OUT}/lnm/stats/batch-{batch}.npy", "info": f"{OUT}/lnm/stats/batch-{batch}.json"}
 
 
 def partial_stats_of_batch(wildcards):
@@ -129,11 +129,20 @@ def lesion_map_files():
     ]
 
 
+GROUP_MAP_NAMES = ("sensitivity_pos", "sensitivity_neg", "mean_AvgR_Fz")
+
+
+def group_map_layout():
+    """(group, map name) of every group map; group "" is all lesions together."""
+    return [(group, name) for group in [""] + GROUPS for name in GROUP_MAP_NAMES]
+
+
 def group_map_files():
-    names = ("sensitivity_pos", "sensitivity_neg", "mean_AvgR_Fz")
-    files = [f"{OUT}/lnm/group/{name}.nii.gz" for name in names]
-    files += [f"{OUT}/lnm/group/{g}/{name}.nii.gz" for g in GROUPS for name in names]
-    return files
+    """The group map files, in the order of group_map_layout()."""
+    return [
+        f"{OUT}/lnm/group/{group}/{name}.nii.gz" if group else f"{OUT}/lnm/group/{name}.nii.gz"
+        for group, name in group_map_layout()
+    ]
 
 
 def lnm_outputs():

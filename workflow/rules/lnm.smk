@@ -163,8 +163,7 @@ rule lnm_group_maps:
     params:
         groups={les.lesion_id: les.group for les in LESIONS},
         threshold=LNM["sensitivity_threshold"],
-        out_dir_all=f"{OUT}/lnm/group",
-        out_dir_groups=f"{OUT}/lnm/group",
+        layout=group_map_layout(),
     log:
         f"{LNM_LOGS}/group_maps.log",
     conda:

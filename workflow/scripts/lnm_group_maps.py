@@ -4,6 +4,7 @@ from shardmap.task import snakemake_task
 with snakemake_task(snakemake):
     from shardmap.group import write_group_map_files
 
+    paths = {(group or None, name): path for (group, name), path in zip(snakemake.params.layout,
+                                                                          snakemake.output)}
     write_group_map_files(zip(snakemake.input.sums, snakemake.input.infos), snakemake.params.groups,
-                          snakemake.params.threshold, snakemake.input.mask,
-                          snakemake.params.out_dir_all, snakemake.params.out_dir_groups)
+                          snakemake.params.threshold, snakemake.input.mask, paths)

@@ -74,16 +74,10 @@ def group_maps(stats_files, groups, threshold, n_voxels):
     return {label: acc.maps() for label, acc in accumulators.items()}
 
 
-def write_group_maps(result, mask, out_dir_all, out_dir_groups=None):
-    """Write group maps: out_dir_all/NAME.nii.gz and out_dir_groups/LABEL/NAME.nii.gz."""
-    written = []
-    for label, maps in result.items():
-        folder = out_dir_all if label is None else f"{out_dir_groups}/{label}"
-        for name in GROUP_MAP_NAMES:
-            path = f"{folder}/{name}.nii.gz"
-            write_map(path, maps[name], mask, description=f"shardmap {name}")
-            written.append(path)
-    return written
+def write_group_maps(result, mask, paths):
+    """Write group maps; ``paths`` maps (group label or None, map name) -> file."""
+    for (label, name), path in paths.items():
+        write_map(path, result[label][name], mask, description=f"shardmap {name}")
 
 
 def write_lesion_map_files(stats_npy, stats_json, lesion_id, mask_path, paths):
@@ -93,9 +87,10 @@ def write_lesion_map_files(stats_npy, stats_json, lesion_id, mask_path, paths):
     write_lesion_maps(stats, lesion_id, load_mask(mask_path), paths)
 
 
-def write_group_map_files(stats_files, groups, threshold, mask_path, out_dir_all, out_dir_groups):
+def write_group_map_files(stats_files, groups, threshold, mask_path, paths):
+    """Compute the group maps from merged batch statistics and write them to ``paths``
+    ((group label or None, map name) -> file)."""
     from .nifti import load_mask
 
     mask = load_mask(mask_path)
-    result = group_maps(stats_files, groups, threshold, mask.n_voxels)
-    return write_group_maps(result, mask, out_dir_all, out_dir_groups)
+    write_group_maps(group_maps(stats_files, groups, threshold, mask.n_voxels), mask, paths)

@@ -1,0 +1,42 @@
+"""Drive the shardmap library the way the workflow does, without Snakemake (for tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from shardmap.connectome import prepare_shard_files, shard_paths
+from shardmap.group import write_lesion_map_files
+from shardmap.lesions import prepare_lesion_batch_files
+from shardmap.mapping import map_batch_files
+from shardmap.sheets import chunks
+from shardmap.stats import merge_files
+
+
+def run_library(dataset, outdir, lesion_batch_size=2, subject_shard_size=2, dtype="float32"):
+    """Run prepare -> map -> merge -> maps; return {lesion_id: {map name: 3D array}}."""
+    outdir = Path(outdir)
+    shards = []
+    for index, subjects in enumerate(chunks(dataset["subjects"], subject_shard_size)):
+        paths = shard_paths(outdir / f"shard-{index}")
+        prepare_shard_files(dataset["mask"], subjects, paths["data"], paths["norms"], paths["info"], dtype)
+        shards.append(paths)
+    maps = {}
+    for b, lesions in enumerate(chunks(dataset["lesions"], lesion_batch_size)):
+        batch = outdir / f"batch-{b}.npz"
+        prepare_lesion_batch_files(dataset["mask"], lesions, batch, outdir / f"batch-{b}.qc.tsv")
+        parts = []
+        for s, shard in enumerate(shards):
+            part = (str(outdir / f"part-{b}-{s}.npy"), str(outdir / f"part-{b}-{s}.json"))
+            map_batch_files(batch, shard, *part)
+            parts.append(part)
+        merged = (str(outdir / f"merged-{b}.npy"), str(outdir / f"merged-{b}.json"))
+        merge_files(parts, *merged)
+        for lesion_id, _, _ in lesions:
+            files = {name: str(outdir / f"{lesion_id}_{name}.nii.gz") for name in ("AvgR", "AvgR_Fz", "T")}
+            write_lesion_map_files(*merged, lesion_id, dataset["mask"], files)
+            maps[lesion_id] = {name: np.asarray(nib.load(p).dataobj, dtype=np.float64)
+                               for name, p in files.items()}
+    return maps
