@@ -1,0 +1,179 @@
+"""The workflow end to end through the Snakemake command line, run from another folder."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from reference import reference_maps
+from synthetic import make_dataset, write_sheet
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir, *args, configfile="my.yaml"):
+    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    if configfile:
+        cmd += ["--configfile", configfile]
+    return subprocess.run(cmd + list(args), cwd=workdir, capture_output=True, text=True, timeout=600)
+
+
+def write_project(workdir, dataset, **lnm):
+    """Sheets and config with paths relative to ``workdir``."""
+    rel = lambda p: os.path.relpath(p, workdir)  # noqa: E731
+    write_sheet(workdir / "sheets" / "lesions.tsv", ["lesion_id", "path", "group"],
+                [(i, rel(p), g) for i, p, g in dataset["lesions"]])
+    write_sheet(workdir / "sheets" / "subjects.tsv", ["subject_id", "path"],
+                [(s, rel(run)) for s, runs in dataset["subjects"] for run in runs])
+    config = {"outdir": "out",
+              "lnm": {"lesions": "sheets/lesions.tsv",
+                      "connectome": {"subjects": "sheets/subjects.tsv", "mask": rel(dataset["mask"])},
+                      "lesion_batch_size": 3, "subject_shard_size": 2, "sensitivity_threshold": 2.0,
+                      **lnm}}
+    (workdir / "my.yaml").write_text(yaml.safe_dump(config))
+    return config
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("project")
+    dataset = make_dataset(workdir / "data", np.random.default_rng(99))
+    write_project(workdir, dataset)
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir, dataset
+
+
+def load(path):
+    return np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
+
+
+def test_maps_equal_reference(project):
+    workdir, dataset = project
+    ref = reference_maps(dataset["mask"], dataset["subjects"], [p for _, p, _ in dataset["lesions"]])
+    mask_img = nib.load(dataset["mask"])
+    for lesion_id, path, _ in dataset["lesions"]:
+        for name in ("AvgR", "AvgR_Fz", "T"):
+            img = nib.load(str(workdir / "out" / "lnm" / "maps" / f"{lesion_id}_{name}.nii.gz"))
+            assert img.get_data_dtype() == np.float32
+            np.testing.assert_allclose(img.affine, mask_img.affine)
+            ours = np.asarray(img.dataobj, dtype=np.float64)
+            if name == "T":
+                rel = np.abs(ours - ref[path][name]) / np.maximum(1.0, np.abs(ref[path][name]))
+                assert rel.max() <= 1e-3
+            else:
+                assert np.abs(ours - ref[path][name]).max() <= 1e-4
+
+
+def test_group_maps_count_lesions_beyond_threshold(project):
+    workdir, dataset = project
+    ref = reference_maps(dataset["mask"], dataset["subjects"], [p for _, p, _ in dataset["lesions"]])
+    group = workdir / "out" / "lnm" / "group"
+    for label in (None, "g1", "g2"):
+        members = [p for _, p, g in dataset["lesions"] if label is None or g == label]
+        t = np.stack([ref[p]["T"] for p in members])
+        fz = np.stack([ref[p]["AvgR_Fz"] for p in members])
+        folder = group if label is None else group / label
+        # T within 1e-3 of the reference can flip a voxel sitting right at the threshold.
+        near = (np.abs(np.abs(t) - 2.0) < 1e-2).any(axis=0)
+        np.testing.assert_allclose(load(folder / "sensitivity_pos.nii.gz")[~near],
+                                   (t > 2.0).mean(axis=0)[~near], atol=1e-6)
+        np.testing.assert_allclose(load(folder / "sensitivity_neg.nii.gz")[~near],
+                                   (t < -2.0).mean(axis=0)[~near], atol=1e-6)
+        np.testing.assert_allclose(load(folder / "mean_AvgR_Fz.nii.gz"), fz.mean(axis=0), atol=1e-4)
+
+
+def test_qc_table(project):
+    workdir, dataset = project
+    with open(workdir / "out" / "lnm" / "qc" / "lesions.tsv") as handle:
+        rows = {row["lesion_id"]: row for row in csv.DictReader(handle, delimiter="\t")}
+    assert list(rows) == [i for i, _, _ in dataset["lesions"]]
+    for row in rows.values():
+        assert {"n_voxels_input", "n_voxels_in_mask", "fraction_outside_mask"} <= set(row)
+    assert float(rows["edge-ras25"]["fraction_outside_mask"]) > 0.05
+    assert float(rows["sphere-ras3"]["fraction_outside_mask"]) == 0.0
+    assert int(rows["one-voxel"]["n_voxels_in_mask"]) == 1
+
+
+def test_rerun_has_nothing_to_do(project):
+    workdir, _ = project
+    result = snakemake(workdir, "-n")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_bad_lesion_fails_cleanly(tmp_path):
+    dataset = make_dataset(tmp_path / "data", np.random.default_rng(5))
+    far = np.zeros((4, 4, 4), np.uint8)
+    far[1, 1, 1] = 1
+    far_affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    far_affine[:3, 3] = 500.0
+    nib.save(nib.Nifti1Image(far, far_affine), str(tmp_path / "data" / "far.nii.gz"))
+    dataset["lesions"].append(("far-away", str(tmp_path / "data" / "far.nii.gz"), "g1"))
+    write_project(tmp_path, dataset)
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    assert "lesion 'far-away'" in result.stderr and "no voxel inside the brain mask" in result.stderr
+    maps = tmp_path / "out" / "lnm" / "maps"
+    assert not any(p.name.startswith("far-away") for p in maps.glob("*")) if maps.exists() else True
+    assert not (tmp_path / "out" / "lnm" / "group" / "sensitivity_pos.nii.gz").exists()
+    log = tmp_path / "out" / "logs" / "lnm" / "prepare_lesions" / "batch-0001.log"
+    assert "far-away" in log.read_text()
+
+
+def test_sheet_errors_stop_before_any_job(tmp_path):
+    dataset = make_dataset(tmp_path / "data", np.random.default_rng(6))
+    dataset["lesions"].append(("sphere-ras3", dataset["lesions"][0][1], "g1"))
+    write_project(tmp_path, dataset)
+    result = snakemake(tmp_path, "-n")
+    assert result.returncode != 0
+    assert "lesion_id 'sphere-ras3' appears on lines 2 and 6" in result.stdout + result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"lesion_batch_size": "many"}, "lesion_batch_size"),
+    ({"lesion_batch_siz": 3}, "lesion_batch_siz"),
+    ({"connectome": {"subjects": "sheets/subjects.tsv", "mask": "m.nii.gz", "dtype": "float8"}}, "float8"),
+])
+def test_config_errors(tmp_path, change, fragment):
+    dataset = make_dataset(tmp_path / "data", np.random.default_rng(7))
+    write_project(tmp_path, dataset, **change)
+    result = snakemake(tmp_path, "-n")
+    assert result.returncode != 0
+    assert fragment in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_default_config_dry_run_and_lint():
+    """The embedded demo config builds its job graph, and --lint is clean."""
+    dry = subprocess.run(SNAKEMAKE + ["-n", "--forceall", "--cores", "2"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "lnm_demo_data" in dry.stdout
+    lint = subprocess.run(SNAKEMAKE + ["--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    """The default config (the embedded demo) runs in a copy of the repository."""
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".venv", ".git", "results", "resources",
+                                                              ".snakemake", "__pycache__"))
+    result = subprocess.run(SNAKEMAKE + ["--cores", "2"], cwd=copy, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    t = load(copy / "results" / "lnm" / "maps" / "demo-lesion-01_T.nii.gz")
+    assert np.isfinite(t).all() and t.max() > 7.0
+    qc = (copy / "results" / "lnm" / "qc" / "lesions.tsv").read_text().splitlines()
+    assert len(qc) == 13
+    for group in ("A", "B"):
+        assert (copy / "results" / "lnm" / "group" / group / "sensitivity_pos.nii.gz").exists()
