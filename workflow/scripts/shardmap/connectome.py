@@ -126,34 +126,52 @@ def shard_paths(prefix):
 
 def prepare_shard(subjects, mask, data_path, norms_path, info_path, dtype="float32"):
     """Read, check, centre, scale and store the runs of ``subjects`` as one shard."""
+
+    def loaded():
+        for subject in subjects:
+            series, raw_energy, run_frames = load_subject(subject, mask)
+            log.info("subject %s: %d runs, %s frames", subject.subject_id, len(run_frames), run_frames)
+            yield subject.subject_id, list(subject.runs), series, raw_energy
+
+    return write_shard(loaded(), len(subjects), mask.n_voxels, mask.fingerprint(), data_path,
+                       norms_path, info_path, dtype)
+
+
+def write_shard(subject_series, n_subjects, n_voxels, mask_fingerprint, data_path, norms_path,
+                info_path, dtype="float32"):
+    """Store centred subject time courses as a shard.
+
+    ``subject_series`` yields (subject_id, runs, series, raw_energy) with series the
+    (V, T) float64 centred, concatenated time courses in mask order and raw_energy the
+    per-voxel sum of squares before centring. Subjects are appended to the data file one
+    at a time, so memory holds one subject.
+    """
     if dtype not in STORAGE_DTYPES:
         raise InputError(f"lnm.connectome.dtype is '{dtype}'; use one of {sorted(STORAGE_DTYPES)}.")
     store = STORAGE_DTYPES[dtype]
-    n_voxels = mask.n_voxels
     offsets = [0]
-    norms = np.zeros((len(subjects), 2, n_voxels))
-    # Subjects are appended to the data file one at a time: memory holds one subject.
+    subject_ids, runs = [], []
+    norms = np.zeros((n_subjects, 2, n_voxels))
     with atomic_open(data_path) as data_file:
         header_at = data_file.tell()
         _write_npy_header(data_file, store, (0, n_voxels))  # rewritten once the size is known
-        for s, subject in enumerate(subjects):
-            series, raw_energy, run_frames = load_subject(subject, mask)
+        for s, (subject_id, subject_runs, series, raw_energy) in enumerate(subject_series):
             unit, norm = unit_time_courses(series, raw_energy)
-            stored = unit.T.astype(store)  # (T, V): a subject is a contiguous block of rows
+            stored = np.ascontiguousarray(unit.T, dtype=store)  # (T, V): a subject is a block of rows
             stored_norm = np.sqrt(np.einsum("tv,tv->v", stored, stored, dtype=np.float64))
             norms[s, 0] = norm
             norms[s, 1] = np.divide(1.0, stored_norm, out=np.zeros(n_voxels), where=norm > 0)
-            data_file.write(np.ascontiguousarray(stored).tobytes())
+            data_file.write(stored.tobytes())
             offsets.append(offsets[-1] + stored.shape[0])
-            log.info("subject %s (%d/%d): %d runs, %d frames, %d zero-variance voxels",
-                     subject.subject_id, s + 1, len(subjects), len(run_frames), stored.shape[0],
-                     int((norm == 0).sum()))
+            subject_ids.append(subject_id)
+            runs.append(list(subject_runs))
+            log.info("stored subject %s (%d/%d): %d frames, %d zero-variance voxels", subject_id, s + 1,
+                     n_subjects, stored.shape[0], int((norm == 0).sum()))
         data_file.seek(header_at)
         _write_npy_header(data_file, store, (offsets[-1], n_voxels))
     with atomic_open(norms_path) as handle:
         np.save(handle, norms)
-    info = ShardInfo([s.subject_id for s in subjects], [list(s.runs) for s in subjects], offsets,
-                     dtype, n_voxels, mask.fingerprint())
+    info = ShardInfo(subject_ids, runs, offsets, dtype, n_voxels, mask_fingerprint)
     with atomic_open(info_path, "w") as handle:
         handle.write(info.to_json())
     return info
@@ -169,52 +187,72 @@ def _write_npy_header(handle, dtype, shape):
     handle.write(b"\x93NUMPY\x02\x00" + struct.pack("<I", total - 12) + text + b" " * pad + b"\n")
 
 
+class NpyRowReader:
+    """Reads blocks of rows of a C-order .npy file with ``readinto`` (no memory map, so
+    the pages read do not stay in this process's resident memory)."""
+
+    def __init__(self, path, expected_shape):
+        self.path = str(path)
+        self._file = open(path, "rb")
+        version = np.lib.format.read_magic(self._file)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(self._file)
+        if fortran or tuple(shape) != tuple(expected_shape):
+            self._file.close()
+            raise InputError(f"prepared file '{path}' has shape {shape}, expected {tuple(expected_shape)}; "
+                             "delete the prepared connectome and rerun to prepare it again.")
+        self.dtype = np.dtype(dtype)
+        self._offset = self._file.tell()
+        self._row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def read_into(self, start, out):
+        """Fill ``out`` (len(out) rows, this file's dtype) with rows start, start + 1, ..."""
+        self._file.seek(self._offset + start * self._row_bytes)
+        wanted = len(out) * self._row_bytes
+        if self._file.readinto(memoryview(out).cast("B")) != wanted:
+            raise InputError(f"prepared file '{self.path}' is truncated; delete the prepared "
+                             "connectome and rerun to prepare it again.")
+        return out
+
+    def close(self):
+        self._file.close()
+
+
 class ShardReader:
-    """Reads one subject at a time from a prepared shard into a reused float32 buffer."""
+    """Reads one subject at a time from a prepared shard into reused buffers."""
 
     def __init__(self, prefix_or_paths):
         paths = prefix_or_paths if isinstance(prefix_or_paths, dict) else shard_paths(prefix_or_paths)
         self.paths = paths
         with open(paths["info"]) as handle:
             self.info = ShardInfo(**json.load(handle))
-        self.norms = np.load(paths["norms"], mmap_mode="r")
-        self._file = open(paths["data"], "rb")
-        version = np.lib.format.read_magic(self._file)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, fortran, dtype = read_header(self._file)
-        if fortran or shape != (self.info.frame_offsets[-1], self.info.n_voxels):
-            raise InputError(f"prepared shard '{paths['data']}' does not match '{paths['info']}'; "
-                             "delete both and rerun to prepare the connectome again.")
-        self._data_offset = self._file.tell()
-        self._store = np.dtype(dtype)
-        self._raw = np.empty((self.info.max_frames, self.info.n_voxels), dtype=self._store)
-        self._buffer = (self._raw if self._store == np.float32 else
-                        np.empty((self.info.max_frames, self.info.n_voxels), dtype=np.float32))
+        n_voxels = self.info.n_voxels
+        self._data = NpyRowReader(paths["data"], (self.info.frame_offsets[-1], n_voxels))
+        self._norms = NpyRowReader(paths["norms"], (self.info.n_subjects, 2, n_voxels))
+        self._raw = np.empty((self.info.max_frames, n_voxels), dtype=self._data.dtype)
+        self._buffer = (self._raw if self._data.dtype == np.float32 else
+                        np.empty((self.info.max_frames, n_voxels), dtype=np.float32))
+        self._norm_buffer = np.empty((1, 2, n_voxels))
 
     def __len__(self):
         return self.info.n_subjects
 
     def read(self, index):
-        """Return (stored time courses as (T, V) float32 view, norm (V,), inv stored norm (V,)).
+        """Return (stored time courses as (T, V) float32, norm (V,), inverse stored norm (V,)).
 
-        The returned array is a view of a buffer that the next call overwrites.
+        The arrays are views of buffers that the next call overwrites.
         """
         start, stop = self.info.frame_offsets[index], self.info.frame_offsets[index + 1]
-        n_frames = stop - start
-        row_bytes = self.info.n_voxels * self._store.itemsize
-        self._file.seek(self._data_offset + start * row_bytes)
-        target = self._raw[:n_frames]
-        if self._file.readinto(memoryview(target).cast("B")) != n_frames * row_bytes:
-            raise InputError(f"prepared shard '{self.paths['data']}' is truncated; delete it and "
-                             "rerun to prepare the connectome again.")
+        target = self._data.read_into(start, self._raw[:stop - start])
         if self._buffer is not self._raw:
-            np.copyto(self._buffer[:n_frames], target)
-        norms = np.asarray(self.norms[index])
-        return self._buffer[:n_frames], norms[0], norms[1]
+            np.copyto(self._buffer[:stop - start], target)
+        norms = self._norms.read_into(index, self._norm_buffer)[0]
+        return self._buffer[:stop - start], norms[0], norms[1]
 
     def close(self):
-        self._file.close()
+        self._data.close()
+        self._norms.close()
 
     def __enter__(self):
         return self

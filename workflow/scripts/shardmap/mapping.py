@@ -45,6 +45,20 @@ def lesion_seeds(frames, norm, batch):
     return seeds, seed_norm
 
 
+def fisher_z_inplace(r, scratch):
+    """z = arctanh(r) = log((1 + r) / (1 - r)) / 2, in place, for float32 |r| <= FLOAT64_ABOVE.
+
+    NumPy's float32 log is vectorised and its arctanh is not: this form is about ten times
+    faster, with an absolute error below 2e-7 for |r| <= 0.95 (tests/test_mapping_kernels.py).
+    """
+    np.subtract(1.0, r, out=scratch)
+    np.add(1.0, r, out=r)
+    np.divide(r, scratch, out=r)
+    np.log(r, out=r)
+    np.multiply(r, 0.5, out=r)
+    return r
+
+
 class BlockScratch:
     """Buffers for one voxel block, allocated once per task and reused for every subject."""
 
@@ -77,7 +91,7 @@ def accumulate_subject(frames, norm, inv_stored_norm, batch, sums, scratch):
         exact = np.nonzero(flags) if flags.any() else None
         if exact is not None:
             r[exact] = 0.0  # their z is added in float64 below
-        np.arctanh(r, out=r)
+        fisher_z_inplace(r, scratch.abs_r[:, :width])
         z_block = sums[:, 0, start:stop]
         z_block += r
         np.multiply(r, r, out=r)
