@@ -1,0 +1,316 @@
+"""The user-facing CPA model class (scvi-tools style: setup_anndata, train, save/load)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from scipy import sparse
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, LayerField
+from scvi.dataloaders import DataSplitter
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+
+from ..errors import InputError
+from .module import DOSERS, RECON_LOSSES, CPAModule
+from .perturbations import REGISTRY_KEY as PERTURBATION_KEY
+from .perturbations import PerturbationField, encode_override, split_encoded
+from .training import CPATrainingPlan
+
+log = logging.getLogger(__name__)
+LATENT_KEYS = ("z_basal", "z", "z_corrected")
+COUNT_CHECK_ROWS = 20_000
+
+
+def check_counts(matrix, where="X", rows_per_chunk=COUNT_CHECK_ROWS):
+    """Raise InputError unless ``matrix`` holds finite, non-negative integers (checked in chunks)."""
+    for start in range(0, matrix.shape[0], rows_per_chunk):
+        block = matrix[start:start + rows_per_chunk]
+        values = block.data if sparse.issparse(block) else np.asarray(block)
+        if not np.isfinite(values).all():
+            raise InputError(f"{where} holds NaN or Inf (rows {start}-{start + rows_per_chunk}); "
+                             "remove or fix those cells.")
+        if (values < 0).any():
+            raise InputError(f"{where} holds negative values; a count likelihood (nb, zinb) needs raw "
+                             "counts: point `layer` at the counts, or use recon_loss: gauss for "
+                             "log-normalised data.")
+        if not np.array_equal(values, np.round(values)):
+            raise InputError(f"{where} holds non-integer values; a count likelihood (nb, zinb) needs "
+                             "raw counts: point `layer` at the counts, or use recon_loss: gauss for "
+                             "log-normalised data.")
+
+
+def morgan_fingerprints(smiles_by_drug, drugs, n_bits=1024, radius=2):
+    """Morgan fingerprints of each drug (RDKit, an optional dependency)."""
+    try:
+        from rdkit import Chem
+        from rdkit.Chem import rdFingerprintGenerator
+    except ImportError as err:
+        raise InputError("smiles_key is set but RDKit is not installed; install the optional "
+                         "dependency (pip install rdkit) or set smiles_key: null.") from err
+    generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
+    table = np.zeros((len(drugs), n_bits), dtype=np.float32)
+    for i, drug in enumerate(drugs):
+        molecule = Chem.MolFromSmiles(smiles_by_drug[drug])
+        if molecule is None:
+            raise InputError(f"SMILES '{smiles_by_drug[drug]}' of drug '{drug}' cannot be parsed.")
+        table[i] = generator.GetFingerprintAsNumPy(molecule)
+    return table
+
+
+def smiles_of_drugs(obs, perturbation_key, smiles_key, control_group):
+    """Map each drug to its SMILES from a column aligned with the condition strings."""
+    if smiles_key not in obs:
+        raise InputError(f"obs has no column '{smiles_key}' (smiles_key).")
+    mapping = {}
+    pairs = obs[[perturbation_key, smiles_key]].astype(str).drop_duplicates()
+    for condition, smiles in pairs.itertuples(index=False):
+        if condition == control_group:
+            continue
+        drugs, codes = condition.split("+"), smiles.split("+")
+        if len(drugs) != len(codes):
+            raise InputError(f"obs['{smiles_key}'] '{smiles}' has {len(codes)} part(s) for condition "
+                             f"'{condition}' with {len(drugs)} drug(s); give one SMILES per drug.")
+        for drug, code in zip(drugs, codes):
+            if mapping.setdefault(drug.strip(), code.strip()) != code.strip():
+                raise InputError(f"drug '{drug}' has two SMILES in obs['{smiles_key}'].")
+    return mapping
+
+
+class CPA(BaseModelClass):
+    """Compositional Perturbation Autoencoder.
+
+    Parameters
+    ----------
+    adata : AnnData registered with :meth:`setup_anndata`.
+    n_latent : size of the latent space.
+    recon_loss : "nb", "zinb" (counts) or "gauss" (log-normalised data).
+    doser_type : dose-response curve, "logsigm", "sigm", "linear" or "mlp".
+    variational : a Gaussian posterior on the basal state (with KL warm-up).
+    n_hidden, n_layers, dropout : encoder and decoder sizes.
+    """
+
+    _module_cls = CPAModule
+    _training_plan_cls = CPATrainingPlan
+
+    def __init__(self, adata, n_latent=64, recon_loss="nb", doser_type="logsigm", variational=False,
+                 n_hidden=256, n_layers=2, dropout=0.0):
+        super().__init__(adata)
+        if recon_loss not in RECON_LOSSES:
+            raise InputError(f"recon_loss '{recon_loss}' is not one of {RECON_LOSSES}.")
+        if doser_type not in DOSERS:
+            raise InputError(f"doser_type '{doser_type}' is not one of {DOSERS}.")
+        state = self.adata_manager.get_state_registry(PERTURBATION_KEY)
+        fields = self.adata_manager.data_registry
+        n_cats = (list(self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY).n_cats_per_key)
+                  if REGISTRY_KEYS.CAT_COVS_KEY in fields else [])
+        if recon_loss in ("nb", "zinb"):
+            check_counts(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY),
+                         where=f"the expression matrix ({self._layer_name()})")
+        fingerprints = None
+        smiles_key = self.adata_manager._registry["setup_args"].get("smiles_key")
+        if smiles_key:
+            setup = self.adata_manager._registry["setup_args"]
+            fingerprints = morgan_fingerprints(
+                smiles_of_drugs(adata.obs, setup["perturbation_key"], smiles_key, setup["control_group"]),
+                state["drugs"])
+        self.module = CPAModule(
+            n_genes=self.summary_stats.n_vars, n_drugs=len(state["drugs"]),
+            n_conditions=len(state["conditions"]), n_cats_per_cov=n_cats,
+            n_batch=self.summary_stats.n_batch, n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers,
+            dropout=dropout, recon_loss=recon_loss, doser_type=doser_type, variational=variational,
+            drug_fingerprints=fingerprints, condition_weights=self._condition_weights(len(state["conditions"])))
+        self._model_summary_string = (
+            f"CPA: {len(state['drugs'])} drugs, {len(state['conditions'])} condition classes, n_latent "
+            f"{n_latent}, recon_loss {recon_loss}, doser {doser_type}, variational {variational}")
+        self.init_params_ = self._get_init_params(locals())
+
+    def _layer_name(self):
+        layer = self.adata_manager._registry["setup_args"].get("layer")
+        return f"layers['{layer}']" if layer else "X"
+
+    def _condition_weights(self, n_classes):
+        """Inverse-frequency weights of the condition classes (balanced cross-entropy)."""
+        encoded = self.adata_manager.get_from_registry(PERTURBATION_KEY)
+        classes = encoded[:, -1].astype(np.int64)
+        counts = np.bincount(classes[classes >= 0], minlength=n_classes).astype(np.float64)
+        weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+        return np.minimum(weights, 100.0)
+
+    @classmethod
+    def setup_anndata(cls, adata, perturbation_key, dosage_key, control_group, covariate_keys=None,
+                      batch_key=None, smiles_key=None, layer=None, **kwargs):
+        """Register the fields CPA needs.
+
+        Parameters
+        ----------
+        perturbation_key : obs column of condition strings ("drugA+drugB"; the control group).
+        dosage_key : obs column of dosage strings ("0.1+1.0"), one dose per drug, same order.
+        control_group : the condition label of unperturbed cells.
+        covariate_keys : obs columns of categorical covariates (e.g. cell type).
+        batch_key : obs column of the technical batch (left out of ``z_corrected``).
+        smiles_key : obs column of SMILES strings aligned with the conditions (needs RDKit).
+        layer : layer holding the expression (default X).
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        covariate_keys = list(covariate_keys or [])
+        for key in covariate_keys + ([batch_key] if batch_key else []):
+            if key not in adata.obs:
+                raise InputError(f"adata.obs has no column '{key}' (covariate_keys / batch_key); "
+                                 f"columns: {list(adata.obs.columns)}.")
+        if layer is not None and layer not in adata.layers:
+            raise InputError(f"adata has no layer '{layer}'; layers: {list(adata.layers)}.")
+        source = kwargs.get("source_registry")
+        if source is not None:
+            _check_known_categories(adata, source, covariate_keys, batch_key)
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            PerturbationField(perturbation_key, dosage_key, control_group),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, covariate_keys),
+        ]
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    # --- training ------------------------------------------------------------------
+    def train(self, max_epochs=100, batch_size=512, accelerator="auto", devices="auto",
+              train_indices=None, validation_indices=None, train_size=0.9, seed=None, num_workers=0,
+              prefetch_factor=2, persistent_workers=False, plan_kwargs=None, **trainer_kwargs):
+        """Train the model.
+
+        ``train_indices`` / ``validation_indices`` fix the split (the workflow passes its
+        train / valid split); otherwise a random ``train_size`` split. DataLoader workers
+        (``num_workers`` > 0, with ``prefetch_factor`` and ``persistent_workers``) only
+        read data: minibatch order is drawn in the main process, so results do not depend
+        on the number of workers.
+        """
+        if seed is not None:
+            import scvi
+
+            scvi.settings.seed = int(seed)
+        loader_kwargs = {"num_workers": int(num_workers), "persistent_workers": bool(persistent_workers)
+                         and num_workers > 0}
+        if num_workers > 0:
+            loader_kwargs["prefetch_factor"] = int(prefetch_factor)
+        external = None
+        if train_indices is not None:
+            valid = np.asarray(validation_indices if validation_indices is not None else [], dtype=np.int64)
+            external = [np.asarray(train_indices, dtype=np.int64), valid, np.array([], dtype=np.int64)]
+        splitter = DataSplitter(self.adata_manager, train_size=train_size, batch_size=batch_size,
+                                external_indexing=external, **loader_kwargs)
+        plan = CPATrainingPlan(self.module, **(plan_kwargs or {}))
+        trainer_kwargs.setdefault("enable_progress_bar", False)
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        runner = TrainRunner(self, training_plan=plan, data_splitter=splitter, max_epochs=max_epochs,
+                             accelerator=accelerator, devices=devices, **trainer_kwargs)
+        return runner()
+
+    # --- inference -----------------------------------------------------------------
+    def _batches(self, adata, indices, batch_size):
+        adata = self._validate_anndata(adata)
+        if indices is None:
+            indices = np.arange(adata.n_obs)
+        indices = np.asarray(indices, dtype=np.int64)
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size or 4096,
+                                        shuffle=False)
+        return adata, indices, loader
+
+    @torch.inference_mode()
+    def get_latent_representation(self, adata=None, indices=None, batch_size=None, give_sample=False,
+                                  out=None):
+        """Latents of the selected cells: dict with "z_basal", "z", "z_corrected" (n, n_latent).
+
+        The posterior mean unless ``give_sample``; the module runs in eval mode. Results
+        are written batch by batch into preallocated arrays (or into ``out``, a dict of
+        arrays of the right shape, e.g. memory maps).
+        """
+        adata, indices, loader = self._batches(adata, indices, batch_size)
+        n = len(indices)
+        if out is None:
+            out = {key: np.empty((n, self.module.n_latent), dtype=np.float32) for key in LATENT_KEYS}
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            start = 0
+            for tensors in loader:
+                inputs = self.module._get_inference_input(tensors)
+                result = self.module.inference(**inputs, sample=give_sample)
+                stop = start + inputs["x"].shape[0]
+                for key in LATENT_KEYS:
+                    out[key][start:stop] = result[key].detach().cpu().numpy()
+                start = stop
+        finally:
+            self.module.train(was_training)
+        return out
+
+    @torch.inference_mode()
+    def predict(self, adata=None, indices=None, perturbation=None, dosage=None, batch_size=None,
+                library_size=None, out=None):
+        """Mean expression of the selected cells, (n, n_genes) float32.
+
+        With ``perturbation`` (and ``dosage``) given, every selected cell is predicted
+        under that perturbation instead of its own (a counterfactual): its basal state
+        and covariates are kept. For count likelihoods the mean is scaled to the cell's
+        observed library size, or to ``library_size`` when given (e.g. 1e4).
+        """
+        adata, indices, loader = self._batches(adata, indices, batch_size)
+        n = len(indices)
+        if out is None:
+            out = np.empty((n, self.module.n_genes), dtype=np.float32)
+        override = None
+        if perturbation is not None:
+            state = self.adata_manager.get_state_registry(PERTURBATION_KEY)
+            override = torch.as_tensor(encode_override(perturbation, dosage, state, 1))
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            start = 0
+            for tensors in loader:
+                inputs = self.module._get_inference_input(tensors)
+                if override is not None:
+                    inputs["perturbation"] = override.expand(inputs["x"].shape[0], -1)
+                result = self.module.inference(**inputs, sample=False)
+                library = result["library"]
+                if library_size is not None:
+                    library = torch.full_like(library, float(library_size))
+                mean = self.module.generative(result["z"], library)["mean"]
+                stop = start + mean.shape[0]
+                out[start:stop] = mean.detach().cpu().numpy()
+                start = stop
+        finally:
+            self.module.train(was_training)
+        return out
+
+    @property
+    def drugs(self):
+        return list(self.adata_manager.get_state_registry(PERTURBATION_KEY)["drugs"])
+
+    @property
+    def conditions(self):
+        return list(self.adata_manager.get_state_registry(PERTURBATION_KEY)["conditions"])
+
+
+def _check_known_categories(adata, source_registry, covariate_keys, batch_key):
+    """Name the first category of new data that the model has never seen."""
+    registries = source_registry.get("field_registries", {})
+    joint = registries.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
+    for key in covariate_keys:
+        known = set(map(str, joint.get("mappings", {}).get(key, [])))
+        unseen = sorted(set(adata.obs[key].astype(str)) - known)
+        if known and unseen:
+            raise InputError(f"obs['{key}'] has the value '{unseen[0]}' that the model was not trained on "
+                             f"(known: {sorted(known)[:10]}); the model cannot embed unseen categories.")
+    if batch_key:
+        batch = registries.get(REGISTRY_KEYS.BATCH_KEY, {}).get("state_registry", {})
+        known = set(map(str, batch.get("categorical_mapping", [])))
+        unseen = sorted(set(adata.obs[batch_key].astype(str)) - known)
+        if known and unseen:
+            raise InputError(f"obs['{batch_key}'] has the batch '{unseen[0]}' that the model was not trained "
+                             f"on (known: {sorted(known)[:10]}).")
+
+
+__all__ = ["CPA", "split_encoded"]
