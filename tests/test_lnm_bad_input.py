@@ -113,6 +113,11 @@ def test_subject_with_fewer_than_three_time_points(tmp_path, mask, good_run):
                          "s2", "2 time point", "at least 3")
 
 
+def test_run_with_a_single_frame(tmp_path, mask, good_run):
+    one = save(run_img(1, np.random.default_rng(3)), tmp_path / "input-one.nii.gz")
+    prepare_shard_expect(tmp_path, mask, [("s1", [good_run]), ("s2", [one])], "input-one.nii.gz", "at least 2")
+
+
 def test_two_short_runs_make_a_valid_subject(tmp_path, mask, good_run):
     a = save(run_img(2, np.random.default_rng(4)), tmp_path / "input-a.nii.gz")
     b = save(run_img(2, np.random.default_rng(5)), tmp_path / "input-b.nii.gz")
@@ -261,3 +266,24 @@ def test_runs_of_a_subject_are_grouped(tmp_path, good_run, mask):
     subjects = read_subjects(sheet)
     assert [s.subject_id for s in subjects] == ["s1", "s2"]
     assert subjects[0].runs == (good_run, other)
+
+
+def test_sheet_saved_with_a_byte_order_mark(tmp_path, mask):
+    sheet = tmp_path / "lesions.tsv"
+    sheet.write_bytes("\ufefflesion_id\tpath\na\t".encode() + mask.encode() + b"\n")
+    assert [les.lesion_id for les in read_lesions(sheet)] == ["a"]
+
+
+def test_stale_temporary_of_a_killed_task_is_removed(tmp_path):
+    from shardmap.atomic import atomic_open
+
+    target = tmp_path / "shard-0000.npy"
+    stale = tmp_path / ".shard-0000.npy.tmp-abc123.npy"
+    stale.write_bytes(b"half a file")
+    neighbour = tmp_path / ".shard-0000.norms.npy.tmp-xyz.npy"
+    neighbour.write_bytes(b"another task's file")
+    with atomic_open(target) as handle:
+        handle.write(b"complete")
+    assert target.read_bytes() == b"complete"
+    assert not stale.exists()
+    assert neighbour.exists()

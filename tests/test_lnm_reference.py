@@ -81,9 +81,33 @@ def test_radiological_and_ras_copies_of_a_lesion_give_the_same_maps(dataset, tmp
 
 
 def test_float16_storage_is_close(dataset, reference, tmp_path):
-    """float16 storage trades precision for half the bytes; AvgR_Fz stays within 1e-2."""
+    """float16 storage trades precision for half the bytes; AvgR_Fz stays within 1e-3
+    (measured about 1e-4) away from the seed (|AvgR| < 0.9)."""
     ours = run_library(dataset, tmp_path, lesion_batch_size=4, subject_shard_size=5, dtype="float16")
     for lesion_id, path, _ in dataset["lesions"]:
         inside_seed = np.abs(reference[path]["AvgR"]) < 0.9
         err = np.abs(ours[lesion_id]["AvgR_Fz"] - reference[path]["AvgR_Fz"])[inside_seed].max()
-        assert err <= 1e-2
+        assert err <= 1e-3
+
+
+def test_narrow_and_ragged_voxel_blocks_and_small_exact_chunks(dataset, reference, tmp_path, monkeypatch):
+    """Block widths that do not divide the voxel count (a narrow last block) and tiny
+    float64-recompute chunks give the same maps."""
+    from shardmap import mapping
+
+    monkeypatch.setattr(mapping, "BLOCK_ELEMENTS", 777)
+    monkeypatch.setattr(mapping, "EXACT_CHUNK", 3)
+    ours = run_library(dataset, tmp_path, lesion_batch_size=3, subject_shard_size=4)
+    for lesion_id, path, _ in dataset["lesions"]:
+        assert_maps_match(ours[lesion_id], reference[path])
+
+
+def test_qc_counts_match_nilearn(dataset, tmp_path):
+    from reference import lesion_voxels
+    from shardmap.lesions import prepare_lesion_batch_files, read_qc_table
+
+    prepare_lesion_batch_files(dataset["mask"], dataset["lesions"], tmp_path / "b.npz", tmp_path / "b.tsv")
+    mask_img = nib.load(dataset["mask"])
+    for row, (_, path, _) in zip(read_qc_table(tmp_path / "b.tsv"), dataset["lesions"]):
+        assert int(row["n_voxels_in_mask"]) == int(lesion_voxels(path, mask_img).sum())
+        assert int(row["n_voxels_input"]) == int((np.asarray(nib.load(path).dataobj) > 0).sum())

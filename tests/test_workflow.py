@@ -130,6 +130,32 @@ def test_bad_lesion_fails_cleanly(tmp_path):
     assert "far-away" in log.read_text()
 
 
+def test_unreadable_lesion_names_the_lesion_in_the_workflow(tmp_path):
+    dataset = make_dataset(tmp_path / "data", np.random.default_rng(8))
+    junk = tmp_path / "data" / "junk.nii.gz"
+    junk.write_bytes(b"this is not an image")
+    dataset["lesions"].append(("junk-lesion", str(junk), "g1"))
+    write_project(tmp_path, dataset)
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "lesion 'junk-lesion'" in text and "junk.nii.gz" in text and "not a readable NIfTI" in text
+    assert "InputFunctionException" not in text
+
+
+def test_configfile_replaces_the_demo_config():
+    """With --configfile, keys left out take the schema defaults, not config/config.yaml's."""
+    result = subprocess.run(SNAKEMAKE + ["-n", "--forceall", "--cores", "2", "--configfile",
+                                         str(REPO / "tests" / "data" / "demo_sheets_only.yaml")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is extended" not in result.stdout + result.stderr
+    # 12 demo lesions in batches of the default 64, 12 subjects in shards of the default 100
+    stats = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()
+             if line.startswith("lnm_")}
+    assert stats["lnm_prepare_lesions"] == "1" and stats["lnm_map"] == "1"
+
+
 def test_sheet_errors_stop_before_any_job(tmp_path):
     dataset = make_dataset(tmp_path / "data", np.random.default_rng(6))
     dataset["lesions"].append(("sphere-ras3", dataset["lesions"][0][1], "g1"))

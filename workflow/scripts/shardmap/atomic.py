@@ -8,6 +8,7 @@ name, so Snakemake (and a user) never mistakes a fragment for a result.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -24,7 +25,12 @@ def atomic_path(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + suffix, dir=path.parent)
+    # A task killed by the scheduler (SIGKILL) cannot clean up; its successor does.
+    prefix = f".{path.name}.tmp-"
+    for stale in path.parent.glob(glob.escape(prefix) + "*" + suffix):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

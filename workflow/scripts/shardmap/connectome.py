@@ -56,8 +56,11 @@ def load_run(path, subject_id, mask):
             f"{np.round(mask.affine, 4)}.\nResample the connectome or choose the mask it was "
             "made on (lnm.connectome.mask)."
         )
+    n_frames = img.shape[3]
+    if n_frames < 2:
+        raise InputError(f"{what} '{path}' has {n_frames} frame; a run needs at least 2 time points "
+                         "(a single frame is all zeros once centred). Drop it from the sheet.")
     data = read_data(img, path, what)
-    n_frames = data.shape[3]
     series = data.reshape(-1, n_frames)[mask.flat_index].astype(np.float64)
     bad = ~np.isfinite(series)
     if bad.any():

@@ -22,10 +22,16 @@ QC_COLUMNS = ["lesion_id", "group", "path", "n_voxels_input", "volume_input_mm3"
               "centroid_z_mm"]
 
 
+# Where a point lies exactly halfway between two voxel centres, the nearest voxel is
+# decided in world space (the one towards +x, +y, +z), not in the grid's index space:
+# otherwise a radiological and a RAS copy of the same lesion would round differently.
+TIE_BREAK_MM = 1e-4
+
+
 def _nearest_voxel(points_world, affine, shape):
     """Nearest voxel indices of world points in a grid, and whether each lies inside it."""
     inverse = np.linalg.inv(affine)
-    ijk = points_world @ inverse[:3, :3].T + inverse[:3, 3]
+    ijk = (points_world + TIE_BREAK_MM) @ inverse[:3, :3].T + inverse[:3, 3]
     ijk = np.floor(ijk + 0.5).astype(np.int64)
     inside = np.all((ijk >= 0) & (ijk < np.asarray(shape)), axis=1)
     return ijk, inside

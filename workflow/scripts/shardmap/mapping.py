@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 R_CLIP = 1.0 - 1e-7
 FLOAT64_ABOVE = 0.95
 BLOCK_ELEMENTS = 1 << 18  # lesions x voxels per block: 1 MiB of float32
+EXACT_CHUNK = 4096  # (lesion, voxel) pairs recomputed in float64 at a time
 
 
 def lesion_seeds(frames, norm, batch):
@@ -98,13 +99,19 @@ def accumulate_subject(frames, norm, inv_stored_norm, batch, sums, scratch):
         z2_block = sums[:, 1, start:stop]
         z2_block += r
         if exact is not None:
-            lesion_index, local = exact
-            voxel = local + start
-            r64 = np.einsum("tk,tk->k", unit_seeds[:, lesion_index],
-                            frames[:, voxel].astype(np.float64)) * inv_stored_norm[voxel]
-            z64 = np.arctanh(np.clip(r64, -R_CLIP, R_CLIP))
-            sums[lesion_index, 0, voxel] += z64
-            sums[lesion_index, 1, voxel] += z64 * z64
+            add_exact_z(sums, unit_seeds, frames, inv_stored_norm, exact[0], exact[1] + start)
+
+
+def add_exact_z(sums, unit_seeds, frames, inv_stored_norm, lesion_index, voxel, chunk=EXACT_CHUNK):
+    """Add float64 z and z^2 of the (lesion, voxel) pairs given, ``chunk`` pairs at a time
+    so the gathered T x chunk float64 arrays stay small however many pairs there are."""
+    for begin in range(0, lesion_index.size, chunk):
+        lesions, voxels = lesion_index[begin:begin + chunk], voxel[begin:begin + chunk]
+        r64 = np.einsum("tk,tk->k", unit_seeds[:, lesions],
+                        frames[:, voxels].astype(np.float64)) * inv_stored_norm[voxels]
+        z64 = np.arctanh(np.clip(r64, -R_CLIP, R_CLIP))
+        sums[lesions, 0, voxels] += z64
+        sums[lesions, 1, voxels] += z64 * z64
 
 
 def map_batch_over_shard(batch, shard_paths, progress_every=10.0):
@@ -122,8 +129,10 @@ def map_batch_over_shard(batch, shard_paths, progress_every=10.0):
     with ShardReader(shard_paths) as reader:
         info = reader.info
         if info.mask_fingerprint != batch.mask_fingerprint:
-            raise InputError(f"lesion batch and connectome shard '{shard_paths['info']}' were prepared "
-                             "on different brain masks; delete the outputs under lnm/ and rerun.")
+            raise InputError(f"lesion batch '{batch.lesion_ids[0]}...' and connectome shard "
+                             f"'{shard_paths['info']}' were prepared on different brain masks; delete "
+                             "the prepared connectome and lesion batches (lnm/connectome, lnm/lesions "
+                             "under outdir) and rerun.")
         stats = SufficientStats.zeros(batch.lesion_ids, info.n_voxels)
         scratch = BlockScratch(len(batch))
         started = last = time.monotonic()

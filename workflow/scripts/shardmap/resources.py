@@ -24,8 +24,24 @@ PREPARE_BYTES_PER_S = 60e6
 MIN_RUNTIME_MIN = 5
 
 
+# Used when a header cannot be read: the task itself then stops with a clear message
+# about the file, so the request only has to let it start.
+UNREADABLE_HEADER = ((256, 256, 256, 1200), 4)
+
+
 def nifti_header(path):
-    """Shape and bytes per voxel of a NIfTI-1/2 file (.nii or .nii.gz), from its header only."""
+    """Shape and bytes per voxel of a NIfTI-1/2 file (.nii or .nii.gz), from its header only.
+
+    A file that is missing or not NIfTI gives UNREADABLE_HEADER (a generous guess):
+    resource requests must never hide the task's own error message behind a traceback.
+    """
+    try:
+        return _read_nifti_header(path)
+    except (OSError, EOFError, ValueError, struct.error):
+        return UNREADABLE_HEADER
+
+
+def _read_nifti_header(path):
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as handle:
         raw = handle.read(540)

@@ -45,7 +45,7 @@ def _read_rows(sheet, kind):
             f"'{os.getcwd()}'); fix the path in the config."
         )
     try:
-        with open(sheet, newline="", encoding="utf-8") as handle:
+        with open(sheet, newline="", encoding="utf-8-sig") as handle:
             lines = [(n, line) for n, line in enumerate(handle, start=1)
                      if line.strip() and not line.lstrip().startswith("#")]
     except (OSError, UnicodeDecodeError) as err:

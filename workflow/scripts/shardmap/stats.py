@@ -108,7 +108,10 @@ def merge_files(pairs, data_path, info_path):
         if total is None:
             total = SufficientStats(list(part.lesion_ids), np.zeros_like(part.n),
                                     np.zeros(part.sums.shape), [])
-        total.add(part)
+        try:
+            total.add(part)
+        except InputError as err:
+            raise InputError(f"merging '{info}' into '{info_path}': {err}") from err
     total.save(data_path, info_path)
     return total
 
@@ -121,7 +124,8 @@ def maps_from_sums(n, sum_z, sum_z2):
     """
     n = np.asarray(n, dtype=np.float64)
     if np.any(n < 2):
-        raise InputError("T needs at least 2 subjects per lesion; add connectome subjects.")
+        raise InputError(f"T needs at least 2 subjects per lesion, got n = {int(n.min())}; the "
+                         "connectome sheet (lnm.connectome.subjects) must list at least 2 subjects.")
     mean = sum_z / n
     var = (sum_z2 - sum_z * mean) / (n - 1)
     var[var <= ZERO_SD_RTOL_SQ * (sum_z2 / n)] = 0.0

@@ -1,0 +1,340 @@
+"""The perturbation arm's workflow tasks: validate and train, infer a shard, merge,
+predict counterfactuals, evaluate held-out conditions.
+
+Every task that touches cells reads only its rows (``h5ad_rows``) and writes into
+arrays preallocated for its output; files appear under their final names only when
+complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+
+from ..atomic import atomic_open, atomic_path
+from ..errors import InputError
+from . import h5ad_rows
+from .perturbations import condition_class, parse_condition
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "valid", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "validation": "valid",
+                 "val": "valid", "test": "test", "ood": "test"}
+LATENT_OBSM = {"z_basal": "X_cpa_basal", "z": "X_cpa", "z_corrected": "X_cpa_corrected"}
+NORMALISED_LIBRARY = 1e4
+
+
+def setup_kwargs(cfg):
+    return {"perturbation_key": cfg["perturbation_key"], "dosage_key": cfg["dosage_key"],
+            "control_group": cfg["control_group"], "covariate_keys": list(cfg.get("covariate_keys") or []),
+            "batch_key": cfg.get("batch_key"), "smiles_key": cfg.get("smiles_key"),
+            "layer": cfg.get("layer")}
+
+
+def obs_keys(cfg):
+    keys = [cfg["perturbation_key"], cfg["dosage_key"]] + list(cfg.get("covariate_keys") or [])
+    keys += [k for k in (cfg.get("batch_key"), cfg.get("smiles_key"), cfg.get("split_key")) if k]
+    return keys
+
+
+def assign_splits(obs, cfg):
+    """train / valid / test label of every cell.
+
+    With ``split_key``, that obs column (train, valid, test or ood). Otherwise cells of
+    the ``holdout`` conditions (matched by their set of drugs, whatever the order and
+    dose) are test; the rest is split 85 / 15 into train / valid with ``train.seed``.
+    """
+    control = cfg["control_group"]
+    if cfg.get("split_key"):
+        raw = obs[cfg["split_key"]].astype(str).str.lower()
+        unknown = sorted(set(raw) - set(SPLIT_ALIASES))
+        if unknown:
+            raise InputError(f"obs['{cfg['split_key']}'] holds {unknown[:5]}; split labels must be one of "
+                             f"{sorted(SPLIT_ALIASES)}.")
+        return raw.map(SPLIT_ALIASES).to_numpy()
+    classes = obs_condition_classes(obs, cfg)
+    held = set()
+    for condition in cfg.get("holdout") or []:
+        pairs = parse_condition(condition, "+".join(["1"] * len(str(condition).split("+"))), control,
+                                where="cpa.holdout: ")
+        held.add(condition_class(pairs, control))
+    missing = sorted(held - set(classes))
+    if missing:
+        raise InputError(f"cpa.holdout names {missing}, which no cell has; holdout entries are "
+                         f"conditions of obs['{cfg['perturbation_key']}'].")
+    rng = np.random.default_rng(int(cfg.get("train", {}).get("seed", 0)))
+    split = np.where(rng.random(len(obs)) < 0.85, "train", "valid").astype(object)
+    split[np.isin(classes, list(held))] = "test"
+    return split
+
+
+def obs_condition_classes(obs, cfg):
+    control = cfg["control_group"]
+    keys = obs[[cfg["perturbation_key"], cfg["dosage_key"]]].astype(str)
+    cache = {}
+    out = np.empty(len(obs), dtype=object)
+    for i, (condition, dosage) in enumerate(keys.itertuples(index=False)):
+        if (condition, dosage) not in cache:
+            cache[(condition, dosage)] = condition_class(parse_condition(condition, dosage, control), control)
+        out[i] = cache[(condition, dosage)]
+    return out
+
+
+def load_and_validate(adata_path, cfg):
+    """Read the training AnnData and check it against the config (clear errors)."""
+    if not Path(adata_path).exists():
+        raise InputError(f"cpa.adata '{adata_path}' does not exist; fix the path in the config.")
+    try:
+        adata = ad.read_h5ad(adata_path)
+    except Exception as err:
+        raise InputError(f"cpa.adata '{adata_path}' cannot be read as .h5ad ({err}).") from err
+    if adata.n_obs == 0:
+        raise InputError(f"cpa.adata '{adata_path}' has no cells.")
+    missing = [k for k in obs_keys(cfg) if k not in adata.obs]
+    if missing:
+        raise InputError(f"cpa.adata '{adata_path}': obs lacks {missing} (configured as keys); "
+                         f"obs columns are {list(adata.obs.columns)}.")
+    for key in obs_keys(cfg):
+        if adata.obs[key].isna().any():
+            raise InputError(f"cpa.adata '{adata_path}': obs['{key}'] has missing values in "
+                             f"{int(adata.obs[key].isna().sum())} cells; fill or drop them.")
+    return adata
+
+
+def train_model(adata_path, cfg, model_dir, splits_path, accelerator="cpu"):
+    """Validate the data, train CPA on the train split, save the model and the split."""
+    from .model import CPA
+
+    adata = load_and_validate(adata_path, cfg)
+    splits = assign_splits(adata.obs, cfg)
+    CPA.setup_anndata(adata, **setup_kwargs(cfg))
+    model_cfg = dict(cfg.get("model") or {})
+    model = CPA(adata, **model_cfg)
+    train_cfg = dict(cfg.get("train") or {})
+    train_idx = np.flatnonzero(splits == "train")
+    valid_idx = np.flatnonzero(splits == "valid")
+    if train_idx.size == 0:
+        raise InputError("no cell is in the train split; check cpa.split_key or cpa.holdout.")
+    log.info("training on %d cells, validating on %d, holding out %d", train_idx.size, valid_idx.size,
+             int((splits == "test").sum()))
+    model.train(max_epochs=int(train_cfg.get("max_epochs", 100)), batch_size=int(train_cfg.get("batch_size", 512)),
+                accelerator=accelerator, devices=1, train_indices=train_idx, validation_indices=valid_idx,
+                seed=train_cfg.get("seed", 0), num_workers=int(train_cfg.get("num_workers", 0)),
+                prefetch_factor=int(train_cfg.get("prefetch_factor", 2)),
+                persistent_workers=bool(train_cfg.get("persistent_workers", False)),
+                plan_kwargs=train_cfg.get("plan"))
+    save_model_atomically(model, model_dir)
+    with atomic_open(splits_path, "w") as handle:
+        pd.DataFrame({"split": splits}, index=adata.obs_names).to_csv(handle, sep="\t", index_label="cell")
+    history = {k: v.iloc[:, 0].astype(float).tolist() for k, v in model.history.items()}
+    with atomic_open(Path(model_dir) / "history.json", "w") as handle:
+        json.dump(history, handle)
+    return model
+
+
+def save_model_atomically(model, model_dir):
+    """Save into a temporary folder beside ``model_dir`` and rename it into place."""
+    model_dir = Path(model_dir)
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
+    try:
+        model.save(str(tmp), overwrite=True, save_anndata=False)
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        os.replace(tmp, model_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_model(model_dir, adata):
+    from .model import CPA
+
+    return CPA.load(str(model_dir), adata=adata, accelerator="cpu")
+
+
+def infer_shard(model_dir, adata_path, cfg, start, stop, out_path, batch_size=4096):
+    """Latents of rows start:stop, read alone from the file, written as one .npz."""
+    shard = h5ad_rows.read_rows(adata_path, start, stop, obs_keys(cfg), cfg.get("layer"))
+    model = load_model(model_dir, shard)
+    latents = model.get_latent_representation(shard, batch_size=batch_size)
+    with atomic_open(out_path) as handle:
+        np.savez(handle, start=start, stop=stop, **latents)
+    log.info("rows %d-%d: latents %s", start, stop, {k: v.shape for k, v in latents.items()})
+
+
+def merge_latents(adata_path, shard_paths, out_path):
+    """Write latents.h5ad: the input's obs (copied on disk) and the three latent matrices,
+    preallocated and filled shard by shard; no X."""
+    total = h5ad_rows.n_obs(adata_path)
+    with atomic_path(out_path) as tmp:
+        ad.AnnData(obs=pd.DataFrame(index=pd.Index([], dtype=str))).write_h5ad(tmp)
+        with h5py.File(tmp, "r+") as out, h5ad_rows.open_h5ad(adata_path) as source:
+            del out["obs"]
+            source.copy(source["obs"], out, "obs")
+            datasets = {}
+            filled = 0
+            for path in shard_paths:
+                with np.load(path) as shard:
+                    start, stop = int(shard["start"]), int(shard["stop"])
+                    if start != filled:
+                        raise InputError(f"shard '{path}' starts at row {start}, expected {filled}; "
+                                         "delete the shard files and rerun.")
+                    for key, name in LATENT_OBSM.items():
+                        if name not in datasets:
+                            datasets[name] = out["obsm"].create_dataset(
+                                name, shape=(total, shard[key].shape[1]), dtype="float32")
+                            datasets[name].attrs["encoding-type"] = "array"
+                            datasets[name].attrs["encoding-version"] = "0.2.0"
+                        datasets[name][start:stop] = shard[key]
+                    filled = stop
+            if filled != total:
+                raise InputError(f"the shards cover rows 0-{filled} of {total}; rerun the missing shards.")
+
+
+def predict_counterfactual(model_dir, adata_path, cfg, perturbation, dosage, out_path, chunk_rows):
+    """Mean expression of every control cell under ``perturbation`` at ``dosage``.
+
+    Streams the file in chunks of rows; the output X is preallocated on disk and filled
+    chunk by chunk.
+    """
+    control = cfg["control_group"]
+    conditions = h5ad_rows.read_obs(adata_path, [cfg["perturbation_key"]])[cfg["perturbation_key"]]
+    is_control = np.asarray(conditions.astype(str) == control)
+    n_control = int(is_control.sum())
+    if n_control == 0:
+        raise InputError(f"cpa.adata has no cell of the control group '{control}' to predict from.")
+    obs = h5ad_rows.read_obs(adata_path, obs_keys(cfg))[is_control]
+    genes = h5ad_rows.var_names(adata_path)
+    model = None
+    with atomic_path(out_path) as tmp:
+        result = ad.AnnData(obs=obs, var=pd.DataFrame(index=genes))
+        result.uns["counterfactual"] = {"perturbation": perturbation, "dosage": str(dosage),
+                                        "source": str(adata_path)}
+        result.write_h5ad(tmp)
+        with h5py.File(tmp, "r+") as out:
+            if "X" in out:
+                del out["X"]
+            matrix = out.create_dataset("X", shape=(n_control, len(genes)), dtype="float32")
+            matrix.attrs["encoding-type"] = "array"
+            matrix.attrs["encoding-version"] = "0.2.0"
+            written = 0
+            for start, stop, chunk in h5ad_rows.iter_row_chunks(adata_path, chunk_rows, obs_keys(cfg),
+                                                                cfg.get("layer")):
+                rows = np.flatnonzero(is_control[start:stop])
+                if rows.size == 0:
+                    continue
+                if model is None:
+                    model = load_model(model_dir, chunk)
+                mean = model.predict(chunk, indices=rows, perturbation=perturbation, dosage=dosage)
+                model.deregister_manager(chunk)
+                matrix[written:written + rows.size] = mean
+                written += rows.size
+    log.info("%s at %s: %d control cells predicted", perturbation, dosage, n_control)
+
+
+def _normalise(matrix, count_data):
+    values = np.asarray(matrix.todense() if hasattr(matrix, "todense") else matrix, dtype=np.float64)
+    if not count_data:
+        return values
+    library = values.sum(1, keepdims=True)
+    return np.log1p(values / np.maximum(library, 1.0) * NORMALISED_LIBRARY)
+
+
+def r_squared(predicted, observed):
+    residual = ((observed - predicted) ** 2).sum()
+    total = ((observed - observed.mean()) ** 2).sum()
+    return float(1.0 - residual / total) if total > 0 else float("nan")
+
+
+METRIC_COLUMNS = ["condition", "dosage", "covariates", "n_cells", "n_control_cells", "r2_mean_all",
+                  "r2_var_all", "r2_mean_deg20", "r2_var_deg20", "baseline_r2_mean_all",
+                  "baseline_r2_mean_deg20"]
+
+
+def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cells=2000, n_degs=20):
+    """R^2 of predicted vs observed mean and variance for every held-out condition
+    (per dosage and covariate group), on all genes and on the top DEGs (by absolute
+    difference of normalised means from the control cells of the same group). The
+    baseline predicts the control cells' own expression."""
+    cfg_keys = obs_keys(cfg)
+    obs = h5ad_rows.read_obs(adata_path, cfg_keys)
+    splits = pd.read_csv(splits_path, sep="\t", index_col=0)["split"].to_numpy()
+    pkey, dkey, control = cfg["perturbation_key"], cfg["dosage_key"], cfg["control_group"]
+    cov_keys = list(cfg.get("covariate_keys") or [])
+    evaluated = "test" if (splits == "test").any() else "valid"
+    cov_label = (obs[cov_keys].astype(str).agg("/".join, axis=1) if cov_keys
+                 else pd.Series("all", index=obs.index)).to_numpy()
+    conditions = obs[pkey].astype(str).to_numpy()
+    dosages = obs[dkey].astype(str).to_numpy()
+    targets = (splits == evaluated) & (conditions != control)
+    groups = sorted({(conditions[i], dosages[i], cov_label[i]) for i in np.flatnonzero(targets)})
+    rng = np.random.default_rng(0)
+    control_rows = {}
+    for label in sorted({g[2] for g in groups}):
+        rows = np.flatnonzero((conditions == control) & (cov_label == label))
+        control_rows[label] = np.sort(rng.permutation(rows)[:max_control_cells])
+    needed = np.unique(np.concatenate([np.flatnonzero(targets)] + list(control_rows.values())))
+    count_data = (cfg.get("model") or {}).get("recon_loss", "nb") in ("nb", "zinb")
+    expression = {}
+    for start, stop, chunk in h5ad_rows.iter_row_chunks(adata_path, 20_000, cfg_keys, cfg.get("layer")):
+        inside = needed[(needed >= start) & (needed < stop)]
+        if inside.size:
+            block = chunk.layers[cfg["layer"]] if cfg.get("layer") else chunk.X
+            values = _normalise(block[inside - start], count_data)
+            expression.update(zip(inside.tolist(), values))
+    subset = h5ad_rows.read_rows(adata_path, 0, 1, cfg_keys, cfg.get("layer"))  # for the registry
+    model = load_model(model_dir, subset)
+    rows_out = []
+    for condition, dosage, label in groups:
+        cells = np.flatnonzero(targets & (conditions == condition) & (dosages == dosage) & (cov_label == label))
+        controls = control_rows[label]
+        if controls.size == 0:
+            continue
+        observed = np.stack([expression[i] for i in cells])
+        control_values = np.stack([expression[i] for i in controls])
+        control_adata = _rows_as_anndata(adata_path, controls, cfg_keys, cfg.get("layer"))
+        predicted = model.predict(control_adata, perturbation=condition, dosage=dosage,
+                                  library_size=NORMALISED_LIBRARY if count_data else None)
+        model.deregister_manager(control_adata)
+        predicted = np.log1p(predicted.astype(np.float64)) if count_data else predicted.astype(np.float64)
+        degs = np.argsort(-np.abs(observed.mean(0) - control_values.mean(0)))[:n_degs]
+        rows_out.append({
+            "condition": condition, "dosage": dosage, "covariates": label, "n_cells": cells.size,
+            "n_control_cells": controls.size,
+            "r2_mean_all": r_squared(predicted.mean(0), observed.mean(0)),
+            "r2_var_all": r_squared(predicted.var(0), observed.var(0)),
+            "r2_mean_deg20": r_squared(predicted.mean(0)[degs], observed.mean(0)[degs]),
+            "r2_var_deg20": r_squared(predicted.var(0)[degs], observed.var(0)[degs]),
+            "baseline_r2_mean_all": r_squared(control_values.mean(0), observed.mean(0)),
+            "baseline_r2_mean_deg20": r_squared(control_values.mean(0)[degs], observed.mean(0)[degs]),
+        })
+    with atomic_open(out_path, "w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        for row in rows_out:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    log.info("evaluated %d (condition, dosage, covariate) groups of the %s split", len(rows_out), evaluated)
+    return rows_out
+
+
+def _rows_as_anndata(adata_path, rows, columns, layer):
+    """An in-memory AnnData of the given sorted rows, read range by range."""
+    parts = []
+    rows = np.asarray(rows)
+    for start in range(0, rows.size, 5000):
+        chunk_rows = rows[start:start + 5000]
+        lo, hi = int(chunk_rows[0]), int(chunk_rows[-1]) + 1
+        block = h5ad_rows.read_rows(adata_path, lo, hi, columns, layer)
+        parts.append(block[chunk_rows - lo].copy())
+    return ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
