@@ -197,9 +197,15 @@ class CPA(BaseModelClass):
         if num_workers > 0:
             loader_kwargs["prefetch_factor"] = int(prefetch_factor)
         external = None
+        n_train = int(round(train_size * self.adata.n_obs))
         if train_indices is not None:
+            train = np.asarray(train_indices, dtype=np.int64)
             valid = np.asarray(validation_indices if validation_indices is not None else [], dtype=np.int64)
-            external = [np.asarray(train_indices, dtype=np.int64), valid, np.array([], dtype=np.int64)]
+            rest = np.setdiff1d(np.arange(self.adata.n_obs), np.union1d(train, valid))
+            external = [train, valid, rest]
+            n_train = train.size
+        # A last minibatch of one cell breaks batch normalisation: drop it.
+        loader_kwargs["drop_last"] = n_train > batch_size and n_train % batch_size == 1
         splitter = DataSplitter(self.adata_manager, train_size=train_size, batch_size=batch_size,
                                 external_indexing=external, **loader_kwargs)
         plan = CPATrainingPlan(self.module, **(plan_kwargs or {}))
@@ -249,13 +255,14 @@ class CPA(BaseModelClass):
 
     @torch.inference_mode()
     def predict(self, adata=None, indices=None, perturbation=None, dosage=None, batch_size=None,
-                library_size=None, out=None):
+                library_size=None, sample=False, seed=0, out=None):
         """Mean expression of the selected cells, (n, n_genes) float32.
 
         With ``perturbation`` (and ``dosage``) given, every selected cell is predicted
         under that perturbation instead of its own (a counterfactual): its basal state
         and covariates are kept. For count likelihoods the mean is scaled to the cell's
-        observed library size, or to ``library_size`` when given (e.g. 1e4).
+        observed library size, or to ``library_size`` when given (e.g. 1e4). With
+        ``sample``, one draw of the likelihood per cell (seeded) replaces the mean.
         """
         adata, indices, loader = self._batches(adata, indices, batch_size)
         n = len(indices)
@@ -277,13 +284,28 @@ class CPA(BaseModelClass):
                 library = result["library"]
                 if library_size is not None:
                     library = torch.full_like(library, float(library_size))
-                mean = self.module.generative(result["z"], library)["mean"]
+                generated = self.module.generative(result["z"], library)
+                if sample:
+                    with torch.random.fork_rng():
+                        torch.manual_seed(seed + start)
+                        mean = generated["px"].sample()
+                else:
+                    mean = generated["mean"]
                 stop = start + mean.shape[0]
                 out[start:stop] = mean.detach().cpu().numpy()
                 start = stop
         finally:
             self.module.train(was_training)
         return out
+
+    def release(self, adata):
+        """Forget ``adata``'s registration (scvi-tools keeps every AnnData a model has seen,
+        which leaks memory when a loop feeds it shard after shard)."""
+        uuid = adata.uns.get("_scvi_uuid") if adata is not None else None
+        if uuid is None or uuid == self.adata_manager.adata_uuid:
+            return
+        self._per_instance_manager_store[self.id].pop(uuid, None)
+        self._setup_adata_manager_store.pop(uuid, None)
 
     @property
     def drugs(self):

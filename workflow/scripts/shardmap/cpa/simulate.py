@@ -22,7 +22,7 @@ def simulate_screen(n_cells=6000, n_genes=200, n_drugs=10, n_cell_types=3, n_lat
     plus ``uns["truth"]`` (drug directions, EC50s, gene loadings)."""
     rng = np.random.default_rng(seed)
     drugs = [f"drug{i:02d}" for i in range(n_drugs)]
-    directions = rng.normal(0, 1.2, (n_drugs, n_latent))
+    directions = rng.normal(0, 0.7, (n_drugs, n_latent))
     ec50 = rng.uniform(0.2, 0.6, n_drugs)
     hill = rng.uniform(1.5, 3.0, n_drugs)
     type_centres = rng.normal(0, 1.0, (n_cell_types, n_latent))

@@ -237,7 +237,7 @@ def predict_counterfactual(model_dir, adata_path, cfg, perturbation, dosage, out
                 if model is None:
                     model = load_model(model_dir, chunk)
                 mean = model.predict(chunk, indices=rows, perturbation=perturbation, dosage=dosage)
-                model.deregister_manager(chunk)
+                model.release(chunk)
                 matrix[written:written + rows.size] = mean
                 written += rows.size
     log.info("%s at %s: %d control cells predicted", perturbation, dosage, n_control)
@@ -304,10 +304,11 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
         observed = np.stack([expression[i] for i in cells])
         control_values = np.stack([expression[i] for i in controls])
         control_adata = _rows_as_anndata(adata_path, controls, cfg_keys, cfg.get("layer"))
-        predicted = model.predict(control_adata, perturbation=condition, dosage=dosage,
-                                  library_size=NORMALISED_LIBRARY if count_data else None)
-        model.deregister_manager(control_adata)
-        predicted = np.log1p(predicted.astype(np.float64)) if count_data else predicted.astype(np.float64)
+        # One draw of the likelihood per control cell, normalised like the observations, so
+        # that the predicted variance includes the noise model as the observed one does.
+        predicted = _normalise(model.predict(control_adata, perturbation=condition, dosage=dosage,
+                                             sample=True), count_data)
+        model.release(control_adata)
         degs = np.argsort(-np.abs(observed.mean(0) - control_values.mean(0)))[:n_degs]
         rows_out.append({
             "condition": condition, "dosage": dosage, "covariates": label, "n_cells": cells.size,

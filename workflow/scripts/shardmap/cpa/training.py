@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class CPATrainingPlan(pl.LightningModule):
-    def __init__(self, module, lr=5e-4, doser_lr=5e-4, adv_lr=5e-4, weight_decay=1e-6,
-                 adv_steps=3, reg_adv=1.0, pen_adv=1.0, n_epochs_adv_warmup=5, n_epochs_kl_warmup=10,
+    def __init__(self, module, lr=1e-3, doser_lr=1e-3, adv_lr=1e-3, weight_decay=1e-6,
+                 adv_steps=3, reg_adv=5.0, pen_adv=5.0, n_epochs_adv_warmup=5, n_epochs_kl_warmup=10,
                  n_epochs_pretrain_ae=0, step_size_lr=10, gamma_lr=0.9):
         super().__init__()
         self.module = module
