@@ -23,6 +23,11 @@ if config["lnm"]["enabled"]:
     include: "workflow/rules/lnm.smk"
 
 
+if config["cpa"]["enabled"]:
+
+    include: "workflow/rules/cpa.smk"
+
+
 rule all:
     input:
         final_outputs(),

@@ -23,6 +23,7 @@ wildcard_constraints:
     shard=r"\d{4}",
     lesion=ID_PATTERN,
     group=ID_PATTERN,
+    counterfactual=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
 
 
 def _inside(path, folder):
@@ -151,5 +152,68 @@ def lnm_outputs():
     return lesion_map_files() + group_map_files() + [f"{OUT}/lnm/qc/lesions.tsv"]
 
 
+CPA = config["cpa"]
+
+
+def _cpa_is_demo():
+    return config["demo"]["enabled"] and _inside(CPA["adata"], config["demo"]["dir"])
+
+
+def cpa_cell_count():
+    """Cells of cpa.adata, read from the .h5ad header (the demo's from the config), so the
+    shards are known when the job graph is built."""
+    if _cpa_is_demo():
+        return config["demo"]["cpa_cells"]
+    path = CPA["adata"]
+    if not os.path.exists(path):
+        raise WorkflowError(f"cpa.adata '{path}' does not exist (relative to '{os.getcwd()}'); fix the path.")
+    try:
+        import h5py
+    except ImportError:
+        raise WorkflowError("reading cpa.adata needs h5py in the Snakemake environment: pip install h5py.")
+    try:
+        with h5py.File(path, "r") as handle:
+            obs = handle["obs"]
+            return int(obs[obs.attrs["_index"]].shape[0])
+    except (OSError, KeyError) as err:
+        raise WorkflowError(f"cpa.adata '{path}' is not a readable .h5ad file ({err}).")
+
+
+def cpa_shards():
+    """{shard name: (first row, row after the last)}: cpa.shard_size rows each."""
+    total = cpa_cell_count()
+    if total == 0:
+        raise WorkflowError(f"cpa.adata '{CPA['adata']}' has no cells.")
+    size = CPA["shard_size"]
+    return {chunk_name(i): (start, min(start + size, total)) for i, start in enumerate(range(0, total, size))}
+
+
+def counterfactual_name(item):
+    """The entry's `name`, else "<perturbation>_at_<dosage>" (or the perturbation alone)."""
+    if item.get("name"):
+        return item["name"]
+    return f"{item['perturbation']}_at_{item['dosage']}" if item.get("dosage") else item["perturbation"]
+
+
+def cpa_counterfactuals():
+    """{name: (perturbation, dosage)} of the configured counterfactuals."""
+    named = {}
+    for item in CPA["counterfactuals"]:
+        name = counterfactual_name(item)
+        if name in named:
+            raise WorkflowError(f"cpa.counterfactuals has two entries named '{name}'; give one a `name`.")
+        named[name] = (item["perturbation"], item.get("dosage"))
+    return named
+
+
+def cpa_outputs():
+    if not CPA["enabled"]:
+        return []
+    return (
+        [f"{OUT}/cpa/latents.h5ad", f"{OUT}/cpa/metrics.tsv"]
+        + [f"{OUT}/cpa/counterfactuals/{name}.h5ad" for name in cpa_counterfactuals()]
+    )
+
+
 def final_outputs():
-    return lnm_outputs()
+    return lnm_outputs() + cpa_outputs()

@@ -122,3 +122,48 @@ def merge_mem_mb(n_lesions, n_voxels):
 
 def maps_mem_mb(mask_info):
     return _mb(12 * mask_info["n_voxels"] * 8 + 3 * math.prod(mask_info["shape"]) * 4)
+
+
+# The perturbation arm. Training holds the AnnData in memory (about 3 x the .h5ad size
+# for a sparse matrix) plus the network; inference holds one shard densified.
+CPA_TRAIN_CELLS_PER_S = 2000  # cells x epochs per second on one CPU core, measured low on purpose
+CPA_INFER_CELLS_PER_S = 5000
+
+
+def cpa_train_mem_mb(adata_size_mb, cfg):
+    return _mb(3 * adata_size_mb * 1e6 + 2 * cfg["train"]["batch_size"] * 40_000 * 4) + 700
+
+
+def cpa_train_runtime(n_cells, cfg):
+    seconds = n_cells * cfg["train"]["max_epochs"] / (CPA_TRAIN_CELLS_PER_S * max(1, cfg["threads"]))
+    return _minutes(seconds)
+
+
+def cpa_shard_mem_mb(cfg, adata_path, with_output=False):
+    """One shard of rows: sparse rows as read (about 12 bytes per stored value), their
+    dense float32 copy per batch, and the latents (or predictions) of the shard."""
+    import os
+
+    n_cells, n_genes = _h5ad_shape(adata_path)
+    rows = min(cfg["shard_size"], n_cells)
+    stored = os.path.getsize(adata_path) * rows / max(n_cells, 1)
+    dense_batch = 4096 * n_genes * 4 * 3
+    latents = rows * cfg["model"]["n_latent"] * 4 * 3
+    output = rows * n_genes * 4 if with_output else 0
+    return _mb(3 * stored + dense_batch + latents + output) + 700
+
+
+def cpa_infer_runtime(cfg, n_cells=None):
+    rows = cfg["shard_size"] if n_cells is None else n_cells
+    return _minutes(rows / CPA_INFER_CELLS_PER_S)
+
+
+def _h5ad_shape(path):
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            obs, var = handle["obs"], handle["var"]
+            return int(obs[obs.attrs["_index"]].shape[0]), int(var[var.attrs["_index"]].shape[0])
+    except Exception:  # unreadable: let the task report it
+        return 1_000_000, 40_000

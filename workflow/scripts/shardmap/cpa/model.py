@@ -188,12 +188,14 @@ class CPA(BaseModelClass):
         read data: minibatch order is drawn in the main process, so results do not depend
         on the number of workers.
         """
-        if seed is not None:
-            import scvi
+        seed = 0 if seed is None else int(seed)
+        import scvi
 
-            scvi.settings.seed = int(seed)
+        scvi.settings.seed = seed
+        # The loaders' base seed comes from their own generator and each training step
+        # reseeds itself, so the number of workers cannot change the random streams.
         loader_kwargs = {"num_workers": int(num_workers), "persistent_workers": bool(persistent_workers)
-                         and num_workers > 0}
+                         and num_workers > 0, "generator": torch.Generator().manual_seed(seed)}
         if num_workers > 0:
             loader_kwargs["prefetch_factor"] = int(prefetch_factor)
         external = None
@@ -208,7 +210,7 @@ class CPA(BaseModelClass):
         loader_kwargs["drop_last"] = n_train > batch_size and n_train % batch_size == 1
         splitter = DataSplitter(self.adata_manager, train_size=train_size, batch_size=batch_size,
                                 external_indexing=external, **loader_kwargs)
-        plan = CPATrainingPlan(self.module, **(plan_kwargs or {}))
+        plan = CPATrainingPlan(self.module, **{"seed": seed, **(plan_kwargs or {})})
         trainer_kwargs.setdefault("enable_progress_bar", False)
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         runner = TrainRunner(self, training_plan=plan, data_splitter=splitter, max_epochs=max_epochs,

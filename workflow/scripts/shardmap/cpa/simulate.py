@@ -67,3 +67,14 @@ def simulate_screen(n_cells=6000, n_genes=200, n_drugs=10, n_cell_types=3, n_lat
     adata.uns["truth"] = {"drugs": drugs, "directions": directions, "ec50": ec50, "hill": hill,
                           "loadings": loadings}
     return adata
+
+
+def write_screen(path, n_cells, n_genes, seed=0):
+    """Simulate a screen and write it as .h5ad, atomically (``uns['truth']`` dropped)."""
+    from ..atomic import atomic_path
+
+    adata = simulate_screen(n_cells=n_cells, n_genes=n_genes, seed=seed)
+    del adata.uns["truth"]
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+    return adata

@@ -111,16 +111,18 @@ def load_and_validate(adata_path, cfg):
     return adata
 
 
-def train_model(adata_path, cfg, model_dir, splits_path, accelerator="cpu"):
+def train_model(adata_path, cfg, model_dir, splits_path, accelerator="auto"):
     """Validate the data, train CPA on the train split, save the model and the split."""
     from .model import CPA
 
     adata = load_and_validate(adata_path, cfg)
     splits = assign_splits(adata.obs, cfg)
+    import scvi
+
     CPA.setup_anndata(adata, **setup_kwargs(cfg))
-    model_cfg = dict(cfg.get("model") or {})
-    model = CPA(adata, **model_cfg)
     train_cfg = dict(cfg.get("train") or {})
+    scvi.settings.seed = int(train_cfg.get("seed", 0))  # the initial weights too
+    model = CPA(adata, **dict(cfg.get("model") or {}))
     train_idx = np.flatnonzero(splits == "train")
     valid_idx = np.flatnonzero(splits == "valid")
     if train_idx.size == 0:

@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 class CPATrainingPlan(pl.LightningModule):
     def __init__(self, module, lr=1e-3, doser_lr=1e-3, adv_lr=1e-3, weight_decay=1e-6,
                  adv_steps=3, reg_adv=5.0, pen_adv=5.0, n_epochs_adv_warmup=5, n_epochs_kl_warmup=10,
-                 n_epochs_pretrain_ae=0, step_size_lr=10, gamma_lr=0.9):
+                 n_epochs_pretrain_ae=0, step_size_lr=10, gamma_lr=0.9, seed=0):
         super().__init__()
+        self.seed = int(seed)
+        self._steps = 0
         self.module = module
         self.automatic_optimization = False
         self.lr, self.doser_lr, self.adv_lr, self.weight_decay = lr, doser_lr, adv_lr, weight_decay
@@ -63,6 +65,10 @@ class CPATrainingPlan(pl.LightningModule):
         self._batch_in_epoch = 0
 
     def training_step(self, batch, batch_idx):
+        # Every step draws its random numbers (dropout, posterior samples) from a seed of
+        # its own, so they do not depend on what DataLoader workers consumed meanwhile.
+        torch.manual_seed(self.seed * 1_000_003 + self._steps)
+        self._steps += 1
         ae_opt, doser_opt, adv_opt = self.optimizers()
         pretraining = self.current_epoch < self.n_epochs_pretrain_ae
         adversary_turn = not pretraining and (self._batch_in_epoch % self.adv_steps) != self.adv_steps - 1

@@ -1,0 +1,128 @@
+# The perturbation arm: train CPA once, infer latents shard by shard (row ranges of the
+# .h5ad), merge them into one file, predict counterfactuals, evaluate held-out conditions.
+
+CPA_LOGS = f"{OUT}/logs/cpa"
+CPA_SHARDS = cpa_shards()
+CPA_COUNTERFACTUALS = cpa_counterfactuals()
+
+
+if _cpa_is_demo():
+
+    rule cpa_demo_data:
+        output:
+            adata=CPA["adata"],
+        params:
+            n_cells=config["demo"]["cpa_cells"],
+            n_genes=config["demo"]["cpa_genes"],
+        log:
+            f"{CPA_LOGS}/demo_data.log",
+        conda:
+            "../../envs/cpa.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        script:
+            "../scripts/cpa_demo_data.py"
+
+
+rule cpa_train:
+    input:
+        adata=CPA["adata"],
+    output:
+        model=f"{OUT}/cpa/model/model.pt",
+        history=f"{OUT}/cpa/model/history.json",
+        splits=f"{OUT}/cpa/splits.tsv",
+    params:
+        cfg=CPA,
+    log:
+        f"{CPA_LOGS}/train.log",
+    conda:
+        "../../envs/cpa.yaml"
+    threads: CPA["threads"]
+    resources:
+        mem_mb=lambda wc, input: res.cpa_train_mem_mb(input.size_mb, CPA),
+        runtime=lambda wc: res.cpa_train_runtime(cpa_cell_count(), CPA),
+        gpu=1 if CPA["train"]["accelerator"] in ("gpu", "cuda") else 0,
+    script:
+        "../scripts/cpa_train.py"
+
+
+rule cpa_infer:
+    input:
+        adata=CPA["adata"],
+        model=rules.cpa_train.output.model,
+    output:
+        latents=temp(f"{OUT}/cpa/shards/shard-{{shard}}.npz"),
+    params:
+        cfg=CPA,
+        rows=lambda wc: CPA_SHARDS[wc.shard],
+    log:
+        f"{CPA_LOGS}/infer/shard-{{shard}}.log",
+    conda:
+        "../../envs/cpa.yaml"
+    threads: CPA["threads"]
+    resources:
+        mem_mb=lambda wc, input: res.cpa_shard_mem_mb(CPA, input.adata),
+        runtime=lambda wc: res.cpa_infer_runtime(CPA),
+    script:
+        "../scripts/cpa_infer.py"
+
+
+rule cpa_merge:
+    input:
+        adata=CPA["adata"],
+        shards=expand(f"{OUT}/cpa/shards/shard-{{shard}}.npz", shard=CPA_SHARDS),
+    output:
+        latents=f"{OUT}/cpa/latents.h5ad",
+    log:
+        f"{CPA_LOGS}/merge.log",
+    conda:
+        "../../envs/cpa.yaml"
+    resources:
+        mem_mb=res.BASE_MB + 500,
+        runtime=lambda wc: res.MIN_RUNTIME_MIN + cpa_cell_count() // 5_000_000,
+    script:
+        "../scripts/cpa_merge.py"
+
+
+rule cpa_predict:
+    input:
+        adata=CPA["adata"],
+        model=rules.cpa_train.output.model,
+    output:
+        counterfactual=f"{OUT}/cpa/counterfactuals/{{counterfactual}}.h5ad",
+    params:
+        cfg=CPA,
+        perturbation=lambda wc: CPA_COUNTERFACTUALS[wc.counterfactual][0],
+        dosage=lambda wc: CPA_COUNTERFACTUALS[wc.counterfactual][1],
+    log:
+        f"{CPA_LOGS}/predict/{{counterfactual}}.log",
+    conda:
+        "../../envs/cpa.yaml"
+    threads: CPA["threads"]
+    resources:
+        mem_mb=lambda wc, input: res.cpa_shard_mem_mb(CPA, input.adata, with_output=True),
+        runtime=lambda wc: res.cpa_infer_runtime(CPA, cpa_cell_count()),
+    script:
+        "../scripts/cpa_predict.py"
+
+
+rule cpa_evaluate:
+    input:
+        adata=CPA["adata"],
+        model=rules.cpa_train.output.model,
+        splits=rules.cpa_train.output.splits,
+    output:
+        metrics=f"{OUT}/cpa/metrics.tsv",
+    params:
+        cfg=CPA,
+    log:
+        f"{CPA_LOGS}/evaluate.log",
+    conda:
+        "../../envs/cpa.yaml"
+    threads: CPA["threads"]
+    resources:
+        mem_mb=lambda wc, input: res.cpa_shard_mem_mb(CPA, input.adata, with_output=True) * 2,
+        runtime=lambda wc: res.cpa_infer_runtime(CPA, cpa_cell_count()),
+    script:
+        "../scripts/cpa_evaluate.py"

@@ -1,0 +1,9 @@
+"""Entry script of rule cpa_predict: a counterfactual for the control cells."""
+from shardmap.task import snakemake_task
+
+with snakemake_task(snakemake):
+    from shardmap.cpa.tasks import predict_counterfactual
+
+    predict_counterfactual(snakemake.input.model.rsplit("/", 1)[0], snakemake.input.adata,
+                           snakemake.params.cfg, snakemake.params.perturbation, snakemake.params.dosage,
+                           snakemake.output.counterfactual, snakemake.params.cfg["shard_size"])
