@@ -9,13 +9,14 @@ import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, LayerField
+from scvi.data.fields import LayerField
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from ..errors import InputError
-from .module import DOSERS, RECON_LOSSES, CPAModule
+from .categories import CategoricalCodesField, n_categories
+from .module import BATCH_KEY, COVARIATES_KEY, DOSERS, RECON_LOSSES, CPAModule
 from .perturbations import REGISTRY_KEY as PERTURBATION_KEY
 from .perturbations import PerturbationField, encode_override, split_encoded
 from .training import CPATrainingPlan
@@ -105,8 +106,9 @@ class CPA(BaseModelClass):
             raise InputError(f"doser_type '{doser_type}' is not one of {DOSERS}.")
         state = self.adata_manager.get_state_registry(PERTURBATION_KEY)
         fields = self.adata_manager.data_registry
-        n_cats = (list(self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY).n_cats_per_key)
-                  if REGISTRY_KEYS.CAT_COVS_KEY in fields else [])
+        n_cats = (n_categories(self.adata_manager.get_state_registry(COVARIATES_KEY))
+                  if COVARIATES_KEY in fields else [])
+        n_batch = n_categories(self.adata_manager.get_state_registry(BATCH_KEY))[0]
         if recon_loss in ("nb", "zinb"):
             check_counts(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY),
                          where=f"the expression matrix ({self._layer_name()})")
@@ -120,7 +122,7 @@ class CPA(BaseModelClass):
         self.module = CPAModule(
             n_genes=self.summary_stats.n_vars, n_drugs=len(state["drugs"]),
             n_conditions=len(state["conditions"]), n_cats_per_cov=n_cats,
-            n_batch=self.summary_stats.n_batch, n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers,
+            n_batch=n_batch, n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers,
             dropout=dropout, recon_loss=recon_loss, doser_type=doser_type, variational=variational,
             drug_fingerprints=fingerprints, condition_weights=self._condition_weights(len(state["conditions"])))
         self._model_summary_string = (
@@ -163,14 +165,12 @@ class CPA(BaseModelClass):
                                  f"columns: {list(adata.obs.columns)}.")
         if layer is not None and layer not in adata.layers:
             raise InputError(f"adata has no layer '{layer}'; layers: {list(adata.layers)}.")
-        source = kwargs.get("source_registry")
-        if source is not None:
-            _check_known_categories(adata, source, covariate_keys, batch_key)
         fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
             PerturbationField(perturbation_key, dosage_key, control_group),
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, covariate_keys),
+            CategoricalCodesField(BATCH_KEY, [batch_key] if batch_key else [], "_shardmap_cpa_batch",
+                                  single_category="all"),
+            CategoricalCodesField(COVARIATES_KEY, covariate_keys, "_shardmap_cpa_covariates"),
         ]
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(adata, **kwargs)
@@ -316,25 +316,6 @@ class CPA(BaseModelClass):
     @property
     def conditions(self):
         return list(self.adata_manager.get_state_registry(PERTURBATION_KEY)["conditions"])
-
-
-def _check_known_categories(adata, source_registry, covariate_keys, batch_key):
-    """Name the first category of new data that the model has never seen."""
-    registries = source_registry.get("field_registries", {})
-    joint = registries.get(REGISTRY_KEYS.CAT_COVS_KEY, {}).get("state_registry", {})
-    for key in covariate_keys:
-        known = set(map(str, joint.get("mappings", {}).get(key, [])))
-        unseen = sorted(set(adata.obs[key].astype(str)) - known)
-        if known and unseen:
-            raise InputError(f"obs['{key}'] has the value '{unseen[0]}' that the model was not trained on "
-                             f"(known: {sorted(known)[:10]}); the model cannot embed unseen categories.")
-    if batch_key:
-        batch = registries.get(REGISTRY_KEYS.BATCH_KEY, {}).get("state_registry", {})
-        known = set(map(str, batch.get("categorical_mapping", [])))
-        unseen = sorted(set(adata.obs[batch_key].astype(str)) - known)
-        if known and unseen:
-            raise InputError(f"obs['{batch_key}'] has the batch '{unseen[0]}' that the model was not trained "
-                             f"on (known: {sorted(known)[:10]}).")
 
 
 __all__ = ["CPA", "split_encoded"]

@@ -23,6 +23,8 @@ from .perturbations import REGISTRY_KEY as PERTURBATION_KEY
 from .perturbations import split_encoded
 
 RECON_LOSSES = ("nb", "zinb", "gauss")
+COVARIATES_KEY = "covariates"
+BATCH_KEY = "batch"
 DOSERS = ("logsigm", "sigm", "linear", "mlp")
 
 
@@ -168,8 +170,7 @@ class CPAModule(BaseModuleClass):
     # --- scvi-tools module interface ---------------------------------------------------
     def _get_inference_input(self, tensors):
         return {"x": tensors[REGISTRY_KEYS.X_KEY], "perturbation": tensors[PERTURBATION_KEY],
-                "covariates": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
-                "batch": tensors[REGISTRY_KEYS.BATCH_KEY]}
+                "covariates": tensors.get(COVARIATES_KEY), "batch": tensors[BATCH_KEY]}
 
     def _get_generative_input(self, tensors, inference_outputs):
         return {"z": inference_outputs["z"], "library": inference_outputs["library"]}
@@ -233,7 +234,7 @@ class CPAModule(BaseModuleClass):
         if known.any():
             total = total + F.cross_entropy(logits[known], conditions[known], weight=self.condition_weights)
             accuracy["acc_perturbation"] = (logits[known].argmax(-1) == conditions[known]).float().mean()
-        covariates = tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)
+        covariates = tensors.get(COVARIATES_KEY)
         for k, adversary in enumerate(self.covariate_adversaries):
             target = covariates[:, k].long()
             cov_logits = adversary(z_basal)

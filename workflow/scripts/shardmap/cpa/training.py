@@ -1,7 +1,7 @@
 """The training plan of CPA: the autoencoder and the adversaries take turns.
 
-Three Adam optimisers (autoencoder, dose-response curves, adversaries), each with a
-StepLR schedule. Within every cycle of ``adv_steps`` minibatches the adversaries are
+Three Adam optimisers (autoencoder, adversaries, dose-response curves: the linear
+doser has no parameters and so no optimiser), each with a StepLR schedule. Within every cycle of ``adv_steps`` minibatches the adversaries are
 updated ``adv_steps - 1`` times and the autoencoder (with the dosers) once; during the
 first ``n_epochs_pretrain_ae`` epochs only the autoencoder trains. The adversarial
 weight and the KL weight (variational model) warm up linearly.
@@ -54,9 +54,11 @@ class CPATrainingPlan(pl.LightningModule):
     def configure_optimizers(self):
         optimizers = [
             torch.optim.Adam(self.module.autoencoder_parameters(), lr=self.lr, weight_decay=self.weight_decay),
-            torch.optim.Adam(self.module.doser_parameters(), lr=self.doser_lr, weight_decay=self.weight_decay),
             torch.optim.Adam(self.module.adversary_parameters(), lr=self.adv_lr, weight_decay=self.weight_decay),
         ]
+        if self.module.doser_parameters():  # the linear doser has none
+            optimizers.append(torch.optim.Adam(self.module.doser_parameters(), lr=self.doser_lr,
+                                               weight_decay=self.weight_decay))
         schedulers = [torch.optim.lr_scheduler.StepLR(opt, step_size=self.step_size_lr, gamma=self.gamma_lr)
                       for opt in optimizers]
         return optimizers, schedulers
@@ -69,7 +71,7 @@ class CPATrainingPlan(pl.LightningModule):
         # its own, so they do not depend on what DataLoader workers consumed meanwhile.
         torch.manual_seed(self.seed * 1_000_003 + self._steps)
         self._steps += 1
-        ae_opt, doser_opt, adv_opt = self.optimizers()
+        ae_opt, adv_opt, *doser_opt = self.optimizers()
         pretraining = self.current_epoch < self.n_epochs_pretrain_ae
         adversary_turn = not pretraining and (self._batch_in_epoch % self.adv_steps) != self.adv_steps - 1
         self._batch_in_epoch += 1
@@ -86,11 +88,11 @@ class CPATrainingPlan(pl.LightningModule):
             return None
         _, _, output = self.module(batch, loss_kwargs={"kl_weight": self.kl_weight,
                                                        "adv_weight": self.adv_weight})
-        ae_opt.zero_grad()
-        doser_opt.zero_grad()
+        for optimizer in [ae_opt, *doser_opt]:
+            optimizer.zero_grad()
         self.manual_backward(output.loss)
-        ae_opt.step()
-        doser_opt.step()
+        for optimizer in [ae_opt, *doser_opt]:
+            optimizer.step()
         self.log("train_loss", output.loss, on_epoch=True, on_step=False, batch_size=n, prog_bar=True)
         self.log("reconstruction_loss", output.reconstruction_loss_sum / n, on_epoch=True, on_step=False,
                  batch_size=n)
