@@ -202,3 +202,33 @@ def test_heldout_combination_is_predicted_better_than_the_control_baseline(tmp_p
     baseline = np.array([r["baseline_r2_mean_all"] for r in rows])
     assert model_r2.mean() > baseline.mean() + 0.01
     assert (model_r2 > baseline).mean() >= 0.6
+
+
+def with_smiles(adata):
+    """A SMILES column aligned with the condition strings: drug k is a chain of k + 1 carbons
+    with an alcohol, so every drug has a distinct fingerprint."""
+    def smiles(condition):
+        if condition == "control":
+            return ""
+        return "+".join("C" * (int(drug[4:]) + 1) + "O" for drug in condition.split("+"))
+    adata.obs["smiles"] = pd.Categorical([smiles(c) for c in adata.obs["condition"].astype(str)])
+    return adata
+
+
+def test_smiles_embeddings_train_and_load_without_rdkit(screen, tmp_path, monkeypatch):
+    pytest.importorskip("rdkit")
+    adata = with_smiles(screen.copy())
+    scvi.settings.seed = 0
+    CPA.setup_anndata(adata, **SETUP, smiles_key="smiles")
+    model = CPA(adata, **SMALL)
+    assert model.module.drug_embedding is None
+    before = [p.detach().clone() for p in model.module.fingerprint_projection.parameters()]
+    model.train(max_epochs=2, batch_size=128, accelerator="cpu", seed=0)
+    after = list(model.module.fingerprint_projection.parameters())
+    assert any((a - b).abs().max() > 0 for a, b in zip(after, before)), "projection never trained"
+    model.save(str(tmp_path / "m"), save_anndata=False)
+    expected = model.get_latent_representation(adata, indices=np.arange(200))
+    monkeypatch.setitem(__import__("sys").modules, "rdkit", None)  # loading needs no RDKit
+    subset = adata[:200].copy()  # a shard that lacks some drugs
+    loaded = CPA.load(str(tmp_path / "m"), adata=subset)
+    np.testing.assert_array_equal(loaded.get_latent_representation(subset)["z"], expected["z"])

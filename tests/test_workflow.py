@@ -184,7 +184,7 @@ def test_default_config_dry_run_and_lint():
     dry = subprocess.run(SNAKEMAKE + ["-n", "--forceall", "--cores", "2"], cwd=REPO, capture_output=True, text=True,
                          timeout=300)
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert "lnm_demo_data" in dry.stdout
+    assert "lnm_demo_data" in dry.stdout and "cpa_demo_data" in dry.stdout
     lint = subprocess.run(SNAKEMAKE + ["--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
@@ -203,3 +203,13 @@ def test_demo_runs_end_to_end(tmp_path):
     assert len(qc) == 13
     for group in ("A", "B"):
         assert (copy / "results" / "lnm" / "group" / group / "sensitivity_pos.nii.gz").exists()
+    # the perturbation arm of the demo
+    import anndata as ad
+
+    latents = ad.read_h5ad(copy / "results" / "cpa" / "latents.h5ad")
+    screen = ad.read_h5ad(copy / "resources" / "demo" / "cpa_screen.h5ad", backed="r")
+    assert list(latents.obs_names) == list(screen.obs_names)
+    assert latents.obsm["X_cpa"].shape == (screen.n_obs, 16)
+    metrics = (copy / "results" / "cpa" / "metrics.tsv").read_text().splitlines()
+    assert len(metrics) > 1
+    assert len(list((copy / "results" / "cpa" / "counterfactuals").glob("*.h5ad"))) == 2

@@ -46,12 +46,10 @@ def check_counts(matrix, where="X", rows_per_chunk=COUNT_CHECK_ROWS):
 
 def morgan_fingerprints(smiles_by_drug, drugs, n_bits=1024, radius=2):
     """Morgan fingerprints of each drug (RDKit, an optional dependency)."""
-    try:
-        from rdkit import Chem
-        from rdkit.Chem import rdFingerprintGenerator
-    except ImportError as err:
-        raise InputError("smiles_key is set but RDKit is not installed; install the optional "
-                         "dependency (pip install rdkit) or set smiles_key: null.") from err
+    require_rdkit()
+    from rdkit import Chem
+    from rdkit.Chem import rdFingerprintGenerator
+
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
     table = np.zeros((len(drugs), n_bits), dtype=np.float32)
     for i, drug in enumerate(drugs):
@@ -81,6 +79,14 @@ def smiles_of_drugs(obs, perturbation_key, smiles_key, control_group):
     return mapping
 
 
+def require_rdkit():
+    try:
+        import rdkit  # noqa: F401
+    except ImportError as err:
+        raise InputError("smiles_key is set but RDKit is not installed; install the optional "
+                         "dependency (pip install rdkit) or set smiles_key: null.") from err
+
+
 class CPA(BaseModelClass):
     """Compositional Perturbation Autoencoder.
 
@@ -98,7 +104,7 @@ class CPA(BaseModelClass):
     _training_plan_cls = CPATrainingPlan
 
     def __init__(self, adata, n_latent=64, recon_loss="nb", doser_type="logsigm", variational=False,
-                 n_hidden=256, n_layers=2, dropout=0.0):
+                 n_hidden=256, n_layers=2, dropout=0.0, drug_fingerprints=None):
         super().__init__(adata)
         if recon_loss not in RECON_LOSSES:
             raise InputError(f"recon_loss '{recon_loss}' is not one of {RECON_LOSSES}.")
@@ -112,13 +118,16 @@ class CPA(BaseModelClass):
         if recon_loss in ("nb", "zinb"):
             check_counts(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY),
                          where=f"the expression matrix ({self._layer_name()})")
-        fingerprints = None
         smiles_key = self.adata_manager._registry["setup_args"].get("smiles_key")
-        if smiles_key:
+        if smiles_key and drug_fingerprints is None:
+            # Computed once, from the training data, and kept in the saved init parameters:
+            # loading the model later needs neither RDKit nor every drug in the new data.
+            require_rdkit()
             setup = self.adata_manager._registry["setup_args"]
-            fingerprints = morgan_fingerprints(
+            drug_fingerprints = morgan_fingerprints(
                 smiles_of_drugs(adata.obs, setup["perturbation_key"], smiles_key, setup["control_group"]),
                 state["drugs"])
+        fingerprints = drug_fingerprints
         self.module = CPAModule(
             n_genes=self.summary_stats.n_vars, n_drugs=len(state["drugs"]),
             n_conditions=len(state["conditions"]), n_cats_per_cov=n_cats,
