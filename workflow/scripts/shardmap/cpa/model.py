@@ -227,14 +227,27 @@ class CPA(BaseModelClass):
         return runner()
 
     # --- inference -----------------------------------------------------------------
-    def _batches(self, adata, indices, batch_size):
+    def _eval_batches(self, adata, indices, batch_size):
+        """Yield (start, stop, inference inputs) over the selected cells with the module in
+        eval mode (its previous mode is restored afterwards)."""
         adata = self._validate_anndata(adata)
-        if indices is None:
-            indices = np.arange(adata.n_obs)
-        indices = np.asarray(indices, dtype=np.int64)
+        indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices, dtype=np.int64)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size or 4096,
                                         shuffle=False)
-        return adata, indices, loader
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            start = 0
+            for tensors in loader:
+                inputs = self.module._get_inference_input(tensors)
+                stop = start + inputs["x"].shape[0]
+                yield start, stop, inputs
+                start = stop
+        finally:
+            self.module.train(was_training)
+
+    def _n_selected(self, adata, indices):
+        return (self._validate_anndata(adata).n_obs if indices is None else len(indices))
 
     @torch.inference_mode()
     def get_latent_representation(self, adata=None, indices=None, batch_size=None, give_sample=False,
@@ -245,23 +258,13 @@ class CPA(BaseModelClass):
         are written batch by batch into preallocated arrays (or into ``out``, a dict of
         arrays of the right shape, e.g. memory maps).
         """
-        adata, indices, loader = self._batches(adata, indices, batch_size)
-        n = len(indices)
         if out is None:
+            n = self._n_selected(adata, indices)
             out = {key: np.empty((n, self.module.n_latent), dtype=np.float32) for key in LATENT_KEYS}
-        was_training = self.module.training
-        self.module.eval()
-        try:
-            start = 0
-            for tensors in loader:
-                inputs = self.module._get_inference_input(tensors)
-                result = self.module.inference(**inputs, sample=give_sample)
-                stop = start + inputs["x"].shape[0]
-                for key in LATENT_KEYS:
-                    out[key][start:stop] = result[key].detach().cpu().numpy()
-                start = stop
-        finally:
-            self.module.train(was_training)
+        for start, stop, inputs in self._eval_batches(adata, indices, batch_size):
+            result = self.module.inference(**inputs, sample=give_sample)
+            for key in LATENT_KEYS:
+                out[key][start:stop] = result[key].detach().cpu().numpy()
         return out
 
     @torch.inference_mode()
@@ -275,38 +278,27 @@ class CPA(BaseModelClass):
         observed library size, or to ``library_size`` when given (e.g. 1e4). With
         ``sample``, one draw of the likelihood per cell (seeded) replaces the mean.
         """
-        adata, indices, loader = self._batches(adata, indices, batch_size)
-        n = len(indices)
         if out is None:
-            out = np.empty((n, self.module.n_genes), dtype=np.float32)
+            out = np.empty((self._n_selected(adata, indices), self.module.n_genes), dtype=np.float32)
         override = None
         if perturbation is not None:
             state = self.adata_manager.get_state_registry(PERTURBATION_KEY)
             override = torch.as_tensor(encode_override(perturbation, dosage, state, 1))
-        was_training = self.module.training
-        self.module.eval()
-        try:
-            start = 0
-            for tensors in loader:
-                inputs = self.module._get_inference_input(tensors)
-                if override is not None:
-                    inputs["perturbation"] = override.expand(inputs["x"].shape[0], -1)
-                result = self.module.inference(**inputs, sample=False)
-                library = result["library"]
-                if library_size is not None:
-                    library = torch.full_like(library, float(library_size))
-                generated = self.module.generative(result["z"], library)
-                if sample:
-                    with torch.random.fork_rng():
-                        torch.manual_seed(seed + start)
-                        mean = generated["px"].sample()
-                else:
-                    mean = generated["mean"]
-                stop = start + mean.shape[0]
-                out[start:stop] = mean.detach().cpu().numpy()
-                start = stop
-        finally:
-            self.module.train(was_training)
+        for start, stop, inputs in self._eval_batches(adata, indices, batch_size):
+            if override is not None:
+                inputs["perturbation"] = override.expand(stop - start, -1)
+            result = self.module.inference(**inputs, sample=False)
+            library = result["library"]
+            if library_size is not None:
+                library = torch.full_like(library, float(library_size))
+            generated = self.module.generative(result["z"], library)
+            if sample:
+                with torch.random.fork_rng():
+                    torch.manual_seed(seed + start)
+                    values = generated["px"].sample()
+            else:
+                values = generated["mean"]
+            out[start:stop] = values.detach().cpu().numpy()
         return out
 
     def release(self, adata):
