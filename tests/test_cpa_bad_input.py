@@ -82,6 +82,15 @@ def test_counts_that_are_not_counts(screen, value, fragment):
         CPA(bad, recon_loss="nb")
 
 
+def test_nan_with_a_gaussian_likelihood(screen):
+    bad = screen.copy()
+    bad.X = np.log1p(bad.X.toarray())
+    bad.X[7, 2] = np.nan
+    CPA.setup_anndata(bad, **SETUP)
+    with pytest.raises(InputError, match=r"NaN or Inf \(first at cell 'cell000007', gene column 2\)"):
+        CPA(bad, recon_loss="gauss")
+
+
 def test_gauss_accepts_log_normalised_data(screen):
     data = screen.copy()
     data.X = np.log1p(data.X.toarray())

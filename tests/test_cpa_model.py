@@ -128,9 +128,16 @@ def test_perturbations_are_stored_sparsely(trained):
 @pytest.mark.parametrize("doser", ["logsigm", "sigm", "linear", "mlp"])
 def test_every_doser_trains_and_is_zero_at_dose_zero(screen, doser):
     adata = screen.copy()
-    model = train_small(adata, epochs=2, doser_type=doser)
+    scvi.settings.seed = 0
+    CPA.setup_anndata(adata, **SETUP)
+    model = CPA(adata, **SMALL, doser_type=doser)
+    before = [p.detach().clone() for p in model.module.doser_parameters()]
+    model.train(max_epochs=2, batch_size=128, accelerator="cpu", seed=0)
     losses = model.history["train_loss"].to_numpy(dtype=float)
     assert np.isfinite(losses).all()
+    after = model.module.doser_parameters()
+    assert len(after) == len(before) and (doser == "linear") == (len(after) == 0)
+    assert all((a - b).abs().max() > 0 for a, b in zip(after, before)), "doser parameters never trained"
     drugs = torch.arange(len(model.drugs)).unsqueeze(0)
     assert torch.all(model.module.doser(drugs, torch.zeros_like(drugs, dtype=torch.float32)) == 0)
     curve = model.module.doser(drugs, torch.ones_like(drugs, dtype=torch.float32))
@@ -145,7 +152,6 @@ def test_variational_latents_are_the_deterministic_posterior_mean(screen):
     np.testing.assert_array_equal(first["z_basal"], second["z_basal"])
     sampled = model.get_latent_representation(adata, give_sample=True)
     assert np.abs(sampled["z_basal"] - first["z_basal"]).max() > 1e-3
-    assert not model.module.training or True
 
 
 def test_inference_runs_in_eval_mode_and_restores_the_mode(trained):
@@ -196,8 +202,11 @@ def test_heldout_combination_is_predicted_better_than_the_control_baseline(tmp_p
            "train": {"max_epochs": 40, "batch_size": 128, "seed": 0}}
     tasks.train_model(path, cfg, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
     rows = tasks.evaluate(tmp_path / "model", path, cfg, tmp_path / "splits.tsv", tmp_path / "metrics.tsv")
-    assert {r["condition"] for r in rows} == {"drug00+drug01", "drug01+drug00", "drug02+drug03",
-                                              "drug03+drug02"}
+    # "drug01+drug00" at "0.5+1" is reported as "drug00+drug01" at "1+0.5"
+    assert {(r["condition"], r["dosage"]) for r in rows} == {
+        ("drug00+drug01", "1+1"), ("drug00+drug01", "1+0.5"), ("drug02+drug03", "1+1"),
+        ("drug02+drug03", "1+0.5")}
+    assert all(len(r["deg20"].split(",")) == 20 for r in rows)
     model_r2 = np.array([r["r2_mean_all"] for r in rows])
     baseline = np.array([r["baseline_r2_mean_all"] for r in rows])
     assert model_r2.mean() > baseline.mean() + 0.01
@@ -232,3 +241,31 @@ def test_smiles_embeddings_train_and_load_without_rdkit(screen, tmp_path, monkey
     subset = adata[:200].copy()  # a shard that lacks some drugs
     loaded = CPA.load(str(tmp_path / "m"), adata=subset)
     np.testing.assert_array_equal(loaded.get_latent_representation(subset)["z"], expected["z"])
+
+
+@pytest.mark.parametrize("recon_loss", ["zinb", "gauss"])
+def test_other_likelihoods_train(screen, recon_loss):
+    adata = screen.copy()
+    if recon_loss == "gauss":
+        counts = adata.X.toarray()
+        adata.X = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
+    model = train_small(adata, epochs=2, recon_loss=recon_loss)
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    mean = model.predict(adata, indices=np.arange(30))
+    assert np.isfinite(mean).all()
+    if recon_loss == "zinb":  # the mean of the zero-inflated distribution, below the NB mean
+        assert (mean >= 0).all()
+
+
+def test_no_covariates_and_few_minibatches_per_epoch(screen):
+    """Without covariates, and with fewer minibatches per epoch than adv_steps, the
+    autoencoder still trains."""
+    adata = screen[:400].copy()
+    scvi.settings.seed = 0
+    CPA.setup_anndata(adata, perturbation_key="condition", dosage_key="dose", control_group="control")
+    model = CPA(adata, **SMALL)
+    before = model.module.z_mean.weight.detach().clone()
+    model.train(max_epochs=6, batch_size=256, accelerator="cpu", seed=0)  # 2 minibatches per epoch
+    assert (model.module.z_mean.weight - before).abs().max() > 0
+    assert "train_loss" in model.history
+    assert model.get_latent_representation(adata)["z"].shape == (400, SMALL["n_latent"])

@@ -60,6 +60,7 @@ def test_counterfactuals_and_metrics(run):
     assert (workdir / "out" / "cpa" / "counterfactuals" / "d5.h5ad").exists()
     metrics = (workdir / "out" / "cpa" / "metrics.tsv").read_text().splitlines()
     assert metrics[0].split("\t")[:3] == ["condition", "dosage", "covariates"]
-    assert {line.split("\t")[0] for line in metrics[1:]} == {"drug00+drug01", "drug01+drug00"}
+    assert {tuple(line.split("\t")[:2]) for line in metrics[1:]} == {("drug00+drug01", "1+1"),
+                                                                    ("drug00+drug01", "1+0.5")}
     train_log = (workdir / "out" / "logs" / "cpa" / "train.log").read_text()
     assert "epoch 3/3" in train_log

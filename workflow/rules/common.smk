@@ -198,12 +198,25 @@ def counterfactual_name(item):
 def cpa_counterfactuals():
     """{name: (perturbation, dosage)} of the configured counterfactuals."""
     named = {}
-    for item in CPA["counterfactuals"]:
+    for number, item in enumerate(CPA["counterfactuals"]):
+        if item["perturbation"] != CPA["control_group"] and not item.get("dosage"):
+            raise WorkflowError(
+                f"cpa.counterfactuals[{number}] ('{item['perturbation']}') has no dosage; give one "
+                "dose per drug, joined by '+', e.g. dosage: \"1.0+0.5\"."
+            )
         name = counterfactual_name(item)
         if name in named:
             raise WorkflowError(f"cpa.counterfactuals has two entries named '{name}'; give one a `name`.")
         named[name] = (item["perturbation"], item.get("dosage"))
     return named
+
+
+def cpa_training_accelerator():
+    """The accelerator cpa_train may use: a GPU only when it is declared (train.accelerator
+    gpu or cuda, which also requests gpu=1); 'auto' trains on the CPU, so a scheduler
+    never sees a task use a GPU it did not ask for."""
+    accelerator = CPA["train"]["accelerator"]
+    return "gpu" if accelerator in ("gpu", "cuda") else "cpu"
 
 
 def cpa_outputs():

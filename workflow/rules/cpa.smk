@@ -34,6 +34,7 @@ rule cpa_train:
         splits=f"{OUT}/cpa/splits.tsv",
     params:
         cfg=CPA,
+        accelerator=cpa_training_accelerator(),
     log:
         f"{CPA_LOGS}/train.log",
     conda:
@@ -42,7 +43,7 @@ rule cpa_train:
     resources:
         mem_mb=lambda wc, input: res.cpa_train_mem_mb(input.size_mb, CPA),
         runtime=lambda wc: res.cpa_train_runtime(cpa_cell_count(), CPA),
-        gpu=1 if CPA["train"]["accelerator"] in ("gpu", "cuda") else 0,
+        gpu=1 if cpa_training_accelerator() == "gpu" else 0,
     script:
         "../scripts/cpa_train.py"
 

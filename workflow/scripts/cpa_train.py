@@ -5,4 +5,4 @@ with snakemake_task(snakemake):
     from shardmap.cpa.tasks import train_model
 
     train_model(snakemake.input.adata, snakemake.params.cfg, snakemake.output.model.rsplit("/", 1)[0],
-                snakemake.output.splits, snakemake.params.cfg["train"]["accelerator"])
+                snakemake.output.splits, snakemake.params.accelerator)

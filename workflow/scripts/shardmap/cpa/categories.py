@@ -88,13 +88,13 @@ class CategoricalCodesField(BaseAnnDataField):
         adata.obsm[self._obsm_key] = codes
 
     def get_summary_stats(self, state_registry):
-        return {f"n_{self.registry_key}": len(state_registry[self.CATEGORIES_KEY])}
+        return {f"n_{self.registry_key}": len(state_registry.get(self.CATEGORIES_KEY, {}))}
 
     def view_state_registry(self, state_registry):
         table = rich.table.Table(title=self.registry_key)
         table.add_column("column")
         table.add_column("categories")
-        for key, values in state_registry[self.CATEGORIES_KEY].items():
+        for key, values in state_registry.get(self.CATEGORIES_KEY, {}).items():
             table.add_row(key, ", ".join(values))
         return table
 

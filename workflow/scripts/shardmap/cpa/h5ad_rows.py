@@ -47,11 +47,18 @@ def var_names(path):
 
 
 def _read_column(element, start, stop):
-    if isinstance(element, h5py.Group):  # categorical
-        categories = _decode(element["categories"][:])
-        codes = element["codes"][start:stop]
-        values = pd.Categorical.from_codes(codes, categories=categories)
-        return values
+    if isinstance(element, h5py.Group):
+        encoding = element.attrs.get("encoding-type", "")
+        if encoding == "categorical":
+            categories = _decode(element["categories"][:])
+            return pd.Categorical.from_codes(element["codes"][start:stop], categories=categories)
+        if encoding in ("nullable-integer", "nullable-boolean", "nullable-string-array"):
+            values = element["values"][start:stop]
+            values = _decode(values) if values.dtype.kind in "SO" else values.astype(object)
+            values[element["mask"][start:stop].astype(bool)] = None
+            return values
+        raise InputError(f"obs column '{element.name}' is stored as '{encoding}', which row shards "
+                         "cannot read; convert it to a categorical or string column.")
     values = element[start:stop]
     if values.dtype.kind in "SO":
         return _decode(values)
@@ -108,11 +115,3 @@ def read_rows(path, start, stop, columns, layer=None):
     if layer is not None:
         adata.layers[layer] = matrix
     return adata
-
-
-def iter_row_chunks(path, chunk_rows, columns, layer=None):
-    """Yield (start, stop, AnnData of those rows) over the whole file."""
-    total = n_obs(path)
-    for start in range(0, total, chunk_rows):
-        stop = min(start + chunk_rows, total)
-        yield start, stop, read_rows(path, start, stop, columns, layer)

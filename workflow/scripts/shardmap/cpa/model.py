@@ -26,22 +26,34 @@ LATENT_KEYS = ("z_basal", "z", "z_corrected")
 COUNT_CHECK_ROWS = 20_000
 
 
-def check_counts(matrix, where="X", rows_per_chunk=COUNT_CHECK_ROWS):
-    """Raise InputError unless ``matrix`` holds finite, non-negative integers (checked in chunks)."""
+def check_values(matrix, count_data, where="X", obs_names=None, rows_per_chunk=COUNT_CHECK_ROWS):
+    """Raise InputError naming the first bad cell unless ``matrix`` is finite and, for a
+    count likelihood, holds non-negative integers (checked in chunks of rows; sparse
+    chunks are checked on their stored values only)."""
+    fix_counts = ("a count likelihood (nb, zinb) needs raw counts: point `layer` at the counts, or "
+                  "use recon_loss: gauss for log-normalised data")
     for start in range(0, matrix.shape[0], rows_per_chunk):
         block = matrix[start:start + rows_per_chunk]
-        values = block.data if sparse.issparse(block) else np.asarray(block)
-        if not np.isfinite(values).all():
-            raise InputError(f"{where} holds NaN or Inf (rows {start}-{start + rows_per_chunk}); "
-                             "remove or fix those cells.")
-        if (values < 0).any():
-            raise InputError(f"{where} holds negative values; a count likelihood (nb, zinb) needs raw "
-                             "counts: point `layer` at the counts, or use recon_loss: gauss for "
-                             "log-normalised data.")
-        if not np.array_equal(values, np.round(values)):
-            raise InputError(f"{where} holds non-integer values; a count likelihood (nb, zinb) needs "
-                             "raw counts: point `layer` at the counts, or use recon_loss: gauss for "
-                             "log-normalised data.")
+        if sparse.issparse(block):
+            block = block.tocoo()
+            values, rows, columns = block.data, block.row, block.col
+        else:
+            block = np.asarray(block)
+            values = block
+        problems = [("NaN or Inf", ~np.isfinite(values), "remove or fix those cells")]
+        if count_data:
+            problems += [("negative values", values < 0, fix_counts),
+                         ("non-integer values", np.isfinite(values) & (values != np.round(values)), fix_counts)]
+        for what, bad, fix in problems:
+            if bad.any():
+                if sparse.issparse(matrix):
+                    first = int(np.flatnonzero(bad)[0])
+                    row, column = rows[first], columns[first]
+                else:
+                    row, column = np.argwhere(bad)[0]
+                cell = obs_names[start + row] if obs_names is not None else start + row
+                raise InputError(f"{where} holds {what} (first at cell '{cell}', gene column {column}); "
+                                 f"{fix}.")
 
 
 def morgan_fingerprints(smiles_by_drug, drugs, n_bits=1024, radius=2):
@@ -55,7 +67,8 @@ def morgan_fingerprints(smiles_by_drug, drugs, n_bits=1024, radius=2):
     for i, drug in enumerate(drugs):
         molecule = Chem.MolFromSmiles(smiles_by_drug[drug])
         if molecule is None:
-            raise InputError(f"SMILES '{smiles_by_drug[drug]}' of drug '{drug}' cannot be parsed.")
+            raise InputError(f"SMILES '{smiles_by_drug[drug]}' of drug '{drug}' cannot be parsed by RDKit; "
+                             "fix it in the smiles_key column or set smiles_key: null.")
         table[i] = generator.GetFingerprintAsNumPy(molecule)
     return table
 
@@ -63,7 +76,8 @@ def morgan_fingerprints(smiles_by_drug, drugs, n_bits=1024, radius=2):
 def smiles_of_drugs(obs, perturbation_key, smiles_key, control_group):
     """Map each drug to its SMILES from a column aligned with the condition strings."""
     if smiles_key not in obs:
-        raise InputError(f"obs has no column '{smiles_key}' (smiles_key).")
+        raise InputError(f"obs has no column '{smiles_key}' (smiles_key); name an existing column or "
+                         "set smiles_key: null.")
     mapping = {}
     pairs = obs[[perturbation_key, smiles_key]].astype(str).drop_duplicates()
     for condition, smiles in pairs.itertuples(index=False):
@@ -72,10 +86,12 @@ def smiles_of_drugs(obs, perturbation_key, smiles_key, control_group):
         drugs, codes = condition.split("+"), smiles.split("+")
         if len(drugs) != len(codes):
             raise InputError(f"obs['{smiles_key}'] '{smiles}' has {len(codes)} part(s) for condition "
-                             f"'{condition}' with {len(drugs)} drug(s); give one SMILES per drug.")
+                             f"'{condition}' with {len(drugs)} drug(s); give one SMILES per drug, joined "
+                             "by '+' in the order of the drugs.")
         for drug, code in zip(drugs, codes):
             if mapping.setdefault(drug.strip(), code.strip()) != code.strip():
-                raise InputError(f"drug '{drug}' has two SMILES in obs['{smiles_key}'].")
+                raise InputError(f"drug '{drug}' has two SMILES in obs['{smiles_key}']; give each drug "
+                                 "one SMILES throughout.")
     return mapping
 
 
@@ -115,9 +131,8 @@ class CPA(BaseModelClass):
         n_cats = (n_categories(self.adata_manager.get_state_registry(COVARIATES_KEY))
                   if COVARIATES_KEY in fields else [])
         n_batch = n_categories(self.adata_manager.get_state_registry(BATCH_KEY))[0]
-        if recon_loss in ("nb", "zinb"):
-            check_counts(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY),
-                         where=f"the expression matrix ({self._layer_name()})")
+        check_values(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), recon_loss in ("nb", "zinb"),
+                     where=f"the expression matrix ({self._layer_name()})", obs_names=adata.obs_names)
         smiles_key = self.adata_manager._registry["setup_args"].get("smiles_key")
         if smiles_key and drug_fingerprints is None:
             # Computed once, from the training data, and kept in the saved init parameters:

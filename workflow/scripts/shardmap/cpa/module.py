@@ -203,8 +203,9 @@ class CPAModule(BaseModuleClass):
             mu = torch.softmax(self.px_out(h), dim=-1) * library
             theta = torch.exp(self.px_r)
             if self.recon_loss == "zinb":
-                return {"px": ZeroInflatedNegativeBinomial(mu=mu, theta=theta,
-                                                           zi_logits=self.px_dropout(h)), "mean": mu}
+                zi_logits = self.px_dropout(h)
+                return {"px": ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=zi_logits),
+                        "mean": mu * torch.sigmoid(-zi_logits)}  # (1 - P(zero inflation)) x mu
             return {"px": NegativeBinomial(mu=mu, theta=theta), "mean": mu}
         mean = self.px_out(h)
         return {"px": Normal(mean, torch.exp(0.5 * self.px_logvar(h)) + 1e-4), "mean": mean}

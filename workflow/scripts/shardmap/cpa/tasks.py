@@ -212,7 +212,7 @@ def predict_counterfactual(model_dir, adata_path, cfg, perturbation, dosage, out
     """
     control = cfg["control_group"]
     conditions = h5ad_rows.read_obs(adata_path, [cfg["perturbation_key"]])[cfg["perturbation_key"]]
-    is_control = np.asarray(conditions.astype(str) == control)
+    is_control = np.asarray(conditions == control)
     n_control = int(is_control.sum())
     if n_control == 0:
         raise InputError(f"cpa.adata has no cell of the control group '{control}' to predict from.")
@@ -231,11 +231,12 @@ def predict_counterfactual(model_dir, adata_path, cfg, perturbation, dosage, out
             matrix.attrs["encoding-type"] = "array"
             matrix.attrs["encoding-version"] = "0.2.0"
             written = 0
-            for start, stop, chunk in h5ad_rows.iter_row_chunks(adata_path, chunk_rows, obs_keys(cfg),
-                                                                cfg.get("layer")):
+            for start in range(0, is_control.size, chunk_rows):
+                stop = min(start + chunk_rows, is_control.size)
                 rows = np.flatnonzero(is_control[start:stop])
                 if rows.size == 0:
-                    continue
+                    continue  # no control cell here: the rows are not even read
+                chunk = h5ad_rows.read_rows(adata_path, start, stop, obs_keys(cfg), cfg.get("layer"))
                 if model is None:
                     model = load_model(model_dir, chunk)
                 mean = model.predict(chunk, indices=rows, perturbation=perturbation, dosage=dosage)
@@ -261,67 +262,131 @@ def r_squared(predicted, observed):
 
 METRIC_COLUMNS = ["condition", "dosage", "covariates", "n_cells", "n_control_cells", "r2_mean_all",
                   "r2_var_all", "r2_mean_deg20", "r2_var_deg20", "baseline_r2_mean_all",
-                  "baseline_r2_mean_deg20"]
+                  "baseline_r2_mean_deg20", "deg20"]
 
 
-def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cells=2000, n_degs=20):
-    """R^2 of predicted vs observed mean and variance for every held-out condition
-    (per dosage and covariate group), on all genes and on the top DEGs (by absolute
-    difference of normalised means from the control cells of the same group). The
-    baseline predicts the control cells' own expression."""
+def canonical_conditions(obs, cfg):
+    """Per cell: its drugs joined by '+' in sorted order and their doses in the same order,
+    so that "B+A" at "0.5+1" and "A+B" at "1+0.5" are one condition."""
+    control = cfg["control_group"]
+    keys = obs[[cfg["perturbation_key"], cfg["dosage_key"]]].astype(str)
+    cache = {}
+    labels = np.empty((len(obs), 2), dtype=object)
+    for i, key in enumerate(keys.itertuples(index=False)):
+        if key not in cache:
+            pairs = parse_condition(key[0], key[1], control)
+            cache[key] = ((condition_class(pairs, control), "+".join(f"{dose:g}" for _, dose in pairs))
+                          if pairs else (control, ""))
+        labels[i] = cache[key]
+    return labels[:, 0], labels[:, 1]
+
+
+class _GroupMoments:
+    """Running sums of normalised expression of the cells of one group."""
+
+    def __init__(self, n_genes):
+        self.n = 0
+        self.total = np.zeros(n_genes)
+        self.squares = np.zeros(n_genes)
+
+    def add(self, values):
+        self.n += values.shape[0]
+        self.total += values.sum(0)
+        self.squares += (values ** 2).sum(0)
+
+    def mean(self):
+        return self.total / max(self.n, 1)
+
+    def var(self):
+        return np.maximum(self.squares / max(self.n, 1) - self.mean() ** 2, 0.0)
+
+
+def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cells=2000, n_degs=20,
+             chunk_rows=20_000):
+    """R^2 of predicted vs observed mean and variance for every held-out condition.
+
+    Groups are (condition, dosage, covariate values) of the held-out ("test") cells, or
+    of the validation cells when nothing is held out. Expression is log1p of counts
+    normalised to 1e4 per cell (counts) or as stored (gauss). The prediction for a group
+    is one draw of the likelihood for each of up to ``max_control_cells`` control cells
+    of the same covariates, under the group's perturbation. DEGs: the ``n_degs`` genes
+    with the largest |observed mean - control mean|, computed once per group and written
+    in the table. The baseline predicts the control cells' own expression.
+
+    The file is streamed in chunks of rows; memory holds per-group sums and the sampled
+    control cells, never all held-out cells.
+    """
     cfg_keys = obs_keys(cfg)
     obs = h5ad_rows.read_obs(adata_path, cfg_keys)
     splits = pd.read_csv(splits_path, sep="\t", index_col=0)["split"].to_numpy()
-    pkey, dkey, control = cfg["perturbation_key"], cfg["dosage_key"], cfg["control_group"]
+    control = cfg["control_group"]
     cov_keys = list(cfg.get("covariate_keys") or [])
     evaluated = "test" if (splits == "test").any() else "valid"
     cov_label = (obs[cov_keys].astype(str).agg("/".join, axis=1) if cov_keys
                  else pd.Series("all", index=obs.index)).to_numpy()
-    conditions = obs[pkey].astype(str).to_numpy()
-    dosages = obs[dkey].astype(str).to_numpy()
+    conditions, dosages = canonical_conditions(obs, cfg)
     targets = (splits == evaluated) & (conditions != control)
     groups = sorted({(conditions[i], dosages[i], cov_label[i]) for i in np.flatnonzero(targets)})
+    group_index = {g: k for k, g in enumerate(groups)}
+    cell_group = np.full(len(obs), -1)
+    for i in np.flatnonzero(targets):
+        cell_group[i] = group_index[(conditions[i], dosages[i], cov_label[i])]
     rng = np.random.default_rng(0)
-    control_rows = {}
+    sampled = np.zeros(len(obs), dtype=bool)
     for label in sorted({g[2] for g in groups}):
         rows = np.flatnonzero((conditions == control) & (cov_label == label))
-        control_rows[label] = np.sort(rng.permutation(rows)[:max_control_cells])
-    needed = np.unique(np.concatenate([np.flatnonzero(targets)] + list(control_rows.values())))
+        sampled[rng.permutation(rows)[:max_control_cells]] = True
     count_data = (cfg.get("model") or {}).get("recon_loss", "nb") in ("nb", "zinb")
-    expression = {}
-    for start, stop, chunk in h5ad_rows.iter_row_chunks(adata_path, 20_000, cfg_keys, cfg.get("layer")):
-        inside = needed[(needed >= start) & (needed < stop)]
-        if inside.size:
-            block = chunk.layers[cfg["layer"]] if cfg.get("layer") else chunk.X
-            values = _normalise(block[inside - start], count_data)
-            expression.update(zip(inside.tolist(), values))
-    subset = h5ad_rows.read_rows(adata_path, 0, 1, cfg_keys, cfg.get("layer"))  # for the registry
-    model = load_model(model_dir, subset)
-    rows_out = []
-    for condition, dosage, label in groups:
-        cells = np.flatnonzero(targets & (conditions == condition) & (dosages == dosage) & (cov_label == label))
-        controls = control_rows[label]
-        if controls.size == 0:
+    genes = h5ad_rows.var_names(adata_path)
+    observed = [_GroupMoments(len(genes)) for _ in groups]
+    control_moments = {label: _GroupMoments(len(genes)) for label in {g[2] for g in groups}}
+    control_parts = {label: [] for label in control_moments}
+    for start in range(0, len(obs), chunk_rows):
+        stop = min(start + chunk_rows, len(obs))
+        wanted = (cell_group[start:stop] >= 0) | sampled[start:stop]
+        if not wanted.any():
             continue
-        observed = np.stack([expression[i] for i in cells])
-        control_values = np.stack([expression[i] for i in controls])
-        control_adata = _rows_as_anndata(adata_path, controls, cfg_keys, cfg.get("layer"))
-        # One draw of the likelihood per control cell, normalised like the observations, so
-        # that the predicted variance includes the noise model as the observed one does.
-        predicted = _normalise(model.predict(control_adata, perturbation=condition, dosage=dosage,
-                                             sample=True), count_data)
-        model.release(control_adata)
-        degs = np.argsort(-np.abs(observed.mean(0) - control_values.mean(0)))[:n_degs]
-        rows_out.append({
-            "condition": condition, "dosage": dosage, "covariates": label, "n_cells": cells.size,
-            "n_control_cells": controls.size,
-            "r2_mean_all": r_squared(predicted.mean(0), observed.mean(0)),
-            "r2_var_all": r_squared(predicted.var(0), observed.var(0)),
-            "r2_mean_deg20": r_squared(predicted.mean(0)[degs], observed.mean(0)[degs]),
-            "r2_var_deg20": r_squared(predicted.var(0)[degs], observed.var(0)[degs]),
-            "baseline_r2_mean_all": r_squared(control_values.mean(0), observed.mean(0)),
-            "baseline_r2_mean_deg20": r_squared(control_values.mean(0)[degs], observed.mean(0)[degs]),
-        })
+        chunk = h5ad_rows.read_rows(adata_path, start, stop, cfg_keys, cfg.get("layer"))
+        matrix = chunk.layers[cfg["layer"]] if cfg.get("layer") else chunk.X
+        for k in np.unique(cell_group[start:stop][cell_group[start:stop] >= 0]):
+            rows = np.flatnonzero(cell_group[start:stop] == k)
+            observed[k].add(_normalise(matrix[rows], count_data))
+        for label in control_moments:
+            rows = np.flatnonzero(sampled[start:stop] & (cov_label[start:stop] == label))
+            if rows.size:
+                control_moments[label].add(_normalise(matrix[rows], count_data))
+                control_parts[label].append(chunk[rows].copy())
+    model = None
+    rows_out = []
+    for label, parts in control_parts.items():
+        if not parts:
+            continue
+        controls = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
+        if model is None:
+            model = load_model(model_dir, controls)
+        for k, (condition, dosage, group_label) in enumerate(groups):
+            if group_label != label:
+                continue
+            # One draw of the likelihood per control cell, normalised like the observations,
+            # so that the predicted variance includes the noise model as the observed one does.
+            predicted = _normalise(model.predict(controls, perturbation=condition, dosage=dosage, sample=True),
+                                   count_data)
+            obs_mean, obs_var = observed[k].mean(), observed[k].var()
+            base_mean = control_moments[label].mean()
+            degs = np.argsort(-np.abs(obs_mean - base_mean))[:n_degs]
+            rows_out.append({
+                "condition": condition, "dosage": dosage, "covariates": label, "n_cells": observed[k].n,
+                "n_control_cells": controls.n_obs,
+                "r2_mean_all": r_squared(predicted.mean(0), obs_mean),
+                "r2_var_all": r_squared(predicted.var(0), obs_var),
+                "r2_mean_deg20": r_squared(predicted.mean(0)[degs], obs_mean[degs]),
+                "r2_var_deg20": r_squared(predicted.var(0)[degs], obs_var[degs]),
+                "baseline_r2_mean_all": r_squared(base_mean, obs_mean),
+                "baseline_r2_mean_deg20": r_squared(base_mean[degs], obs_mean[degs]),
+                "deg20": ",".join(genes[degs]),
+            })
+        model.release(controls)
+    rows_out.sort(key=lambda row: (row["condition"], row["dosage"], row["covariates"]))
     with atomic_open(out_path, "w") as handle:
         writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS, delimiter="\t", lineterminator="\n")
         writer.writeheader()
@@ -329,15 +394,3 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     log.info("evaluated %d (condition, dosage, covariate) groups of the %s split", len(rows_out), evaluated)
     return rows_out
-
-
-def _rows_as_anndata(adata_path, rows, columns, layer):
-    """An in-memory AnnData of the given sorted rows, read range by range."""
-    parts = []
-    rows = np.asarray(rows)
-    for start in range(0, rows.size, 5000):
-        chunk_rows = rows[start:start + 5000]
-        lo, hi = int(chunk_rows[0]), int(chunk_rows[-1]) + 1
-        block = h5ad_rows.read_rows(adata_path, lo, hi, columns, layer)
-        parts.append(block[chunk_rows - lo].copy())
-    return ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]

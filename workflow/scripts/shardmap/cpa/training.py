@@ -27,25 +27,29 @@ class CPATrainingPlan(pl.LightningModule):
         self.module = module
         self.automatic_optimization = False
         self.lr, self.doser_lr, self.adv_lr, self.weight_decay = lr, doser_lr, adv_lr, weight_decay
-        self.adv_steps = max(1, int(adv_steps))
+        if int(adv_steps) < 2:
+            raise ValueError(f"adv_steps must be >= 2 (one autoencoder update per adv_steps - 1 "
+                             f"adversary updates), got {adv_steps}")
+        self.adv_steps = int(adv_steps)
         self.reg_adv, self.pen_adv = reg_adv, pen_adv
         self.n_epochs_adv_warmup, self.n_epochs_kl_warmup = n_epochs_adv_warmup, n_epochs_kl_warmup
         self.n_epochs_pretrain_ae = n_epochs_pretrain_ae
         self.step_size_lr, self.gamma_lr = step_size_lr, gamma_lr
         self.n_obs_training = None
         self.n_obs_validation = None
-        self._batch_in_epoch = 0
+        self._turn = 0  # counts minibatches across epochs: an epoch may have fewer than adv_steps
 
-    def _ramp(self, n_epochs):
+    def _ramp(self, n_epochs, since_epoch=0):
         if n_epochs <= 0:
             return 1.0
-        return min(1.0, (self.current_epoch + 1) / n_epochs)
+        return min(1.0, max(0, self.current_epoch - since_epoch + 1) / n_epochs)
 
     @property
     def adv_weight(self):
+        """0 during autoencoder pretraining, then ramped up over n_epochs_adv_warmup."""
         if self.current_epoch < self.n_epochs_pretrain_ae:
             return 0.0
-        return self.reg_adv * self._ramp(self.n_epochs_adv_warmup)
+        return self.reg_adv * self._ramp(self.n_epochs_adv_warmup, self.n_epochs_pretrain_ae)
 
     @property
     def kl_weight(self):
@@ -63,9 +67,6 @@ class CPATrainingPlan(pl.LightningModule):
                       for opt in optimizers]
         return optimizers, schedulers
 
-    def on_train_epoch_start(self):
-        self._batch_in_epoch = 0
-
     def training_step(self, batch, batch_idx):
         # Every step draws its random numbers (dropout, posterior samples) from a seed of
         # its own, so they do not depend on what DataLoader workers consumed meanwhile.
@@ -73,8 +74,8 @@ class CPATrainingPlan(pl.LightningModule):
         self._steps += 1
         ae_opt, adv_opt, *doser_opt = self.optimizers()
         pretraining = self.current_epoch < self.n_epochs_pretrain_ae
-        adversary_turn = not pretraining and (self._batch_in_epoch % self.adv_steps) != self.adv_steps - 1
-        self._batch_in_epoch += 1
+        adversary_turn = not pretraining and (self._turn % self.adv_steps) != self.adv_steps - 1
+        self._turn += 1
         n = batch["X"].shape[0]
         if adversary_turn:
             loss, losses, penalty = self.module.adversary_step_loss(batch, self.pen_adv)
