@@ -18,7 +18,7 @@ from ..errors import InputError
 from .categories import CategoricalCodesField, n_categories
 from .module import BATCH_KEY, COVARIATES_KEY, DOSERS, RECON_LOSSES, CPAModule
 from .perturbations import REGISTRY_KEY as PERTURBATION_KEY
-from .perturbations import PerturbationField, encode_override, split_encoded
+from .perturbations import PerturbationField, encode_override
 from .training import CPATrainingPlan
 
 log = logging.getLogger(__name__)
@@ -334,4 +334,4 @@ class CPA(BaseModelClass):
         return list(self.adata_manager.get_state_registry(PERTURBATION_KEY)["conditions"])
 
 
-__all__ = ["CPA", "split_encoded"]
+__all__ = ["CPA"]

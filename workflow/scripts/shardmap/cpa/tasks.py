@@ -62,7 +62,7 @@ def assign_splits(obs, cfg):
             raise InputError(f"obs['{cfg['split_key']}'] holds {unknown[:5]}; split labels must be one of "
                              f"{sorted(SPLIT_ALIASES)}.")
         return raw.map(SPLIT_ALIASES).to_numpy()
-    classes = obs_condition_classes(obs, cfg)
+    classes = canonical_conditions(obs, cfg)[0]
     held = set()
     for condition in cfg.get("holdout") or []:
         pairs = parse_condition(condition, "+".join(["1"] * len(str(condition).split("+"))), control,
@@ -76,18 +76,6 @@ def assign_splits(obs, cfg):
     split = np.where(rng.random(len(obs)) < 0.85, "train", "valid").astype(object)
     split[np.isin(classes, list(held))] = "test"
     return split
-
-
-def obs_condition_classes(obs, cfg):
-    control = cfg["control_group"]
-    keys = obs[[cfg["perturbation_key"], cfg["dosage_key"]]].astype(str)
-    cache = {}
-    out = np.empty(len(obs), dtype=object)
-    for i, (condition, dosage) in enumerate(keys.itertuples(index=False)):
-        if (condition, dosage) not in cache:
-            cache[(condition, dosage)] = condition_class(parse_condition(condition, dosage, control), control)
-        out[i] = cache[(condition, dosage)]
-    return out
 
 
 def load_and_validate(adata_path, cfg):
