@@ -20,16 +20,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+
+from measure import peak_rss_mb  # noqa: E402
 CFG = {"perturbation_key": "condition", "dosage_key": "dose", "control_group": "control",
        "covariate_keys": ["cell_type"], "layer": None}
-
-
-def peak_rss_mb():
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def write_dataset(path, n_cells, n_genes, seed):

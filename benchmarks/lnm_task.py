@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+
+from measure import peak_rss_mb  # noqa: E402
 
 
 def make_shard(folder, n_voxels, n_frames, n_subjects, dtype, seed=0):
@@ -50,16 +51,6 @@ def make_batch(n_voxels, n_lesions, lesion_voxels=100, seed=1):
     positions = np.concatenate([np.arange(s, s + lesion_voxels) for s in starts]).astype(np.int64)
     offsets = np.arange(n_lesions + 1, dtype=np.int64) * lesion_voxels
     return LesionBatch([f"l{i}" for i in range(n_lesions)], offsets, positions, "bench")
-
-
-def peak_rss_mb():
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss it is not inherited
-    from the parent across fork and exec)."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_one(args):

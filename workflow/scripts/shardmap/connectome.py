@@ -61,7 +61,10 @@ def load_run(path, subject_id, mask):
         raise InputError(f"{what} '{path}' has {n_frames} frame; a run needs at least 2 time points "
                          "(a single frame is all zeros once centred). Drop it from the sheet.")
     data = read_data(img, path, what)
-    series = data.reshape(-1, n_frames)[mask.flat_index].astype(np.float64)
+    # Index by (i, j, k): reshaping nibabel's Fortran-ordered 4D array in C order would
+    # copy the whole grid first.
+    i, j, k = mask.ijk.T
+    series = data[i, j, k].astype(np.float64)
     bad = ~np.isfinite(series)
     if bad.any():
         n_bad = int(bad.any(axis=1).sum())

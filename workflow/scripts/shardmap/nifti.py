@@ -6,6 +6,7 @@ the voxels where the brain mask is > 0. ``BrainMask`` converts between the two.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ class BrainMask:
     def n_voxels(self):
         return int(self.flat_index.size)
 
-    @property
+    @functools.cached_property
     def ijk(self):
         """(n_voxels, 3) voxel coordinates of the mask voxels, in mask order."""
         return np.column_stack(np.unravel_index(self.flat_index, self.shape))

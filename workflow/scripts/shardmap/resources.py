@@ -79,7 +79,8 @@ def prepare_shard_mem_mb(mask_info, run_paths, n_subjects):
     copies (centred, unit, stored) and the shard's norms."""
     n_voxels = mask_info["n_voxels"]
     grid = math.prod(mask_info["shape"])
-    frames = [nifti_header(p)[0][3] if len(nifti_header(p)[0]) > 3 else 1 for p in run_paths]
+    shapes = [nifti_header(p)[0] for p in run_paths]
+    frames = [shape[3] if len(shape) > 3 else 1 for shape in shapes]
     per_subject_frames = max(frames) * 2  # a subject has one or more runs; keep room for two
     working = grid * max(frames) * 8 + 4 * n_voxels * per_subject_frames * 8
     return _mb(working + n_subjects * 2 * n_voxels * 8)

@@ -35,11 +35,6 @@ def n_obs(path):
         return int(obs[obs.attrs["_index"]].shape[0])
 
 
-def obs_columns(path):
-    with open_h5ad(path) as handle:
-        return [str(c) for c in handle["obs"].attrs.get("column-order", [])]
-
-
 def var_names(path):
     with open_h5ad(path) as handle:
         var = handle["var"]

@@ -242,11 +242,15 @@ class CPA(BaseModelClass):
         return runner()
 
     # --- inference -----------------------------------------------------------------
-    def _eval_batches(self, adata, indices, batch_size):
-        """Yield (start, stop, inference inputs) over the selected cells with the module in
-        eval mode (its previous mode is restored afterwards)."""
+    def _selection(self, adata, indices):
+        """The registered AnnData and the selected row indices."""
         adata = self._validate_anndata(adata)
         indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices, dtype=np.int64)
+        return adata, indices
+
+    def _eval_batches(self, adata, indices, batch_size):
+        """Yield (start, stop, inference inputs) over the selected cells (from _selection)
+        with the module in eval mode (its previous mode is restored afterwards)."""
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size or 4096,
                                         shuffle=False)
         was_training = self.module.training
@@ -261,9 +265,6 @@ class CPA(BaseModelClass):
         finally:
             self.module.train(was_training)
 
-    def _n_selected(self, adata, indices):
-        return (self._validate_anndata(adata).n_obs if indices is None else len(indices))
-
     @torch.inference_mode()
     def get_latent_representation(self, adata=None, indices=None, batch_size=None, give_sample=False,
                                   out=None):
@@ -273,9 +274,10 @@ class CPA(BaseModelClass):
         are written batch by batch into preallocated arrays (or into ``out``, a dict of
         arrays of the right shape, e.g. memory maps).
         """
+        adata, indices = self._selection(adata, indices)
         if out is None:
-            n = self._n_selected(adata, indices)
-            out = {key: np.empty((n, self.module.n_latent), dtype=np.float32) for key in LATENT_KEYS}
+            out = {key: np.empty((len(indices), self.module.n_latent), dtype=np.float32)
+                   for key in LATENT_KEYS}
         for start, stop, inputs in self._eval_batches(adata, indices, batch_size):
             result = self.module.inference(**inputs, sample=give_sample)
             for key in LATENT_KEYS:
@@ -293,8 +295,9 @@ class CPA(BaseModelClass):
         observed library size, or to ``library_size`` when given (e.g. 1e4). With
         ``sample``, one draw of the likelihood per cell (seeded) replaces the mean.
         """
+        adata, indices = self._selection(adata, indices)
         if out is None:
-            out = np.empty((self._n_selected(adata, indices), self.module.n_genes), dtype=np.float32)
+            out = np.empty((len(indices), self.module.n_genes), dtype=np.float32)
         override = None
         if perturbation is not None:
             state = self.adata_manager.get_state_registry(PERTURBATION_KEY)

@@ -199,12 +199,12 @@ def predict_counterfactual(model_dir, adata_path, cfg, perturbation, dosage, out
     chunk by chunk.
     """
     control = cfg["control_group"]
-    conditions = h5ad_rows.read_obs(adata_path, [cfg["perturbation_key"]])[cfg["perturbation_key"]]
-    is_control = np.asarray(conditions == control)
+    obs = h5ad_rows.read_obs(adata_path, obs_keys(cfg))
+    is_control = np.asarray(obs[cfg["perturbation_key"]] == control)
     n_control = int(is_control.sum())
     if n_control == 0:
         raise InputError(f"cpa.adata has no cell of the control group '{control}' to predict from.")
-    obs = h5ad_rows.read_obs(adata_path, obs_keys(cfg))[is_control]
+    obs = obs[is_control]
     genes = h5ad_rows.var_names(adata_path)
     model = None
     with atomic_path(out_path) as tmp:
