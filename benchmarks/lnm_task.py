@@ -1,10 +1,23 @@
-"""Throughput and peak memory of one lesion network mapping task on synthetic data.
+"""Throughput and peak memory of one lesion network mapping task, against baselines and
+this machine's limit, on synthetic data made here (no download).
 
-Each configuration runs in a fresh subprocess so its peak RSS is its own. Data are made
-here (no download): S subjects of T frames on V voxels, L random compact lesions.
+One run measures, side by side:
 
-    python benchmarks/lnm_task.py --voxels 230000 --frames 240 --subjects 4 --lesions 1 16 64
-    python benchmarks/lnm_task.py --smoke      # tiny sizes, for CI
+* the machine's limit: float32 matrix-product speed (at the task's shape and at a large
+  square shape) and the read bandwidth of the prepared shard; the limit per
+  lesion-subject pair is max(2 T V / GEMM speed, bytes per subject / L / read bandwidth);
+* our mapping task for every L in ``--lesions``, each run in a fresh process so its
+  peak RSS (VmHWM) is its own;
+* baseline (a), the naive method: per lesion, compute every subject's float64 z map,
+  keep them all, then aggregate (``--naive-lesions`` lesions, so it ends);
+* baseline (b), a per-lesion loop: our kernel with one lesion per pass over the subjects
+  (that is the L = 1 row);
+* optionally (``--memory-subjects``) peak RSS of one task against the number of subjects.
+
+    python benchmarks/lnm_task.py                          # the table of docs/benchmarks.md
+    python benchmarks/lnm_task.py --dtype float16
+    python benchmarks/lnm_task.py --lesions 16 --memory-subjects 10 40 160 --repeats 1
+    python benchmarks/lnm_task.py --smoke                  # tiny sizes, for CI
 """
 
 from __future__ import annotations
@@ -23,20 +36,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scrip
 from measure import peak_rss_mb  # noqa: E402
 
 
-def make_shard(folder, n_voxels, n_frames, n_subjects, dtype, seed=0):
+def make_shard(folder, n_voxels, n_frames, n_subjects, dtype, seed=0, distinct=4):
+    """A shard of ``n_subjects`` random subjects. Only ``distinct`` different subjects
+    are generated and then repeated: throughput and memory do not depend on the values,
+    and a 160-subject shard is written in seconds instead of minutes."""
     import numpy as np
 
     from shardmap.connectome import shard_paths, write_shard
 
     rng = np.random.default_rng(seed)
+    pool = []
+    for _ in range(min(distinct, n_subjects)):
+        series = rng.standard_normal((n_voxels, n_frames))
+        series -= series.mean(axis=1, keepdims=True)
+        pool.append(series)
 
     def subjects():
         for s in range(n_subjects):
-            series = rng.standard_normal((n_voxels, n_frames))
-            series -= series.mean(axis=1, keepdims=True)
-            yield f"sub-{s}", [], series, np.full(n_voxels, 1.0 * n_frames)
+            yield f"sub-{s}", [], pool[s % len(pool)], np.full(n_voxels, 1.0 * n_frames)
 
-    paths = shard_paths(Path(folder) / f"shard-{dtype}")
+    paths = shard_paths(Path(folder) / f"shard-{dtype}-{n_subjects}")
     write_shard(subjects(), n_subjects, n_voxels, "bench", paths["data"], paths["norms"], paths["info"], dtype)
     return paths
 
@@ -53,58 +72,173 @@ def make_batch(n_voxels, n_lesions, lesion_voxels=100, seed=1):
     return LesionBatch([f"l{i}" for i in range(n_lesions)], offsets, positions, "bench")
 
 
-def run_one(args):
-    """Child process: time one mapping task and report JSON."""
+def naive_task(paths, batch):
+    """Baseline (a): every subject's z map of a lesion is computed in float64 and kept,
+    then the maps are stacked and aggregated (how per-lesion tools work)."""
+    import numpy as np
+
+    data = np.load(paths["data"], mmap_mode="r")
+    norms = np.load(paths["norms"])
+    with open(paths["info"]) as handle:
+        offsets = json.load(handle)["frame_offsets"]
+    for index in range(len(batch)):
+        positions = batch.positions_of(index)
+        maps = []
+        for s in range(len(offsets) - 1):
+            series = np.asarray(data[offsets[s]:offsets[s + 1]], dtype=np.float64) * norms[s, 0]
+            seed = series[:, positions].mean(axis=1)
+            seed -= seed.mean()
+            r = (seed @ series) / (np.linalg.norm(seed) * np.linalg.norm(series, axis=0) + 1e-30)
+            maps.append(np.arctanh(np.clip(r, -1 + 1e-7, 1 - 1e-7)))
+        z = np.stack(maps)
+        mean, sd = z.mean(axis=0), z.std(axis=0, ddof=1)
+        _ = mean / (sd / np.sqrt(len(maps)) + 1e-30)
+
+
+def run_child(args):
+    """Child process: time one task and print JSON."""
     from shardmap.mapping import map_batch_over_shard
 
     with open(args.paths) as handle:
         paths = json.load(handle)
     batch = make_batch(args.voxels, args.one_lesions)
     started = time.perf_counter()
-    map_batch_over_shard(batch, paths, progress_every=1e9)
+    if args.method == "naive":
+        naive_task(paths, batch)
+    else:
+        map_batch_over_shard(batch, paths, progress_every=1e9, device="cpu", threads=args.threads)
     seconds = time.perf_counter() - started
-    peak_mb = peak_rss_mb()
-    print(json.dumps({"lesions": args.one_lesions, "seconds": seconds, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+
+
+def measure_limit(paths, n_lesions, n_frames, n_voxels, threads):
+    """GEMM GFLOP/s at (L x T) @ (T x V) and at a large square shape; read GB/s of the shard."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    def median_seconds(work, repeats=5):
+        work()
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+        return sorted(times)[len(times) // 2]
+
+    rng = np.random.default_rng(0)
+    result = {}
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for name, (m, k, n) in {"at_shape": (n_lesions, n_frames, min(n_voxels, 100_000)),
+                                "square": (2048, 2048, 2048)}.items():
+            a = rng.standard_normal((m, k)).astype(np.float32)
+            b = rng.standard_normal((k, n)).astype(np.float32)
+            out = np.empty((m, n), dtype=np.float32)
+            result[f"gemm_{name}_gflops"] = 2 * m * k * n / median_seconds(lambda: np.matmul(a, b, out=out)) / 1e9
+    from shardmap.connectome import ShardReader
+
+    size = os.path.getsize(paths["data"])
+
+    def read_all():
+        # How a task sees the data: each subject mapped from the page cache and every
+        # byte read once (by a max reduction, which costs less than the bytes).
+        with ShardReader(paths) as reader:
+            for _, frames, _, _ in reader.subjects():
+                frames.max()
+
+    result["read_gbs"] = size / median_seconds(read_all, repeats=3) / 1e9
+    return result
+
+
+def child(script_args, env):
+    out = subprocess.run([sys.executable, __file__, *script_args], env=env, check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_run(script_args, env, repeats):
+    runs = [child(script_args, env) for _ in range(repeats)]
+    return sorted(r["seconds"] for r in runs)[len(runs) // 2], max(r["peak_rss_mb"] for r in runs)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--voxels", type=int, default=230_000)
     parser.add_argument("--frames", type=int, default=240)
-    parser.add_argument("--subjects", type=int, default=4)
-    parser.add_argument("--lesions", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--subjects", type=int, default=20)
+    parser.add_argument("--lesions", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--naive-lesions", type=int, default=2, help="lesions of the naive baseline (0: skip)")
+    parser.add_argument("--memory-subjects", type=int, nargs="*", default=[],
+                        help="also measure peak RSS at the first L for these shard sizes")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
     parser.add_argument("--one-lesions", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--method", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_lesions:
-        return run_one(args)
+        return run_child(args)
     if args.smoke:
         args.voxels, args.frames, args.subjects, args.lesions, args.repeats = 5000, 30, 3, [1, 4], 1
+        args.memory_subjects = [2, 4] if not args.memory_subjects else args.memory_subjects
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMPDIR")) as folder:
         paths = make_shard(folder, args.voxels, args.frames, args.subjects, args.dtype)
         paths_file = Path(folder) / "paths.json"
         paths_file.write_text(json.dumps(paths))
-        print(f"V={args.voxels} T={args.frames} S={args.subjects} dtype={args.dtype} threads={args.threads}")
-        print("| L | median s/task | ms per lesion-subject | lesion-subjects/s | GFLOP/s (2TV per pair) | peak RSS MB |")
-        print("|---|---|---|---|---|---|")
-        for n_lesions in args.lesions:
-            runs = []
-            for _ in range(args.repeats):
-                out = subprocess.run([sys.executable, __file__, "--voxels", str(args.voxels), "--one-lesions",
-                                      str(n_lesions), "--paths", str(paths_file)], env=env, check=True,
-                                     capture_output=True, text=True)
-                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            seconds = sorted(r["seconds"] for r in runs)[len(runs) // 2]
+        reference_l = 64 if 64 in args.lesions else args.lesions[-1]
+        limit = measure_limit(paths, reference_l, args.frames, args.voxels, args.threads)
+        bytes_per_subject = os.path.getsize(paths["data"]) / args.subjects
+        print(f"V={args.voxels} T={args.frames} S={args.subjects} dtype={args.dtype} threads={args.threads} "
+              f"repeats={args.repeats}")
+        print(f"limit: GEMM {limit['gemm_at_shape_gflops']:.0f} GFLOP/s at ({reference_l} x {args.frames}) @ "
+              f"({args.frames} x V), {limit['gemm_square_gflops']:.0f} GFLOP/s at 2048^3; "
+              f"shard read {limit['read_gbs']:.1f} GB/s (mapped from the page cache)")
+        print()
+        print("| method | L | median s/task | ms per lesion-subject | lesion-subjects/s | limit ms (shape GEMM / "
+              "best GEMM) | % of limit (shape / best) | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|")
+        ours = {}
+        rows = [("ours", n) for n in args.lesions] + ([("naive", args.naive_lesions)] if args.naive_lesions else [])
+        for method, n_lesions in rows:
+            seconds, peak = median_run(["--voxels", str(args.voxels), "--one-lesions", str(n_lesions), "--paths",
+                                        str(paths_file), "--threads", str(args.threads), "--method", method],
+                                       env, 1 if method == "naive" else args.repeats)
             pairs = n_lesions * args.subjects
-            gflops = 2 * args.frames * args.voxels * pairs / seconds / 1e9
-            peak = max(r["peak_rss_mb"] for r in runs)
-            print(f"| {n_lesions} | {seconds:.3f} | {1000 * seconds / pairs:.2f} | {pairs / seconds:.1f} | "
-                  f"{gflops:.1f} | {peak:.0f} |")
+            ms = 1000 * seconds / pairs
+            read_ms = 1000 * bytes_per_subject / n_lesions / (limit["read_gbs"] * 1e9)
+            limits = [max(1000 * 2 * args.frames * args.voxels / (limit[key] * 1e9), read_ms)
+                      for key in ("gemm_at_shape_gflops", "gemm_square_gflops")]
+            ours[(method, n_lesions)] = ms
+            name = {"ours": "shardmap task", "naive": "(a) naive: keep every z map, float64"}[method]
+            if method == "ours" and n_lesions == 1:
+                name = "shardmap task = (b) per-lesion loop"
+            print(f"| {name} | {n_lesions} | {seconds:.3f} | {ms:.2f} | {1000 / ms:.1f} | {limits[0]:.2f} / "
+                  f"{limits[1]:.2f} | {100 * limits[0] / ms:.0f} / {100 * limits[1] / ms:.0f} | {peak:.0f} |")
+        print()
+        if ("ours", reference_l) in ours:
+            best = ours[("ours", reference_l)]
+            for key, label in ((("ours", 1), "(b) per-lesion loop"), (("naive", args.naive_lesions), "(a) naive")):
+                if key in ours:
+                    print(f"speed-up at L = {reference_l} over {label}: {ours[key] / best:.1f}x")
+            per_pair = min(ms for (method, _), ms in ours.items() if method == "ours")
+            print(f"projection, 1000 lesions x 1000 subjects at the fastest L here ({per_pair:.2f} ms per pair): "
+                  f"{per_pair * 1e6 / 1000 / 3600:.2f} h on this machine")
+        if args.memory_subjects:
+            n_lesions = args.lesions[0] if args.smoke else (16 if 16 in args.lesions else args.lesions[0])
+            print()
+            print(f"| subjects in the shard | L | peak RSS MB | s/task |")
+            print("|---|---|---|---|")
+            for n_subjects in args.memory_subjects:
+                more = make_shard(folder, args.voxels, args.frames, n_subjects, args.dtype, seed=5)
+                more_file = Path(folder) / f"paths-{n_subjects}.json"
+                more_file.write_text(json.dumps(more))
+                run = child(["--voxels", str(args.voxels), "--one-lesions", str(n_lesions), "--paths",
+                             str(more_file), "--threads", str(args.threads)], env)
+                print(f"| {n_subjects} | {n_lesions} | {run['peak_rss_mb']:.0f} | {run['seconds']:.2f} |")
+                for path in more.values():
+                    os.remove(path)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from shardmap.sheets import chunks
 from shardmap.stats import merge_files
 
 
-def run_library(dataset, outdir, lesion_batch_size=2, subject_shard_size=2, dtype="float32"):
+def run_library(dataset, outdir, lesion_batch_size=2, subject_shard_size=2, dtype="float32", device="cpu",
+                threads=1):
     """Run prepare -> map -> merge -> maps; return {lesion_id: {map name: 3D array}}."""
     outdir = Path(outdir)
     shards = []
@@ -30,7 +31,7 @@ def run_library(dataset, outdir, lesion_batch_size=2, subject_shard_size=2, dtyp
         parts = []
         for s, shard in enumerate(shards):
             part = (str(outdir / f"part-{b}-{s}.npy"), str(outdir / f"part-{b}-{s}.json"))
-            map_batch_files(batch, shard, *part)
+            map_batch_files(batch, shard, *part, device=device, threads=threads)
             parts.append(part)
         merged = (str(outdir / f"merged-{b}.npy"), str(outdir / f"merged-{b}.json"))
         merge_files(parts, *merged)

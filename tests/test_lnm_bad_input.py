@@ -287,3 +287,14 @@ def test_stale_temporary_of_a_killed_task_is_removed(tmp_path):
     assert target.read_bytes() == b"complete"
     assert not stale.exists()
     assert neighbour.exists()
+
+
+def test_cuda_device_without_a_gpu_is_named_with_the_fix(monkeypatch):
+    from shardmap import mapping, mapping_torch
+
+    monkeypatch.setattr(mapping_torch, "cuda_available", lambda: False)
+    with pytest.raises(InputError, match="lnm.device is 'cuda'.*set lnm.device to 'auto' or 'cpu'"):
+        mapping.resolve_device("cuda")
+    assert mapping.resolve_device("auto") == "cpu"
+    with pytest.raises(InputError, match="lnm.device is 'gpu'; use one of auto, cpu, cuda"):
+        mapping.resolve_device("gpu")

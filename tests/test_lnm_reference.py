@@ -90,14 +90,27 @@ def test_float16_storage_is_close(dataset, reference, tmp_path):
         assert err <= 1e-3
 
 
-def test_narrow_and_ragged_voxel_blocks_and_small_exact_chunks(dataset, reference, tmp_path, monkeypatch):
-    """Block widths that do not divide the voxel count (a narrow last block) and tiny
-    float64-recompute chunks give the same maps."""
-    from shardmap import mapping
+def test_narrow_and_ragged_voxel_blocks_small_exact_chunks_and_threads(dataset, reference, tmp_path, monkeypatch):
+    """Block widths that do not divide the voxel count (a narrow last block), tiny
+    float64-recompute chunks and three worker threads give the same maps."""
+    from shardmap import mapping_numpy
 
-    monkeypatch.setattr(mapping, "BLOCK_ELEMENTS", 777)
-    monkeypatch.setattr(mapping, "EXACT_CHUNK", 3)
-    ours = run_library(dataset, tmp_path, lesion_batch_size=3, subject_shard_size=4)
+    monkeypatch.setattr(mapping_numpy, "BLOCK_ELEMENTS", 777)
+    monkeypatch.setattr(mapping_numpy, "EXACT_CHUNK", 3)
+    ours = run_library(dataset, tmp_path, lesion_batch_size=3, subject_shard_size=4, threads=3)
+    for lesion_id, path, _ in dataset["lesions"]:
+        assert_maps_match(ours[lesion_id], reference[path])
+
+
+def test_gpu_kernel_run_on_the_cpu_matches_the_reference(dataset, reference, tmp_path, monkeypatch):
+    """The torch kernel (what lnm.device: cuda runs), on torch's CPU device, with small
+    chunks so several chunks and float64-recompute rounds are crossed."""
+    pytest.importorskip("torch")
+    from shardmap import mapping_torch
+
+    monkeypatch.setattr(mapping_torch, "CHUNK_ELEMENTS", 5000)
+    monkeypatch.setattr(mapping_torch, "EXACT_CHUNK", 3)
+    ours = run_library(dataset, tmp_path, lesion_batch_size=3, subject_shard_size=4, device="torch-cpu")
     for lesion_id, path, _ in dataset["lesions"]:
         assert_maps_match(ours[lesion_id], reference[path])
 

@@ -1,13 +1,80 @@
-"""The fast float32 pieces of the mapping kernel against float64 NumPy."""
+"""The fast float32 pieces of the mapping kernels against float64 NumPy."""
 
 import numpy as np
+import pytest
 
-from shardmap.mapping import FLOAT64_ABOVE, fisher_z_inplace
+from shardmap.mapping_numpy import FLOAT64_ABOVE, NumpyMapper, log_ratio_inplace
 
 
-def test_fisher_z_matches_arctanh_on_its_range():
+def test_log_ratio_matches_twice_arctanh_on_its_range():
     r = np.linspace(-FLOAT64_ABOVE, FLOAT64_ABOVE, 200_001).astype(np.float32).reshape(1, -1)
-    expected = np.arctanh(r.astype(np.float64))
-    z = fisher_z_inplace(r.copy(), np.empty_like(r))
-    assert np.abs(z - expected).max() < 2e-7
-    assert z[0, 100_000] == 0.0
+    expected = 2 * np.arctanh(r.astype(np.float64))
+    twice_z = log_ratio_inplace(r.copy(), np.empty_like(r))
+    assert np.abs(twice_z - expected).max() < 4e-7
+    assert twice_z[0, 100_000] == 0.0
+
+
+def _random_subjects(n_subjects, n_frames, n_voxels, n_lesions, seed=0):
+    rng = np.random.default_rng(seed)
+    for _ in range(n_subjects):
+        frames = rng.standard_normal((n_frames, n_voxels))
+        seeds = rng.standard_normal((n_frames, n_lesions))
+        # Make some voxels nearly copies of a seed, so |r| > 0.95 takes the float64 path.
+        frames[:, :n_lesions] = seeds + 0.05 * rng.standard_normal((n_frames, n_lesions))
+        frames /= np.linalg.norm(frames, axis=0)
+        seeds /= np.linalg.norm(seeds, axis=0)
+        yield frames.astype(np.float32), seeds
+
+
+def _float64_sums(subjects, n_lesions, n_voxels):
+    sums = np.zeros((n_lesions, 2, n_voxels))
+    for frames, seeds in subjects:
+        z = np.arctanh(np.clip(seeds.T @ frames.astype(np.float64), -1 + 1e-7, 1 - 1e-7))
+        sums[:, 0] += z
+        sums[:, 1] += z * z
+    return sums
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_numpy_mapper_matches_float64_over_flushes_and_ragged_blocks(threads):
+    """19 subjects cross two flushes and end with a partial one; 9001 voxels leave a
+    ragged last block; the first voxels take the float64 path."""
+    n_subjects, n_frames, n_voxels, n_lesions = 19, 50, 9001, 5
+    subjects = list(_random_subjects(n_subjects, n_frames, n_voxels, n_lesions))
+    sums = np.zeros((n_lesions, 2, n_voxels))
+    mapper = NumpyMapper(sums, threads=threads)
+    assert len(mapper.blocks) > 1 and n_voxels % mapper.width
+    for frames, seeds in subjects:
+        mapper.add_subject(frames, np.ones(n_voxels), seeds)
+    mapper.close()
+    expected = _float64_sums(subjects, n_lesions, n_voxels)
+    assert (np.abs(expected[np.arange(n_lesions), 0, np.arange(n_lesions)]) > FLOAT64_ABOVE * n_subjects).all()
+    np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=2e-5)
+
+
+def test_numpy_mapper_result_does_not_depend_on_threads():
+    subjects = list(_random_subjects(10, 40, 20_000, 3, seed=4))
+    results = []
+    for threads in (1, 2, 5):
+        sums = np.zeros((3, 2, 20_000))
+        mapper = NumpyMapper(sums, threads=threads)
+        for frames, seeds in subjects:
+            mapper.add_subject(frames, np.ones(20_000), seeds)
+        mapper.close()
+        results.append(sums)
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
+def test_torch_kernel_on_cpu_matches_float64():
+    pytest.importorskip("torch")
+    from shardmap.mapping_torch import TorchMapper
+
+    n_voxels, n_lesions = 5000, 4
+    subjects = list(_random_subjects(6, 40, n_voxels, n_lesions, seed=2))
+    sums = np.zeros((n_lesions, 2, n_voxels))
+    mapper = TorchMapper(sums, "cpu")
+    for frames, seeds in subjects:
+        mapper.add_subject(frames, np.ones(n_voxels), seeds)
+    mapper.close()
+    np.testing.assert_allclose(sums, _float64_sums(subjects, n_lesions, n_voxels), rtol=1e-5, atol=2e-5)

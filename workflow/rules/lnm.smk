@@ -103,12 +103,17 @@ rule lnm_map:
         f"{LNM_LOGS}/map/batch-{{batch}}_shard-{{shard}}.log",
     conda:
         "../../envs/lnm.yaml"
+    params:
+        device=LNM["device"],
     threads: LNM["threads"]
     resources:
-        mem_mb=lambda wc, input: res.mapping_mem_mb(res.read_json(input.info), len(BATCHES[wc.batch])),
-        runtime=lambda wc, input, threads: res.mapping_runtime(
-            res.read_json(input.info), len(BATCHES[wc.batch]), threads
+        mem_mb=lambda wc, input: res.mapping_mem_mb(
+            res.read_json(input.info), len(BATCHES[wc.batch]), LNM["device"]
         ),
+        runtime=lambda wc, input, threads: res.mapping_runtime(
+            res.read_json(input.info), len(BATCHES[wc.batch]), threads, LNM["device"]
+        ),
+        gpu=1 if LNM["device"] == "cuda" else 0,
     script:
         "../scripts/lnm_map.py"
 

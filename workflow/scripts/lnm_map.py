@@ -5,4 +5,5 @@ with snakemake_task(snakemake):
     from shardmap.mapping import map_batch_files
 
     shard = {"data": snakemake.input.data, "norms": snakemake.input.norms, "info": snakemake.input.info}
-    map_batch_files(snakemake.input.batch, shard, snakemake.output.sums, snakemake.output.info)
+    map_batch_files(snakemake.input.batch, shard, snakemake.output.sums, snakemake.output.info,
+                    device=snakemake.params.device, threads=snakemake.threads)

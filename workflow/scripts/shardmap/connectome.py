@@ -15,15 +15,18 @@ A shard of S subjects is written once, by ``prepare_shard``, as three files:
 ``shard-K.json``
     subject ids, runs, frame offsets, dtype, voxel count and mask fingerprint.
 
-Gzip decompression happens here, once; mapping tasks read plain arrays with
-``readinto`` into a reused buffer, so their memory does not grow with the shard.
+Gzip decompression happens here, once; mapping tasks map one subject's rows of the plain
+array at a time (and let them go after), so their memory does not grow with the shard.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import mmap
+import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,9 +196,14 @@ def _write_npy_header(handle, dtype, shape):
     handle.write(b"\x93NUMPY\x02\x00" + struct.pack("<I", total - 12) + text + b" " * pad + b"\n")
 
 
+# madvise(MADV_POPULATE_READ) (Linux 5.14) maps a whole range in one call; older kernels
+# get MADV_WILLNEED, which starts the read-ahead only.
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
+
+
 class NpyRowReader:
-    """Reads blocks of rows of a C-order .npy file with ``readinto`` (no memory map, so
-    the pages read do not stay in this process's resident memory)."""
+    """Rows of a C-order .npy file: copied into a buffer (``read_into``), or seen in
+    place through a read-only memory map (``map_rows``), one block of rows at a time."""
 
     def __init__(self, path, expected_shape):
         self.path = str(path)
@@ -211,6 +219,12 @@ class NpyRowReader:
         self.dtype = np.dtype(dtype)
         self._offset = self._file.tell()
         self._row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._row_shape = tuple(shape[1:])
+        if os.fstat(self._file.fileno()).st_size < self._offset + shape[0] * self._row_bytes:
+            self._file.close()
+            raise InputError(f"prepared file '{path}' is truncated; delete the prepared "
+                             "connectome and rerun to prepare it again.")
+        self._map = None
 
     def read_into(self, start, out):
         """Fill ``out`` (len(out) rows, this file's dtype) with rows start, start + 1, ..."""
@@ -221,14 +235,55 @@ class NpyRowReader:
                              "connectome and rerun to prepare it again.")
         return out
 
+    def _span(self, start, stop):
+        first = self._offset + start * self._row_bytes
+        aligned = first - first % mmap.PAGESIZE
+        return aligned, self._offset + stop * self._row_bytes - aligned
+
+    def populate(self, start, stop):
+        """Map rows [start, stop) into memory now (reading them from disk if needed), so
+        that computing on them later neither waits for the disk nor takes page faults."""
+        if self._map is None:
+            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            self._map.madvise(MADV_POPULATE_READ, *self._span(start, stop))
+        except OSError:
+            self._map.madvise(mmap.MADV_WILLNEED, *self._span(start, stop))
+
+    def map_rows(self, start, stop):
+        """Rows [start, stop) as a read-only array over the page cache (no copy)."""
+        if self._map is None:
+            self.populate(start, stop)
+        count = (stop - start) * self._row_bytes // self.dtype.itemsize
+        view = np.frombuffer(self._map, self.dtype, count, self._offset + start * self._row_bytes)
+        return view.reshape((stop - start, *self._row_shape))
+
+    def release(self, start, stop):
+        """Drop rows [start, stop) from this process's resident memory (they stay in the
+        page cache), so a task's memory does not grow with the shard."""
+        if self._map is not None:
+            self._map.madvise(mmap.MADV_DONTNEED, *self._span(start, stop))
+
     def close(self):
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a caller still holds a view; the map goes with it
+                pass
         self._file.close()
 
 
 class ShardReader:
-    """Reads one subject at a time from a prepared shard into reused buffers."""
+    """Reads one subject at a time from a prepared shard.
 
-    def __init__(self, prefix_or_paths):
+    float32 data are used in place through a memory map: no copy, and only the subjects
+    in use are resident. float16 data are converted into reused float32 buffers. With
+    ``prefetch``, :meth:`subjects` maps (and converts) the next subject in a background
+    thread while the caller works on the current one: on a cluster file system the read
+    then hides behind the computation.
+    """
+
+    def __init__(self, prefix_or_paths, prefetch=False):
         paths = prefix_or_paths if isinstance(prefix_or_paths, dict) else shard_paths(prefix_or_paths)
         self.paths = paths
         with open(paths["info"]) as handle:
@@ -236,25 +291,56 @@ class ShardReader:
         n_voxels = self.info.n_voxels
         self._data = NpyRowReader(paths["data"], (self.info.frame_offsets[-1], n_voxels))
         self._norms = NpyRowReader(paths["norms"], (self.info.n_subjects, 2, n_voxels))
-        self._raw = np.empty((self.info.max_frames, n_voxels), dtype=self._data.dtype)
-        self._buffer = (self._raw if self._data.dtype == np.float32 else
-                        np.empty((self.info.max_frames, n_voxels), dtype=np.float32))
-        self._norm_buffer = np.empty((1, 2, n_voxels))
+        self._in_place = self._data.dtype == np.float32
+        shape = (self.info.max_frames, n_voxels)
+        self._slots = [(None if self._in_place else np.empty(shape, dtype=np.float32),
+                        np.empty((1, 2, n_voxels))) for _ in range(2 if prefetch else 1)]
 
     def __len__(self):
         return self.info.n_subjects
 
-    def read(self, index):
+    def _rows(self, index):
+        return self.info.frame_offsets[index], self.info.frame_offsets[index + 1]
+
+    def read(self, index, slot=0):
         """Return (stored time courses as (T, V) float32, norm (V,), inverse stored norm (V,)).
 
-        The arrays are views of buffers that the next call overwrites.
+        The arrays are valid until :meth:`release` of this subject, or the next read into
+        ``slot``.
         """
-        start, stop = self.info.frame_offsets[index], self.info.frame_offsets[index + 1]
-        target = self._data.read_into(start, self._raw[:stop - start])
-        if self._buffer is not self._raw:
-            np.copyto(self._buffer[:stop - start], target)
-        norms = self._norms.read_into(index, self._norm_buffer)[0]
-        return self._buffer[:stop - start], norms[0], norms[1]
+        converted, norm_buffer = self._slots[slot]
+        start, stop = self._rows(index)
+        self._data.populate(start, stop)
+        frames = self._data.map_rows(start, stop)
+        if not self._in_place:
+            np.copyto(converted[:stop - start], frames)
+            self._data.release(start, stop)
+            frames = converted[:stop - start]
+        norms = self._norms.read_into(index, norm_buffer)[0]
+        return frames, norms[0], norms[1]
+
+    def release(self, index):
+        """Let subject ``index``'s pages go (the caller is done with it)."""
+        self._data.release(*self._rows(index))
+
+    def subjects(self):
+        """Yield (index, frames, norm, inverse stored norm) for every subject in order.
+
+        A yielded subject's arrays stay valid until the generator is advanced.
+        """
+        if len(self._slots) == 1:
+            for index in range(len(self)):
+                yield (index, *self.read(index))
+                self.release(index)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-prefetch") as pool:
+            pending = pool.submit(self.read, 0, 0)
+            for index in range(len(self)):
+                current = pending.result()
+                if index + 1 < len(self):
+                    pending = pool.submit(self.read, index + 1, (index + 1) % 2)
+                yield (index, *current)
+                self.release(index)
 
     def close(self):
         self._data.close()

@@ -19,6 +19,7 @@ SLACK = 1.25
 # Effective whole-task speed of a mapping task per thread (matrix product plus the
 # z transform and float64 accumulation), measured low on purpose: see docs/benchmarks.md.
 MAPPING_FLOPS_PER_THREAD = 8e9
+MAPPING_FLOPS_PER_GPU = 2e12
 # Reading and decompressing NIfTI (gzip) in the preparation task, bytes per second.
 PREPARE_BYTES_PER_S = 60e6
 MIN_RUNTIME_MIN = 5
@@ -98,23 +99,27 @@ def lesion_batch_mem_mb(mask_info, lesion_paths):
     return _mb(8 * (largest * 6 + math.prod(mask_info["shape"]) * 4 + mask_info["n_voxels"] * 8))
 
 
-def mapping_mem_mb(shard_info, n_lesions):
-    """One subject's frames as float32 (plus the stored copy if float16), the float64
-    accumulators (L x 2 x V) and per-block scratch."""
+def mapping_mem_mb(shard_info, n_lesions, device="cpu"):
+    """Two subjects' frames as float32 (plus the stored copies if float16: one is read
+    while the other is computed), the float64 sums (L x 2 x V), on the CPU the float32
+    running sums (L x 2 x V) and per-block scratch."""
     n_voxels = shard_info["n_voxels"]
     offsets = shard_info["frame_offsets"]
     max_frames = max(b - a for a, b in zip(offsets, offsets[1:]))
     store = 2 if shard_info["dtype"] == "float16" else 0
-    frames = max_frames * n_voxels * (4 + store)
-    accumulators = n_lesions * 2 * n_voxels * 8
-    return _mb(frames + accumulators + n_voxels * 8 * 6 + 12 * 2 ** 20)
+    frames = 2 * max_frames * n_voxels * (4 + store)
+    sums = n_lesions * 2 * n_voxels * (8 if device == "cuda" else 12)
+    return _mb(frames + sums + n_voxels * 8 * 6 + 32 * 2 ** 20)
 
 
-def mapping_runtime(shard_info, n_lesions, threads=1):
+def mapping_runtime(shard_info, n_lesions, threads=1, device="cpu"):
+    """Matrix product at a low per-thread rate plus reading the shard at 200 MB/s; on a
+    GPU (``device`` cuda) the product costs little and the read dominates."""
     n_voxels = shard_info["n_voxels"]
     frames = shard_info["frame_offsets"][-1]
     flop = 2.0 * frames * n_voxels * n_lesions
-    return _minutes(flop / (MAPPING_FLOPS_PER_THREAD * max(1, threads)) + frames * n_voxels * 4 / 200e6)
+    rate = MAPPING_FLOPS_PER_GPU if device == "cuda" else MAPPING_FLOPS_PER_THREAD * max(1, threads)
+    return _minutes(flop / rate + frames * n_voxels * 4 / 200e6)
 
 
 def merge_mem_mb(n_lesions, n_voxels):
