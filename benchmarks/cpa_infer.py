@@ -1,11 +1,22 @@
-"""Throughput and peak memory of one CPA inference task (cpa_infer) on simulated data.
+"""CPA: inference throughput and peak memory per task against the scvi-tools pattern,
+and training throughput, on simulated data made here (no download).
 
-A model is trained briefly on a small screen with G genes; datasets of N cells are
-simulated and written as CSR .h5ad; each inference task runs in a fresh process (peak
-RSS = its VmHWM) on one shard of S rows in the middle of the file.
+A model is trained briefly on a small screen with G genes (inference speed does not
+depend on the weights). Datasets of N cells are written as CSR .h5ad: a simulated block
+of ``--block`` cells, appended on disk until N rows, so a million-cell file needs no
+million-cell array in memory. Each task runs in a fresh process (peak RSS = its VmHWM)
+on one shard of S rows in the middle of the file:
 
-    python benchmarks/cpa_infer.py --cells 50000 200000 --shard 10000 --genes 2000
-    python benchmarks/cpa_infer.py --smoke      # tiny sizes, for CI
+* ours (``cpa_infer``): reads only the shard's rows and fills preallocated arrays;
+* the scvi-tools pattern: reads the whole AnnData into memory, runs the same model over
+  the shard's indices in minibatches of the same size, collects the minibatch outputs in
+  a list and concatenates them.
+
+Training: cells per second per epoch of ``CPA.train`` with the config's defaults.
+
+    python benchmarks/cpa_infer.py                                   # docs/benchmarks.md
+    python benchmarks/cpa_infer.py --cells 50000 200000 1000000 --shard 10000 50000
+    python benchmarks/cpa_infer.py --smoke                           # tiny sizes, for CI
 """
 
 from __future__ import annotations
@@ -22,16 +33,41 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 
 from measure import peak_rss_mb  # noqa: E402
+
 CFG = {"perturbation_key": "condition", "dosage_key": "dose", "control_group": "control",
        "covariate_keys": ["cell_type"], "layer": None}
 
 
-def write_dataset(path, n_cells, n_genes, seed):
+def write_dataset(path, n_cells, n_genes, block, seed):
+    """Write ``n_cells`` rows: one simulated block of ``block`` cells, repeated on disk."""
+    import h5py
+    import pandas as pd
+    from anndata.io import sparse_dataset, write_elem
+
     from shardmap.cpa.simulate import simulate_screen
 
-    adata = simulate_screen(n_cells=n_cells, n_genes=n_genes, seed=seed)
-    del adata.uns["truth"]
-    adata.write_h5ad(path)
+    base = simulate_screen(n_cells=min(block, n_cells), n_genes=n_genes, seed=seed)
+    del base.uns["truth"]
+    if n_cells <= block:
+        base.write_h5ad(path)
+        return
+    repeats = -(-n_cells // block)
+    obs = pd.concat([base.obs] * repeats).iloc[:n_cells]
+    obs.index = pd.Index([f"cell{i}" for i in range(n_cells)])
+    with h5py.File(path, "w") as handle:
+        handle.attrs["encoding-type"] = "anndata"
+        handle.attrs["encoding-version"] = "0.1.0"
+        write_elem(handle, "obs", obs)
+        write_elem(handle, "var", base.var)
+        write_elem(handle, "X", base.X)
+        matrix = sparse_dataset(handle["X"])
+        written = block
+        while written < n_cells:
+            rows = min(block, n_cells - written)
+            matrix.append(base.X[:rows])
+            written += rows
+        for key in ("obsm", "varm", "layers", "obsp", "varp", "uns"):
+            write_elem(handle, key, {})
 
 
 def train(folder, n_genes, n_latent):
@@ -48,25 +84,71 @@ def train(folder, n_genes, n_latent):
     model.save(str(folder / "model"), save_anndata=False)
 
 
+def scvi_pattern(model_dir, adata_path, start, stop, batch_size=4096):
+    """The usual scvi-tools way: the whole AnnData in memory, minibatch outputs collected
+    in a list and concatenated at the end."""
+    import anndata as ad
+    import numpy as np
+    import torch
+
+    from shardmap.cpa.model import LATENT_KEYS
+    from shardmap.cpa.tasks import load_model
+
+    adata = ad.read_h5ad(adata_path)
+    model = load_model(model_dir, adata)
+    parts = {key: [] for key in LATENT_KEYS}
+    with torch.inference_mode():
+        for _, _, inputs in model._eval_batches(adata, np.arange(start, stop), batch_size):
+            result = model.module.inference(**inputs, sample=False)
+            for key in LATENT_KEYS:
+                parts[key].append(result[key].cpu().numpy())
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
 def run_task(args):
     from shardmap.cpa.tasks import infer_shard
 
     started = time.perf_counter()
-    infer_shard(args.model, args.adata, CFG, args.start, args.stop, args.out)
+    if args.method == "scvi":
+        scvi_pattern(args.model, args.adata, args.start, args.stop)
+    else:
+        infer_shard(args.model, args.adata, CFG, args.start, args.stop, args.out)
     seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 
 
+def training_throughput(n_cells, n_genes, n_latent, epochs, threads):
+    """Cells per second per epoch of CPA.train (the config's default minibatch of 512)."""
+    import scvi
+    import torch
+
+    from shardmap.cpa import CPA
+    from shardmap.cpa.simulate import simulate_screen
+
+    torch.set_num_threads(threads)
+    adata = simulate_screen(n_cells=n_cells, n_genes=n_genes, seed=2)
+    scvi.settings.seed = 0
+    CPA.setup_anndata(adata, **{k: v for k, v in CFG.items() if k != "layer"})
+    model = CPA(adata, n_latent=n_latent)
+    model.train(max_epochs=1, batch_size=512, accelerator="cpu", train_size=1.0)  # warm-up
+    started = time.perf_counter()
+    model.train(max_epochs=epochs, batch_size=512, accelerator="cpu", train_size=1.0)
+    return n_cells * epochs / (time.perf_counter() - started)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cells", type=int, nargs="+", default=[50_000, 200_000])
+    parser.add_argument("--cells", type=int, nargs="+", default=[50_000, 200_000, 1_000_000])
     parser.add_argument("--shard", type=int, nargs="+", default=[10_000, 50_000])
     parser.add_argument("--genes", type=int, default=2000)
     parser.add_argument("--latent", type=int, default=64)
+    parser.add_argument("--block", type=int, default=50_000, help="simulated cells repeated to fill a file")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train-cells", type=int, default=20_000, help="0: skip the training benchmark")
+    parser.add_argument("--train-epochs", type=int, default=3)
     parser.add_argument("--smoke", action="store_true")
-    for hidden in ("--model", "--adata", "--out"):
+    for hidden in ("--model", "--adata", "--out", "--method"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--start", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--stop", type=int, help=argparse.SUPPRESS)
@@ -74,32 +156,42 @@ def main():
     if args.model:
         return run_task(args)
     if args.smoke:
-        args.cells, args.shard, args.genes, args.latent, args.repeats = [2000], [500], 50, 8, 1
+        args.cells, args.shard, args.genes, args.latent, args.repeats = [2000, 5000], [500], 50, 8, 1
+        args.block, args.train_cells, args.train_epochs = 2000, 1000, 1
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMPDIR")) as folder:
         folder = Path(folder)
         train(folder, args.genes, args.latent)
-        print(f"G={args.genes} n_latent={args.latent} threads={args.threads}")
-        print("| cells in file | shard | median s/task | cells/s | peak RSS MB |")
-        print("|---|---|---|---|---|")
+        print(f"G={args.genes} n_latent={args.latent} threads={args.threads} repeats={args.repeats}")
+        print()
+        print("| cells in file | shard | method | median s/task | cells/s | peak RSS MB |")
+        print("|---|---|---|---|---|---|")
         for n_cells in args.cells:
             path = folder / f"data-{n_cells}.h5ad"
-            write_dataset(path, n_cells, args.genes, seed=1)
+            write_dataset(path, n_cells, args.genes, args.block, seed=1)
             for shard in args.shard:
                 if shard > n_cells:
                     continue
                 start = (n_cells - shard) // 2
-                runs = []
-                for _ in range(args.repeats):
-                    out = subprocess.run([sys.executable, __file__, "--model", str(folder / "model"),
-                                          "--adata", str(path), "--out", str(folder / "shard.npz"),
-                                          "--start", str(start), "--stop", str(start + shard)],
-                                         env=env, check=True, capture_output=True, text=True)
-                    runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                seconds = sorted(r["seconds"] for r in runs)[len(runs) // 2]
-                peak = max(r["peak_rss_mb"] for r in runs)
-                print(f"| {n_cells} | {shard} | {seconds:.2f} | {shard / seconds:.0f} | {peak:.0f} |")
+                for method in ("ours", "scvi"):
+                    runs = []
+                    for _ in range(args.repeats):
+                        out = subprocess.run([sys.executable, __file__, "--model", str(folder / "model"),
+                                              "--adata", str(path), "--out", str(folder / "shard.npz"),
+                                              "--start", str(start), "--stop", str(start + shard),
+                                              "--method", method],
+                                             env=env, check=True, capture_output=True, text=True)
+                        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    seconds = sorted(r["seconds"] for r in runs)[len(runs) // 2]
+                    peak = max(r["peak_rss_mb"] for r in runs)
+                    name = "shardmap cpa_infer" if method == "ours" else "scvi-tools pattern"
+                    print(f"| {n_cells} | {shard} | {name} | {seconds:.2f} | {shard / seconds:.0f} | {peak:.0f} |")
             path.unlink()
+        if args.train_cells:
+            rate = training_throughput(args.train_cells, args.genes, args.latent, args.train_epochs, args.threads)
+            print()
+            print(f"training on the CPU: {args.train_cells} cells x {args.train_epochs} epochs, "
+                  f"{rate:.0f} cells/s per epoch")
 
 
 if __name__ == "__main__":
