@@ -118,7 +118,7 @@ def run_task(args):
 
 
 def training_throughput(n_cells, n_genes, n_latent, epochs, threads):
-    """Cells per second per epoch of CPA.train (the config's default minibatch of 512)."""
+    """Training cells per second per epoch of CPA.train (the config's default minibatch of 512)."""
     import scvi
     import torch
 
@@ -130,10 +130,12 @@ def training_throughput(n_cells, n_genes, n_latent, epochs, threads):
     scvi.settings.seed = 0
     CPA.setup_anndata(adata, **{k: v for k, v in CFG.items() if k != "layer"})
     model = CPA(adata, n_latent=n_latent)
-    model.train(max_epochs=1, batch_size=512, accelerator="cpu", train_size=1.0)  # warm-up
+    model.train(max_epochs=1, batch_size=512, accelerator="cpu")  # warm-up
     started = time.perf_counter()
-    model.train(max_epochs=epochs, batch_size=512, accelerator="cpu", train_size=1.0)
-    return n_cells * epochs / (time.perf_counter() - started)
+    model.train(max_epochs=epochs, batch_size=512, accelerator="cpu")
+    # Training cells (the default 90 % split) per second; the 10 % validation pass is
+    # part of the time, as it is in a real run.
+    return 0.9 * n_cells * epochs / (time.perf_counter() - started)
 
 
 def main():
