@@ -105,10 +105,39 @@ def scvi_pattern(model_dir, adata_path, start, stop, batch_size=4096):
     return {key: np.concatenate(value) for key, value in parts.items()}
 
 
+def merge_task(adata_path, folder, shard, n_latent):
+    """cpa_merge over shard files of random latents that cover every row of the file."""
+    import numpy as np
+
+    from shardmap.cpa import h5ad_rows
+    from shardmap.cpa.model import LATENT_KEYS
+    from shardmap.cpa.tasks import merge_latents
+
+    total = h5ad_rows.n_obs(adata_path)
+    rng = np.random.default_rng(0)
+    block = {key: rng.standard_normal((shard, n_latent)).astype(np.float32) for key in LATENT_KEYS}
+    paths = []
+    for start in range(0, total, shard):
+        stop = min(start + shard, total)
+        paths.append(Path(folder) / f"latents-{start}.npz")
+        np.savez(paths[-1], start=start, stop=stop, **{k: v[:stop - start] for k, v in block.items()})
+    started = time.perf_counter()
+    merge_latents(adata_path, paths, Path(folder) / "latents.h5ad")
+    seconds = time.perf_counter() - started
+    for path in paths:
+        path.unlink()
+    (Path(folder) / "latents.h5ad").unlink()
+    return seconds
+
+
 def run_task(args):
     from shardmap.cpa.tasks import infer_shard
 
     started = time.perf_counter()
+    if args.method == "merge":
+        seconds = merge_task(args.adata, Path(args.out).parent, args.stop - args.start, args.latent)
+        print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+        return
     if args.method == "scvi":
         scvi_pattern(args.model, args.adata, args.start, args.stop)
     else:
@@ -138,6 +167,12 @@ def training_throughput(n_cells, n_genes, n_latent, epochs, threads):
     return 0.9 * n_cells * epochs / (time.perf_counter() - started)
 
 
+def child_run(script_args, env):
+    out = subprocess.run([sys.executable, __file__, *script_args], env=env, check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", type=int, nargs="+", default=[50_000, 200_000, 1_000_000])
@@ -163,6 +198,7 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMPDIR")) as folder:
         folder = Path(folder)
+        (folder / "merge").mkdir()
         train(folder, args.genes, args.latent)
         print(f"G={args.genes} n_latent={args.latent} threads={args.threads} repeats={args.repeats}")
         print()
@@ -176,19 +212,25 @@ def main():
                     continue
                 start = (n_cells - shard) // 2
                 for method in ("ours", "scvi"):
-                    runs = []
-                    for _ in range(args.repeats):
-                        out = subprocess.run([sys.executable, __file__, "--model", str(folder / "model"),
-                                              "--adata", str(path), "--out", str(folder / "shard.npz"),
-                                              "--start", str(start), "--stop", str(start + shard),
-                                              "--method", method],
-                                             env=env, check=True, capture_output=True, text=True)
-                        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    runs = [child_run(["--model", str(folder / "model"), "--adata", str(path), "--out",
+                                       str(folder / "shard.npz"), "--start", str(start), "--stop",
+                                       str(start + shard), "--method", method], env)
+                            for _ in range(args.repeats)]
                     seconds = sorted(r["seconds"] for r in runs)[len(runs) // 2]
                     peak = max(r["peak_rss_mb"] for r in runs)
                     name = "shardmap cpa_infer" if method == "ours" else "scvi-tools pattern"
                     print(f"| {n_cells} | {shard} | {name} | {seconds:.2f} | {shard / seconds:.0f} | {peak:.0f} |")
+            if n_cells == max(args.cells):
+                shard = max(args.shard)
+                merged = child_run(["--model", "-", "--adata", str(path), "--out", str(folder / "merge" / "x"),
+                                    "--start", "0", "--stop", str(shard), "--latent", str(args.latent),
+                                    "--method", "merge"], env)
+                merge_line = (f"cpa_merge of {n_cells} cells from {-(-n_cells // shard)} shards: "
+                              f"{merged['seconds']:.1f} s ({n_cells / merged['seconds']:.0f} cells/s), "
+                              f"peak RSS {merged['peak_rss_mb']:.0f} MB")
             path.unlink()
+        print()
+        print(merge_line)
         if args.train_cells:
             rate = training_throughput(args.train_cells, args.genes, args.latent, args.train_epochs, args.threads)
             print()
