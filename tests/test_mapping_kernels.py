@@ -78,3 +78,12 @@ def test_torch_kernel_on_cpu_matches_float64():
         mapper.add_subject(frames, np.ones(n_voxels), seeds)
     mapper.close()
     np.testing.assert_allclose(sums, _float64_sums(subjects, n_lesions, n_voxels), rtol=1e-5, atol=2e-5)
+
+
+def test_float16_frames_widen_exactly():
+    from shardmap.connectome import widen_into
+
+    values = np.random.default_rng(3).standard_normal((7, 1001)).astype(np.float16)
+    values.setflags(write=False)
+    out = widen_into(np.empty(values.shape, dtype=np.float32), values)
+    np.testing.assert_array_equal(out, values.astype(np.float32))

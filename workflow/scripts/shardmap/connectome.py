@@ -26,6 +26,7 @@ import logging
 import mmap
 import os
 import struct
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,6 +274,21 @@ class NpyRowReader:
         self._file.close()
 
 
+def widen_into(out, values):
+    """out[...] = values, float16 -> float32. torch's conversion uses the CPU's F16C
+    instructions and is about 5 x faster than NumPy's; NumPy is the fallback."""
+    try:
+        import torch
+    except ImportError:
+        np.copyto(out, values)
+        return out
+    with warnings.catch_warnings():
+        # ``values`` is a read-only memory map; it is only read.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        torch.from_numpy(out).copy_(torch.from_numpy(values))
+    return out
+
+
 class ShardReader:
     """Reads one subject at a time from a prepared shard.
 
@@ -313,7 +329,7 @@ class ShardReader:
         self._data.populate(start, stop)
         frames = self._data.map_rows(start, stop)
         if not self._in_place:
-            np.copyto(converted[:stop - start], frames)
+            widen_into(converted[:stop - start], frames)
             self._data.release(start, stop)
             frames = converted[:stop - start]
         norms = self._norms.read_into(index, norm_buffer)[0]
