@@ -106,10 +106,11 @@ def mapping_mem_mb(shard_info, n_lesions, device="cpu"):
     n_voxels = shard_info["n_voxels"]
     offsets = shard_info["frame_offsets"]
     max_frames = max(b - a for a, b in zip(offsets, offsets[1:]))
-    store = 2 if shard_info["dtype"] == "float16" else 0
-    frames = 2 * max_frames * n_voxels * (4 + store)
+    float16 = shard_info["dtype"] == "float16"
+    frames = 2 * max_frames * n_voxels * (6 if float16 else 4)
     sums = n_lesions * 2 * n_voxels * (8 if device == "cuda" else 12)
-    return _mb(frames + sums + n_voxels * 8 * 6 + 32 * 2 ** 20)
+    torch_import = 400e6 if float16 or device == "cuda" else 0  # torch widens float16 / runs the GPU kernel
+    return _mb(frames + sums + n_voxels * 8 * 6 + 32 * 2 ** 20 + torch_import)
 
 
 def mapping_runtime(shard_info, n_lesions, threads=1, device="cpu"):
