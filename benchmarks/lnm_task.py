@@ -121,7 +121,7 @@ def run_child(args):
         map_batch_over_shard(batch, paths, progress_every=1e9, device="cpu", threads=args.threads)
     seconds = time.perf_counter() - started
     peak = peak_rss_mb()
-    limit = measure_limit(paths, LIMIT_LESIONS, args.frames, args.voxels, args.threads)
+    limit = {} if args.no_limit else measure_limit(paths, LIMIT_LESIONS, args.frames, args.voxels, args.threads)
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, **limit}))
 
 
@@ -192,6 +192,7 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
     parser.add_argument("--one-lesions", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--method", default="ours", help=argparse.SUPPRESS)
+    parser.add_argument("--no-limit", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_lesions:
@@ -262,7 +263,7 @@ def main():
                 more_file = Path(folder) / f"paths-{n_subjects}.json"
                 more_file.write_text(json.dumps(more))
                 run = child(["--voxels", str(args.voxels), "--frames", str(args.frames), "--one-lesions",
-                             str(n_lesions), "--paths",
+                             str(n_lesions), "--no-limit", "--paths",
                              str(more_file), "--threads", str(args.threads)], env)
                 print(f"| {n_subjects} | {n_lesions} | {run['peak_rss_mb']:.0f} | {run['seconds']:.2f} |")
                 for path in more.values():

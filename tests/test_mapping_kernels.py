@@ -42,11 +42,11 @@ def test_numpy_mapper_matches_float64_over_flushes_and_ragged_blocks(threads):
     n_subjects, n_frames, n_voxels, n_lesions = 19, 50, 9001, 5
     subjects = list(_random_subjects(n_subjects, n_frames, n_voxels, n_lesions))
     sums = np.zeros((n_lesions, 2, n_voxels))
-    mapper = NumpyMapper(sums, threads=threads)
-    assert len(mapper.blocks) > 1 and n_voxels % mapper.width
-    for frames, seeds in subjects:
-        mapper.add_subject(frames, np.ones(n_voxels), seeds)
-    mapper.close()
+    with NumpyMapper(sums, threads=threads) as mapper:
+        assert len(mapper.blocks) > 1 and n_voxels % mapper.width
+        for frames, seeds in subjects:
+            mapper.add_subject(frames, np.ones(n_voxels), seeds)
+        mapper.finish()
     expected = _float64_sums(subjects, n_lesions, n_voxels)
     assert (np.abs(expected[np.arange(n_lesions), 0, np.arange(n_lesions)]) > FLOAT64_ABOVE * n_subjects).all()
     np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=2e-5)
@@ -57,10 +57,10 @@ def test_numpy_mapper_result_does_not_depend_on_threads():
     results = []
     for threads in (1, 2, 5):
         sums = np.zeros((3, 2, 20_000))
-        mapper = NumpyMapper(sums, threads=threads)
-        for frames, seeds in subjects:
-            mapper.add_subject(frames, np.ones(20_000), seeds)
-        mapper.close()
+        with NumpyMapper(sums, threads=threads) as mapper:
+            for frames, seeds in subjects:
+                mapper.add_subject(frames, np.ones(20_000), seeds)
+            mapper.finish()
         results.append(sums)
     np.testing.assert_array_equal(results[0], results[1])
     np.testing.assert_array_equal(results[0], results[2])
@@ -73,10 +73,10 @@ def test_torch_kernel_on_cpu_matches_float64():
     n_voxels, n_lesions = 5000, 4
     subjects = list(_random_subjects(6, 40, n_voxels, n_lesions, seed=2))
     sums = np.zeros((n_lesions, 2, n_voxels))
-    mapper = TorchMapper(sums, "cpu")
-    for frames, seeds in subjects:
-        mapper.add_subject(frames, np.ones(n_voxels), seeds)
-    mapper.close()
+    with TorchMapper(sums, "cpu") as mapper:
+        for frames, seeds in subjects:
+            mapper.add_subject(frames, np.ones(n_voxels), seeds)
+        mapper.finish()
     np.testing.assert_allclose(sums, _float64_sums(subjects, n_lesions, n_voxels), rtol=1e-5, atol=2e-5)
 
 
@@ -87,3 +87,27 @@ def test_float16_frames_widen_exactly():
     values.setflags(write=False)
     out = widen_into(np.empty(values.shape, dtype=np.float32), values)
     np.testing.assert_array_equal(out, values.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_shard_reader_prefetch_yields_every_subject_as_stored(tmp_path, dtype):
+    from shardmap.connectome import ShardReader, shard_paths, write_shard
+
+    rng = np.random.default_rng(5)
+    runs = [rng.standard_normal((300, frames)) for frames in (7, 12, 9)]
+    for series in runs:
+        series -= series.mean(axis=1, keepdims=True)
+    subjects = ((f"s{i}", [], series, (series ** 2).sum(axis=1)) for i, series in enumerate(runs))
+    paths = shard_paths(tmp_path / "shard")
+    write_shard(subjects, 3, 300, "mask", paths["data"], paths["norms"], paths["info"], dtype)
+    stored = np.load(paths["data"]).astype(np.float32)
+    seen = {}
+    for prefetch in (False, True):
+        with ShardReader(paths, prefetch=prefetch) as reader:
+            seen[prefetch] = [(index, frames.copy(), norm.copy()) for index, frames, norm, _ in reader.subjects()]
+    offsets = np.cumsum([0, 7, 12, 9])
+    for prefetch, subjects_seen in seen.items():
+        assert [index for index, _, _ in subjects_seen] == [0, 1, 2]
+        for index, frames, norm in subjects_seen:
+            np.testing.assert_array_equal(frames, stored[offsets[index]:offsets[index + 1]])
+            np.testing.assert_allclose(norm, np.linalg.norm(runs[index], axis=1))

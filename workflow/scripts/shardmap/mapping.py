@@ -96,19 +96,19 @@ def map_batch_over_shard(batch, shard_paths, progress_every=10.0, device="auto",
                              "the prepared connectome and lesion batches (lnm/connectome, lnm/lesions "
                              "under outdir) and rerun.")
         stats = SufficientStats.zeros(batch.lesion_ids, info.n_voxels)
-        mapper = make_mapper(stats.sums, device, threads)
-        log.info("%d lesions x %d subjects x %d voxels on %s (%s)", len(batch), len(reader), info.n_voxels,
-                 device, type(mapper).__name__)
-        started = last = time.monotonic()
-        for index, frames, norm, inv_stored_norm in reader.subjects():
-            mapper.add_subject(frames, inv_stored_norm, lesion_seeds(frames, norm, batch))
-            now = time.monotonic()
-            if now - last >= progress_every or index + 1 == len(reader):
-                rate = (index + 1) / (now - started)
-                eta = (len(reader) - index - 1) / rate if rate > 0 else float("nan")
-                log.info("subjects %d/%d, %.2f subjects/s, ETA %.0f s", index + 1, len(reader), rate, eta)
-                last = now
-        mapper.close()
+        with make_mapper(stats.sums, device, threads) as mapper:
+            log.info("%d lesions x %d subjects x %d voxels on %s (%s)", len(batch), len(reader), info.n_voxels,
+                     device, type(mapper).__name__)
+            started = last = time.monotonic()
+            for index, frames, norm, inv_stored_norm in reader.subjects():
+                mapper.add_subject(frames, inv_stored_norm, lesion_seeds(frames, norm, batch))
+                now = time.monotonic()
+                if now - last >= progress_every or index + 1 == len(reader):
+                    rate = (index + 1) / (now - started)
+                    eta = (len(reader) - index - 1) / rate if rate > 0 else float("nan")
+                    log.info("subjects %d/%d, %.2f subjects/s, ETA %.0f s", index + 1, len(reader), rate, eta)
+                    last = now
+            mapper.finish()
         stats.n[:] = len(reader)
         stats.subject_ids = list(info.subject_ids)
     return stats

@@ -99,11 +99,22 @@ class NumpyMapper:
             self._each_worker(self._flush_blocks)
             self.pending = 0
 
-    def close(self):
+    def finish(self):
+        """Complete the float64 sums (after the last subject)."""
         self.flush()
+
+    def close(self):
+        """Stop the worker threads and give BLAS its threads back (also after an error)."""
         if self._pool is not None:
             self._pool.shutdown()
+            self._pool = None
         self._blas_limit.restore_original_limits()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def _add_blocks(self, worker, blocks, frames, inv_stored_norm, unit_seeds, weights, scale):
         r_full, scratch_full = self._scratch[worker]

@@ -71,5 +71,15 @@ class TorchMapper:
                 self.sums[some, 0, at] += z64
                 self.sums[some, 1, at] += z64 * z64
 
-    def close(self):
+    def finish(self):
+        """Copy the sums from the device into the task's float64 array."""
         np.copyto(self.out, self.sums.cpu().numpy())
+
+    def close(self):
+        self.sums = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
