@@ -114,14 +114,19 @@ def run_child(args):
     with open(args.paths) as handle:
         paths = json.load(handle)
     batch = make_batch(args.voxels, args.one_lesions)
+    if args.device != "cpu":  # torch's import and CUDA start-up (once per task, ~2-5 s) are not throughput
+        import torch
+
+        torch.zeros(1, device="cuda" if args.device == "cuda" else "cpu")
     started = time.perf_counter()
     if args.method == "naive":
         naive_task(paths, batch)
     else:
-        map_batch_over_shard(batch, paths, progress_every=1e9, device="cpu", threads=args.threads)
+        map_batch_over_shard(batch, paths, progress_every=1e9, device=args.device, threads=args.threads)
     seconds = time.perf_counter() - started
     peak = peak_rss_mb()
-    limit = {} if args.no_limit else measure_limit(paths, LIMIT_LESIONS, args.frames, args.voxels, args.threads)
+    limit = {} if args.no_limit else measure_limit(paths, LIMIT_LESIONS, args.frames, args.voxels, args.threads,
+                                                            args.device)
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, **limit}))
 
 
@@ -135,7 +140,22 @@ def median_seconds(work, repeats=5):
     return sorted(times)[len(times) // 2]
 
 
-def measure_limit(paths, n_lesions, n_frames, n_voxels, threads):
+def gpu_gemm_seconds(m, k, n):
+    """Median seconds of one float32 (m x k) @ (k x n) on the GPU, TF32 off."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    a = torch.randn(m, k, device="cuda")
+    b = torch.randn(k, n, device="cuda")
+
+    def work():
+        torch.matmul(a, b)
+        torch.cuda.synchronize()
+
+    return median_seconds(work)
+
+
+def measure_limit(paths, n_lesions, n_frames, n_voxels, threads, device="cpu"):
     """GEMM GFLOP/s at (L x T) @ (T x 100k) and at 2048^3; read GB/s of the shard as a
     task sees it. Each task measures these right after it ran, so that the fraction of
     the limit compares numbers taken under the same load on this shared machine."""
@@ -152,7 +172,9 @@ def measure_limit(paths, n_lesions, n_frames, n_voxels, threads):
             a = rng.standard_normal((m, k)).astype(np.float32)
             b = rng.standard_normal((k, n)).astype(np.float32)
             out = np.empty((m, n), dtype=np.float32)
-            result[f"gemm_{name}_gflops"] = 2 * m * k * n / median_seconds(lambda: np.matmul(a, b, out=out)) / 1e9
+            seconds = (gpu_gemm_seconds(m, k, n) if device == "cuda" else
+                       median_seconds(lambda: np.matmul(a, b, out=out)))
+            result[f"gemm_{name}_gflops"] = 2 * m * k * n / seconds / 1e9
 
     def read_all():
         # Each subject mapped from the page cache and every byte read once (by a max
@@ -189,6 +211,8 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "torch-cpu"],
+                        help="where our task computes (cuda: the torch kernel on a GPU, limit on the GPU)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
     parser.add_argument("--one-lesions", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--method", default="ours", help=argparse.SUPPRESS)
@@ -208,7 +232,7 @@ def main():
         reference_l = 64 if 64 in args.lesions else args.lesions[-1]
         bytes_per_subject = os.path.getsize(paths["data"]) / args.subjects
         print(f"V={args.voxels} T={args.frames} S={args.subjects} dtype={args.dtype} threads={args.threads} "
-              f"repeats={args.repeats}")
+              f"device={args.device} repeats={args.repeats}")
         print()
         print("| method | L | median s/task | ms per lesion-subject | lesion-subjects/s | limit ms (shape GEMM / "
               "best GEMM) | % of limit (shape / best; median of runs) | peak RSS MB |")
@@ -218,7 +242,7 @@ def main():
         for method, n_lesions in rows:
             runs = [child(["--voxels", str(args.voxels), "--frames", str(args.frames), "--one-lesions",
                            str(n_lesions), "--paths", str(paths_file), "--threads", str(args.threads),
-                           "--method", method], env)
+                           "--method", method, "--device", args.device], env)
                     for _ in range(1 if method == "naive" else args.repeats)]
             pairs = n_lesions * args.subjects
             seconds = median([r["seconds"] for r in runs])
@@ -264,7 +288,7 @@ def main():
                 more_file.write_text(json.dumps(more))
                 run = child(["--voxels", str(args.voxels), "--frames", str(args.frames), "--one-lesions",
                              str(n_lesions), "--no-limit", "--paths",
-                             str(more_file), "--threads", str(args.threads)], env)
+                             str(more_file), "--threads", str(args.threads), "--device", args.device], env)
                 print(f"| {n_subjects} | {n_lesions} | {run['peak_rss_mb']:.0f} | {run['seconds']:.2f} |")
                 for path in more.values():
                     os.remove(path)
