@@ -19,7 +19,7 @@ if _cpa_is_demo():
         conda:
             "../../envs/cpa.yaml"
         resources:
-            mem_mb=2000,
+            mem_mb=res.fixed_mb(1400),
             runtime=10,
         script:
             "../scripts/cpa_demo_data.py"
@@ -80,7 +80,7 @@ rule cpa_merge:
     conda:
         "../../envs/cpa.yaml"
     resources:
-        mem_mb=res.BASE_MB + 500,
+        mem_mb=res.fixed_mb(400),
         runtime=lambda wc: res.MIN_RUNTIME_MIN + cpa_cell_count() // 5_000_000,
     script:
         "../scripts/cpa_merge.py"
@@ -123,7 +123,7 @@ rule cpa_evaluate:
         "../../envs/cpa.yaml"
     threads: CPA["threads"]
     resources:
-        mem_mb=lambda wc, input: res.cpa_shard_mem_mb(CPA, input.adata, with_output=True) * 2,
+        mem_mb=lambda wc, input: res.cpa_shard_mem_mb(CPA, input.adata, with_output=True, copies=2),
         runtime=lambda wc: res.cpa_infer_runtime(CPA, cpa_cell_count()),
     script:
         "../scripts/cpa_evaluate.py"

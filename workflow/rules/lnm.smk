@@ -22,7 +22,7 @@ if config["demo"]["enabled"]:
         conda:
             "../../envs/lnm.yaml"
         resources:
-            mem_mb=2000,
+            mem_mb=res.fixed_mb(1400),
             runtime=10,
         script:
             "../scripts/lnm_demo_data.py"
@@ -38,7 +38,7 @@ rule lnm_mask_info:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: res.BASE_MB + int(input.size_mb * 40),
+        mem_mb=lambda wc, input: res.mask_info_mem_mb(input.size_mb),
         runtime=res.MIN_RUNTIME_MIN,
     script:
         "../scripts/lnm_mask_info.py"
@@ -153,7 +153,7 @@ rule lnm_lesion_maps:
         "../../envs/lnm.yaml"
     resources:
         mem_mb=lambda wc, input: res.maps_mem_mb(res.read_json(input.mask_info)),
-        runtime=res.MIN_RUNTIME_MIN,
+        runtime=res.LESION_MAPS_RUNTIME_MIN,
     script:
         "../scripts/lnm_lesion_maps.py"
 
@@ -174,7 +174,7 @@ rule lnm_group_maps:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: res.maps_mem_mb(res.read_json(input.mask_info)) * 2,
+        mem_mb=lambda wc, input: res.maps_mem_mb(res.read_json(input.mask_info), copies=2),
         runtime=lambda wc, input: res.MIN_RUNTIME_MIN + len(LESIONS) // 2000,
     script:
         "../scripts/lnm_group_maps.py"
@@ -190,7 +190,7 @@ rule lnm_qc_table:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=res.BASE_MB + 200,
+        mem_mb=res.fixed_mb(200),
         runtime=res.MIN_RUNTIME_MIN,
     script:
         "../scripts/lnm_qc_table.py"

@@ -14,6 +14,10 @@ import struct
 
 # Python, NumPy and nibabel loaded, before any data.
 BASE_MB = 300
+# A cluster job also holds Snakemake itself, twice: the process the executor starts in
+# the job (slurm-jobstep) and the one it starts for the task, about 145 MB each
+# (measured with Snakemake 9.27). The request covers the whole job, so it counts them.
+SNAKEMAKE_MB = 300
 # Safety factor on the computed working set (allocator slack, temporaries).
 SLACK = 1.25
 # Effective whole-task speed of a mapping task per thread (matrix product plus the
@@ -63,7 +67,14 @@ def _read_nifti_header(path):
 
 
 def _mb(n_bytes):
-    return int(math.ceil(BASE_MB + SLACK * n_bytes / 1e6))
+    """Request for a task whose data take n_bytes: Snakemake's processes in the job, the
+    task's interpreter and libraries, and the data with slack."""
+    return int(math.ceil(SNAKEMAKE_MB + BASE_MB + SLACK * n_bytes / 1e6))
+
+
+def fixed_mb(working_mb):
+    """Request for a task with a fixed working set (MB)."""
+    return _mb(working_mb * 1e6)
 
 
 def _minutes(seconds):
@@ -73,6 +84,11 @@ def _minutes(seconds):
 def read_json(path):
     with open(path) as handle:
         return json.load(handle)
+
+
+def mask_info_mem_mb(mask_size_mb):
+    """The mask read whole (a gzip-compressed mask expands by up to about 40 x)."""
+    return _mb(40 * mask_size_mb * 1e6)
 
 
 def prepare_shard_mem_mb(mask_info, run_paths, n_subjects):
@@ -127,8 +143,15 @@ def merge_mem_mb(n_lesions, n_voxels):
     return _mb(2 * n_lesions * 2 * n_voxels * 8)
 
 
-def maps_mem_mb(mask_info):
-    return _mb(12 * mask_info["n_voxels"] * 8 + 3 * math.prod(mask_info["shape"]) * 4)
+def maps_mem_mb(mask_info, copies=1):
+    """Per-voxel statistics (float64) and three maps on the whole grid (float32);
+    `copies` = 2 for the group maps (running sums plus one lesion's maps)."""
+    return _mb(copies * (12 * mask_info["n_voxels"] * 8 + 3 * math.prod(mask_info["shape"]) * 4))
+
+
+# Writing one lesion's three maps takes seconds (one row of sums, three gzip-compressed
+# images); one minute of margin more for a slow shared filesystem.
+LESION_MAPS_RUNTIME_MIN = 2
 
 
 # The perturbation arm. Training holds the AnnData in memory (about 3 x the .h5ad size
@@ -137,8 +160,12 @@ CPA_TRAIN_CELLS_PER_S = 2000  # cells x epochs per second on one CPU core, measu
 CPA_INFER_CELLS_PER_S = 5000
 
 
+# PyTorch, Lightning and scvi-tools loaded, on top of BASE_MB.
+TORCH_MB = 700
+
+
 def cpa_train_mem_mb(adata_size_mb, cfg):
-    return _mb(3 * adata_size_mb * 1e6 + 2 * cfg["train"]["batch_size"] * 40_000 * 4) + 700
+    return _mb(3 * adata_size_mb * 1e6 + 2 * cfg["train"]["batch_size"] * 40_000 * 4) + TORCH_MB
 
 
 def cpa_train_runtime(n_cells, cfg):
@@ -146,9 +173,10 @@ def cpa_train_runtime(n_cells, cfg):
     return _minutes(seconds)
 
 
-def cpa_shard_mem_mb(cfg, adata_path, with_output=False):
+def cpa_shard_mem_mb(cfg, adata_path, with_output=False, copies=1):
     """One shard of rows: sparse rows as read (about 12 bytes per stored value), their
-    dense float32 copy per batch, and the latents (or predictions) of the shard."""
+    dense float32 copy per batch, and the latents (or predictions) of the shard;
+    `copies` = 2 for the evaluation (observed and predicted side by side)."""
     import os
 
     n_cells, n_genes = _h5ad_shape(adata_path)
@@ -157,7 +185,7 @@ def cpa_shard_mem_mb(cfg, adata_path, with_output=False):
     dense_batch = 4096 * n_genes * 4 * 3
     latents = rows * cfg["model"]["n_latent"] * 4 * 3
     output = rows * n_genes * 4 if with_output else 0
-    return _mb(3 * stored + dense_batch + latents + output) + 700
+    return _mb(copies * (3 * stored + dense_batch + latents + output)) + TORCH_MB
 
 
 def cpa_infer_runtime(cfg, n_cells=None):
