@@ -111,6 +111,22 @@ def test_slurm_profile_requests_memory_and_runtime_for_every_job(finished):
     assert int(requests["cpa_train"][0]["mem_mb"]) >= floor + res.TORCH_MB
 
 
+@pytest.mark.parametrize("device, gpus", [("cuda", "1"), ("auto", "0"), ("cpu", "0")])
+def test_mapping_asks_for_a_gpu_only_on_the_cuda_device(finished, device, gpus):
+    workdir, config = finished
+    config = {**config, "lnm": {**config["lnm"], "device": device}}
+    (workdir / f"device-{device}.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--profile",
+                                         str(SLURM_PROFILE), "-n", "--forceall", "--until", "lnm_map",
+                                         "--configfile", f"device-{device}.yaml"],
+                            cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    shard = json.loads((workdir / "out" / "lnm" / "connectome" / "shard-0000.json").read_text())
+    jobs = parse_job_resources(result.stdout)["lnm_map"]
+    assert jobs and all(job["gpu"] == gpus for job in jobs), jobs
+    assert {int(job["mem_mb"]) for job in jobs} == {res.mapping_mem_mb(shard, 2, device)}
+
+
 @pytest.mark.parametrize("accelerator, gpus", [("gpu", "1"), ("cuda", "1"), ("cpu", "0"), ("auto", "0")])
 def test_training_asks_for_a_gpu_only_when_configured(tmp_path, accelerator, gpus):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
