@@ -28,6 +28,15 @@ if config["cpa"]["enabled"]:
     include: "workflow/rules/cpa.smk"
 
 
+# The figures of `snakemake --report report.html` (report: false skips them).
+if config["report"]:
+
+    include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
 rule all:
     input:
         final_outputs(),

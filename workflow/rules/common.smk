@@ -229,4 +229,7 @@ def cpa_outputs():
 
 
 def final_outputs():
-    return lnm_outputs() + cpa_outputs()
+    """What `rule all` asks for: the results of each enabled arm and, with `report: true`,
+    the report's figures (report_outputs() in report.smk)."""
+    figures = report_outputs() if config["report"] else []
+    return lnm_outputs() + cpa_outputs() + figures

@@ -168,7 +168,7 @@ def latent_umaps(latents_path, cfg, out_pngs, max_cells=20_000, seed=0):
 def prediction_figure(means_path, out_png, max_panels=36):
     """Predicted vs observed mean (log-normalised) expression of every gene, one panel per
     evaluated (condition, dosage, covariates) group, top-20 DEGs highlighted, R^2 in the title."""
-    from .cpa.tasks import r_squared
+    from .cpa.scores import r_squared
 
     with np.load(means_path, allow_pickle=False) as data:
         groups = list(zip(data["condition"], data["dosage"], data["covariates"]))

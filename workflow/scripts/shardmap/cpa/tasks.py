@@ -25,6 +25,7 @@ from ..atomic import atomic_open, atomic_path
 from ..errors import InputError
 from . import h5ad_rows
 from .perturbations import condition_class, parse_condition
+from .scores import r_squared  # noqa: F401 (also part of this module's interface)
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -231,6 +232,8 @@ def predict_counterfactual(model_dir, adata_path, cfg, perturbation, dosage, out
                 model.release(chunk)
                 matrix[written:written + rows.size] = mean
                 written += rows.size
+                log.info("control cells %d/%d predicted (rows up to %d/%d read)", written, n_control, stop,
+                         is_control.size)
     log.info("%s at %s: %d control cells predicted", perturbation, dosage, n_control)
 
 
@@ -240,12 +243,6 @@ def _normalise(matrix, count_data):
         return values
     library = values.sum(1, keepdims=True)
     return np.log1p(values / np.maximum(library, 1.0) * NORMALISED_LIBRARY)
-
-
-def r_squared(predicted, observed):
-    residual = ((observed - predicted) ** 2).sum()
-    total = ((observed - observed.mean()) ** 2).sum()
-    return float(1.0 - residual / total) if total > 0 else float("nan")
 
 
 METRIC_COLUMNS = ["condition", "dosage", "covariates", "n_cells", "n_control_cells", "r2_mean_all",
