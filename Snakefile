@@ -15,6 +15,10 @@ if not workflow.overwrite_configfiles:
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# The front page of `snakemake --report report.html`.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -32,9 +36,6 @@ if config["cpa"]["enabled"]:
 if config["report"]:
 
     include: "workflow/rules/report.smk"
-
-
-report: "workflow/report/workflow.rst"
 
 
 rule all:

@@ -4,5 +4,5 @@ from shardmap.task import snakemake_task
 with snakemake_task(snakemake):
     from shardmap.provenance import write_config, write_versions
 
-    write_versions(snakemake.output.versions, snakemake.params.envs_dir)
+    write_versions(snakemake.output.versions, snakemake.input.envs)
     write_config(dict(snakemake.config), snakemake.output.config)

@@ -25,10 +25,12 @@ def installed_version(package):
         return None
 
 
-def conda_pins(envs_dir):
-    """{PyPI name: {env file name: pinned version}} of the conda environments."""
+def conda_pins(envs):
+    """{PyPI name: {env file name: pinned version}} of the conda environment files
+    ``envs`` (a list of paths, or a folder of *.yaml)."""
     pins = {}
-    for path in sorted(Path(envs_dir).glob("*.yaml")):
+    paths = sorted(Path(envs).glob("*.yaml")) if isinstance(envs, (str, Path)) else sorted(map(Path, envs))
+    for path in paths:
         env = yaml.safe_load(path.read_text()) or {}
         for dep in env.get("dependencies") or []:
             if isinstance(dep, str) and "==" in dep:
@@ -37,9 +39,9 @@ def conda_pins(envs_dir):
     return pins
 
 
-def write_versions(out_path, envs_dir):
-    """TSV: package, the version installed where this task ran, the conda pins."""
-    pins = conda_pins(envs_dir)
+def write_versions(out_path, envs):
+    """TSV: package, the version installed where this task ran, the conda pins of ``envs``."""
+    pins = conda_pins(envs)
     with atomic_open(out_path, "w") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(["package", "installed_here", "conda_pins"])
