@@ -117,7 +117,7 @@ rule cpa_evaluate:
         metrics=report(
             f"{OUT}/cpa/metrics.tsv",
             caption="../report/cpa_metrics.rst",
-            category="2. Perturbation model (CPA)",
+            category=CPA_CATEGORY,
             subcategory="Held-out conditions",
             labels={"figure": "metrics table"},
         ),

@@ -187,7 +187,7 @@ rule lnm_qc_table:
         table=report(
             f"{OUT}/lnm/qc/lesions.tsv",
             caption="../report/qc_table.rst",
-            category="1. Lesion network mapping",
+            category=LNM_CATEGORY,
             subcategory="QC",
             labels={"figure": "lesion QC table"},
         ),
