@@ -15,6 +15,10 @@ if not workflow.overwrite_configfiles:
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# The front page of `snakemake --report report.html`.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -26,6 +30,12 @@ if config["lnm"]["enabled"]:
 if config["cpa"]["enabled"]:
 
     include: "workflow/rules/cpa.smk"
+
+
+# The figures of `snakemake --report report.html` (report: false skips them).
+if config["report"]:
+
+    include: "workflow/rules/report.smk"
 
 
 rule all:

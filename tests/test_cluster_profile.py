@@ -127,6 +127,25 @@ def test_mapping_asks_for_a_gpu_only_on_the_cuda_device(finished, device, gpus):
     assert {int(job["mem_mb"]) for job in jobs} == {res.mapping_mem_mb(shard, 2, device)}
 
 
+def test_report_figure_rules_request_memory_and_runtime(finished):
+    """The figure rules (report: true) have computed requests too (config/README.md)."""
+    workdir, config = finished
+    requests = dry_run_requests(workdir, "--forceall", "--config", "report=True")
+    rules = {"report_lesion_figure", "report_group_figures", "report_software", "report_cpa_training",
+             "report_cpa_umap", "report_cpa_prediction"}
+    assert rules <= set(requests), rules - set(requests)
+    for rule in rules:
+        for job in requests[rule]:
+            assert job["mem_mb"].isdigit() and int(job["mem_mb"]) >= res.SNAKEMAKE_MB + res.BASE_MB, (rule, job)
+            assert job["runtime"].isdigit(), (rule, job)
+    assert len(requests["report_lesion_figure"]) == 4
+    mask = json.loads((workdir / "out" / "lnm" / "connectome" / "mask.json").read_text())
+    assert {int(j["mem_mb"]) for j in requests["report_group_figures"]} == {res.brain_figure_mem_mb(mask)}
+    assert {int(j["runtime"]) for j in requests["report_lesion_figure"]} == {res.FIGURE_RUNTIME_MIN}
+    assert {int(j["mem_mb"]) for j in requests["report_cpa_umap"]} == {res.umap_mem_mb(1000, 8)}
+    assert {int(j["runtime"]) for j in requests["report_cpa_umap"]} == {res.UMAP_RUNTIME_MIN}
+
+
 @pytest.mark.parametrize("accelerator, gpus", [("gpu", "1"), ("cuda", "1"), ("cpu", "0"), ("auto", "0")])
 def test_training_asks_for_a_gpu_only_when_configured(tmp_path, accelerator, gpus):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -147,7 +166,8 @@ def test_slurm_profile_names_what_a_user_must_edit():
     assert profile["default-resources"]["slurm_account"].startswith("EDIT")
     assert profile["default-resources"]["slurm_partition"].startswith("EDIT")
     # one cluster job per lesion batch for the tiny per-lesion tasks, sized by `cores`
-    assert set(profile["groups"]) == {"lnm_merge=lnm_batch", "lnm_lesion_maps=lnm_batch"}
+    assert set(profile["groups"]) == {"lnm_merge=lnm_batch", "lnm_lesion_maps=lnm_batch",
+                                      "report_lesion_figure=lnm_batch"}
     assert isinstance(profile["cores"], int) and profile["cores"] >= 2
     readme = (REPO / "README.md").read_text()
     for needle in ("profiles/slurm/config.yaml", "slurm_account", "slurm_partition",

@@ -269,3 +269,32 @@ def test_no_covariates_and_few_minibatches_per_epoch(screen):
     assert (model.module.z_mean.weight - before).abs().max() > 0
     assert "train_loss" in model.history
     assert model.get_latent_representation(adata)["z"].shape == (400, SMALL["n_latent"])
+
+
+def test_inference_logs_batches_done_of_total(trained, caplog, monkeypatch):
+    """Long inference passes say how far they are: a line per PROGRESS_EVERY_S and one at the end."""
+    import logging
+
+    from shardmap.cpa import model as model_module
+
+    model, adata, _, _ = trained
+    monkeypatch.setattr(model_module, "PROGRESS_EVERY_S", 0.0)  # every batch, for the test
+    with caplog.at_level(logging.INFO, logger="shardmap.cpa.model"):
+        model.get_latent_representation(adata, batch_size=500)
+    lines = [r.getMessage() for r in caplog.records if "batches" in r.getMessage()]
+    assert [line.split(",")[0] for line in lines] == ["latents: batches 1/3 (500/1500 cells)",
+                                                      "latents: batches 2/3 (1000/1500 cells)",
+                                                      "latents: batches 3/3 (1500/1500 cells)"]
+    assert all("cells/s" in line and "ETA" in line for line in lines)
+
+
+def test_training_logs_a_plain_line_per_epoch_without_a_progress_bar(screen, caplog):
+    import logging
+
+    adata = screen.copy()
+    with caplog.at_level(logging.INFO, logger="shardmap.cpa.training"):
+        model = train_small(adata, epochs=2)
+    epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
+    assert "acc_perturbation=" in epochs[-1] and "validation_loss=" in epochs[-1]
+    assert model.trainer.progress_bar_callback is None  # no bar in a log file

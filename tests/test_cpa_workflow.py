@@ -20,7 +20,7 @@ def run(tmp_path_factory):
     adata = simulate_screen(n_cells=1200, n_genes=40, seed=11)
     del adata.uns["truth"]
     adata.write_h5ad(workdir / "screen.h5ad")
-    config = {"outdir": "out", "lnm": {"enabled": False},
+    config = {"outdir": "out", "report": False, "lnm": {"enabled": False},
               "cpa": {"enabled": True, "adata": "screen.h5ad", "covariate_keys": ["cell_type"],
                       "holdout": ["drug00+drug01"], "model": {"n_latent": 8, "n_hidden": 32},
                       "train": {"max_epochs": 3, "batch_size": 128, "accelerator": "cpu"},

@@ -27,14 +27,15 @@ def snakemake(workdir, *args, configfile="my.yaml"):
     return subprocess.run(cmd + list(args), cwd=workdir, capture_output=True, text=True, timeout=600)
 
 
-def write_project(workdir, dataset, **lnm):
-    """Sheets and config with paths relative to ``workdir``."""
+def write_project(workdir, dataset, report=False, **lnm):
+    """Sheets and config with paths relative to ``workdir``. The report's figures are off
+    unless asked for (they are tested on the demo, test_demo_runs_end_to_end)."""
     rel = lambda p: os.path.relpath(p, workdir)  # noqa: E731
     write_sheet(workdir / "sheets" / "lesions.tsv", ["lesion_id", "path", "group"],
                 [(i, rel(p), g) for i, p, g in dataset["lesions"]])
     write_sheet(workdir / "sheets" / "subjects.tsv", ["subject_id", "path"],
                 [(s, rel(run)) for s, runs in dataset["subjects"] for run in runs])
-    config = {"outdir": "out",
+    config = {"outdir": "out", "report": report,
               "lnm": {"lesions": "sheets/lesions.tsv",
                       "connectome": {"subjects": "sheets/subjects.tsv", "mask": rel(dataset["mask"])},
                       "lesion_batch_size": 3, "subject_shard_size": 2, "sensitivity_threshold": 2.0,
@@ -102,6 +103,13 @@ def test_qc_table(project):
     assert float(rows["edge-ras25"]["fraction_outside_mask"]) > 0.05
     assert float(rows["sphere-ras3"]["fraction_outside_mask"]) == 0.0
     assert int(rows["one-voxel"]["n_voxels_in_mask"]) == 1
+
+
+def test_report_false_skips_every_figure_rule(project):
+    workdir, _ = project
+    assert not (workdir / "out" / "figures").exists()
+    assert not (workdir / "out" / "report").exists()
+    assert not (workdir / "out" / "logs" / "report").exists()
 
 
 def test_rerun_has_nothing_to_do(project):
@@ -213,3 +221,34 @@ def test_demo_runs_end_to_end(tmp_path):
     metrics = (copy / "results" / "cpa" / "metrics.tsv").read_text().splitlines()
     assert len(metrics) > 1
     assert len(list((copy / "results" / "cpa" / "counterfactuals").glob("*.h5ad"))) == 2
+    # the figures (report: true in the demo config), then the README's report command
+    figures = expected_report_files(copy / "config" / "demo" / "lesions.tsv")
+    for name in figures:
+        data = (copy / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" or not name.endswith(".png"), name
+        assert len(data) > 20_000 or not name.endswith(".png"), (name, len(data))
+    report = subprocess.run(SNAKEMAKE + ["--report", "report.html"], cwd=copy, capture_output=True, text=True,
+                            timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (copy / "report.html").read_text()
+    for name in figures:
+        assert Path(name).name in html, f"{name} is not in report.html"
+    # every PNG is embedded (base64), plus the captions
+    assert html.count("iVBORw0KGgo") >= len([f for f in figures if f.endswith(".png")])
+    for caption in ("Sensitivity maps", "adversarial classifiers", "UMAP of the basal latent",
+                    "predicted against the observed mean", "Software versions", "The config this run used"):
+        assert caption in html, caption
+
+
+def expected_report_files(lesion_sheet):
+    """Every file the report must show for the demo: per lesion, group and QC figures and the
+    QC table; training, UMAP and prediction figures and the metrics; config and versions."""
+    lesions = [row["lesion_id"] for row in csv.DictReader(open(lesion_sheet), delimiter="\t")]
+    groups = sorted({row["group"] for row in csv.DictReader(open(lesion_sheet), delimiter="\t")})
+    files = [f"results/figures/lnm/lesions/{lesion}.png" for lesion in lesions]
+    files += [f"results/figures/lnm/sensitivity_{group}.png" for group in ["all"] + groups]
+    files += ["results/figures/lnm/qc.png", "results/lnm/qc/lesions.tsv"]
+    files += [f"results/figures/cpa/{name}.png" for name in ("training", "umap_basal", "umap_latent",
+                                                              "predicted_vs_observed")]
+    files += ["results/cpa/metrics.tsv", "results/report/software.tsv", "results/report/config.yaml"]
+    return files

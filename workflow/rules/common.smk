@@ -228,5 +228,46 @@ def cpa_outputs():
     )
 
 
+# The report's figures (report.smk, included when `report` is true).
+FIGURES = f"{OUT}/figures"
+REPORT_LOGS = f"{OUT}/logs/report"
+LESION_BY_ID = {les.lesion_id: les for les in LESIONS}
+LNM_CATEGORY = "1. Lesion network mapping"
+CPA_CATEGORY = "2. Perturbation model (CPA)"
+RUN_CATEGORY = "3. Config and software"
+
+
+def lesion_of(wildcards):
+    if wildcards.lesion not in LESION_BY_ID:
+        raise WorkflowError(f"lesion '{wildcards.lesion}' is not in the lesion sheet '{LNM['lesions']}'.")
+    return LESION_BY_ID[wildcards.lesion]
+
+
+def lesion_figure_files():
+    return [f"{FIGURES}/lnm/lesions/{les.lesion_id}.png" for les in LESIONS]
+
+
+def sensitivity_figure_files():
+    """{group: PNG}; group "" is all lesions together."""
+    return {group: f"{FIGURES}/lnm/sensitivity_{group or 'all'}.png" for group in [""] + GROUPS}
+
+
+CPA_LATENT_FIGURES = {"X_cpa_basal": "umap_basal", "X_cpa": "umap_latent"}
+
+
+def report_outputs():
+    files = [f"{OUT}/report/software.tsv", f"{OUT}/report/config.yaml"]
+    if LNM["enabled"]:
+        files += lesion_figure_files() + list(sensitivity_figure_files().values())
+        files += [f"{FIGURES}/lnm/qc.png"]
+    if CPA["enabled"]:
+        files += [f"{FIGURES}/cpa/training.png", f"{FIGURES}/cpa/predicted_vs_observed.png"]
+        files += [f"{FIGURES}/cpa/{name}.png" for name in CPA_LATENT_FIGURES.values()]
+    return files
+
+
 def final_outputs():
-    return lnm_outputs() + cpa_outputs()
+    """The targets of the default run: the results of each enabled arm and, with `report: true`,
+    the report's figures (report_outputs() in report.smk)."""
+    figures = report_outputs() if config["report"] else []
+    return lnm_outputs() + cpa_outputs() + figures

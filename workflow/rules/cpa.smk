@@ -114,7 +114,14 @@ rule cpa_evaluate:
         model=rules.cpa_train.output.model,
         splits=rules.cpa_train.output.splits,
     output:
-        metrics=f"{OUT}/cpa/metrics.tsv",
+        metrics=report(
+            f"{OUT}/cpa/metrics.tsv",
+            caption="../report/cpa_metrics.rst",
+            category=CPA_CATEGORY,
+            subcategory="Held-out conditions",
+            labels={"figure": "metrics table"},
+        ),
+        means=f"{OUT}/cpa/evaluation_means.npz",
     params:
         cfg=CPA,
     log:

@@ -184,7 +184,13 @@ rule lnm_qc_table:
     input:
         qc=[f"{OUT}/lnm/lesions/batch-{b}.qc.tsv" for b in BATCHES],
     output:
-        table=f"{OUT}/lnm/qc/lesions.tsv",
+        table=report(
+            f"{OUT}/lnm/qc/lesions.tsv",
+            caption="../report/qc_table.rst",
+            category=LNM_CATEGORY,
+            subcategory="QC",
+            labels={"figure": "lesion QC table"},
+        ),
     log:
         f"{LNM_LOGS}/qc_table.log",
     conda:

@@ -5,4 +5,5 @@ with snakemake_task(snakemake):
     from shardmap.cpa.tasks import evaluate
 
     evaluate(snakemake.input.model.rsplit("/", 1)[0], snakemake.input.adata, snakemake.params.cfg,
-             snakemake.input.splits, snakemake.output.metrics)
+             snakemake.input.splits, snakemake.output.metrics,
+             means_path=snakemake.output.means)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ from .training import CPATrainingPlan
 log = logging.getLogger(__name__)
 LATENT_KEYS = ("z_basal", "z", "z_corrected")
 COUNT_CHECK_ROWS = 20_000
+# Inference logs "batches i/N" at most this often (seconds), and always after the last batch.
+PROGRESS_EVERY_S = 30.0
 
 
 def check_values(matrix, count_data, where="X", obs_names=None, rows_per_chunk=COUNT_CHECK_ROWS):
@@ -248,20 +251,30 @@ class CPA(BaseModelClass):
         indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices, dtype=np.int64)
         return adata, indices
 
-    def _eval_batches(self, adata, indices, batch_size):
+    def _eval_batches(self, adata, indices, batch_size, what="inference"):
         """Yield (start, stop, inference inputs) over the selected cells (from _selection)
-        with the module in eval mode (its previous mode is restored afterwards)."""
+        with the module in eval mode (its previous mode is restored afterwards). Logs
+        "batches done/total" with the rate and ETA every PROGRESS_EVERY_S seconds and
+        after the last batch."""
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size or 4096,
                                         shuffle=False)
         was_training = self.module.training
         self.module.eval()
+        total = len(loader)
+        started = last = time.monotonic()
         try:
             start = 0
-            for tensors in loader:
+            for done, tensors in enumerate(loader, 1):
                 inputs = self.module._get_inference_input(tensors)
                 stop = start + inputs["x"].shape[0]
                 yield start, stop, inputs
                 start = stop
+                now = time.monotonic()
+                if now - last >= PROGRESS_EVERY_S or done == total:
+                    rate = stop / max(now - started, 1e-9)
+                    log.info("%s: batches %d/%d (%d/%d cells), %.0f cells/s, ETA %.0f s", what, done, total,
+                             stop, len(indices), rate, (len(indices) - stop) / rate)
+                    last = now
         finally:
             self.module.train(was_training)
 
@@ -278,7 +291,7 @@ class CPA(BaseModelClass):
         if out is None:
             out = {key: np.empty((len(indices), self.module.n_latent), dtype=np.float32)
                    for key in LATENT_KEYS}
-        for start, stop, inputs in self._eval_batches(adata, indices, batch_size):
+        for start, stop, inputs in self._eval_batches(adata, indices, batch_size, "latents"):
             result = self.module.inference(**inputs, sample=give_sample)
             for key in LATENT_KEYS:
                 out[key][start:stop] = result[key].detach().cpu().numpy()
@@ -302,7 +315,8 @@ class CPA(BaseModelClass):
         if perturbation is not None:
             state = self.adata_manager.get_state_registry(PERTURBATION_KEY)
             override = torch.as_tensor(encode_override(perturbation, dosage, state, 1))
-        for start, stop, inputs in self._eval_batches(adata, indices, batch_size):
+        what = f"prediction under {perturbation} at {dosage}" if perturbation is not None else "prediction"
+        for start, stop, inputs in self._eval_batches(adata, indices, batch_size, what):
             if override is not None:
                 inputs["perturbation"] = override.expand(stop - start, -1)
             result = self.module.inference(**inputs, sample=False)

@@ -25,6 +25,7 @@ from ..atomic import atomic_open, atomic_path
 from ..errors import InputError
 from . import h5ad_rows
 from .perturbations import condition_class, parse_condition
+from .scores import r_squared  # noqa: F401 (also part of this module's interface)
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -231,6 +232,8 @@ def predict_counterfactual(model_dir, adata_path, cfg, perturbation, dosage, out
                 model.release(chunk)
                 matrix[written:written + rows.size] = mean
                 written += rows.size
+                log.info("control cells %d/%d predicted (rows up to %d/%d read)", written, n_control, stop,
+                         is_control.size)
     log.info("%s at %s: %d control cells predicted", perturbation, dosage, n_control)
 
 
@@ -240,12 +243,6 @@ def _normalise(matrix, count_data):
         return values
     library = values.sum(1, keepdims=True)
     return np.log1p(values / np.maximum(library, 1.0) * NORMALISED_LIBRARY)
-
-
-def r_squared(predicted, observed):
-    residual = ((observed - predicted) ** 2).sum()
-    total = ((observed - observed.mean()) ** 2).sum()
-    return float(1.0 - residual / total) if total > 0 else float("nan")
 
 
 METRIC_COLUMNS = ["condition", "dosage", "covariates", "n_cells", "n_control_cells", "r2_mean_all",
@@ -290,7 +287,7 @@ class _GroupMoments:
 
 
 def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cells=2000, n_degs=20,
-             chunk_rows=20_000):
+             chunk_rows=20_000, means_path=None):
     """R^2 of predicted vs observed mean and variance for every held-out condition.
 
     Groups are (condition, dosage, covariate values) of the held-out ("test") cells, or
@@ -302,7 +299,9 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
     in the table. The baseline predicts the control cells' own expression.
 
     The file is streamed in chunks of rows; memory holds per-group sums and the sampled
-    control cells, never all held-out cells.
+    control cells, never all held-out cells. With ``means_path``, the per-gene observed,
+    predicted and control means of every group (and its DEGs) are saved there (.npz), for
+    the predicted-vs-observed figure.
     """
     cfg_keys = obs_keys(cfg)
     obs = h5ad_rows.read_obs(adata_path, cfg_keys)
@@ -346,6 +345,7 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
                 control_parts[label].append(chunk[rows].copy())
     model = None
     rows_out = []
+    means = {}
     for label, parts in control_parts.items():
         if not parts:
             continue
@@ -362,6 +362,7 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
             obs_mean, obs_var = observed[k].mean(), observed[k].var()
             base_mean = control_moments[label].mean()
             degs = np.argsort(-np.abs(obs_mean - base_mean))[:n_degs]
+            means[(condition, dosage, group_label)] = (obs_mean, predicted.mean(0), base_mean, degs)
             rows_out.append({
                 "condition": condition, "dosage": dosage, "covariates": label, "n_cells": observed[k].n,
                 "n_control_cells": controls.n_obs,
@@ -380,5 +381,23 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
         writer.writeheader()
         for row in rows_out:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    if means_path is not None:
+        write_group_means(means_path, means, genes, n_degs,
+                          "log1p(CP10k)" if count_data else "expression as stored")
     log.info("evaluated %d (condition, dosage, covariate) groups of the %s split", len(rows_out), evaluated)
     return rows_out
+
+
+def write_group_means(path, means, genes, n_degs, unit):
+    """Per evaluated group (sorted like metrics.tsv): observed, predicted and control mean
+    of every gene (float32) and the indices of its DEGs (-1 pads groups with fewer genes)."""
+    keys = sorted(means)
+    stack = lambda i: np.array([means[k][i] for k in keys], dtype=np.float32).reshape(len(keys), len(genes))  # noqa: E731
+    degs = np.full((len(keys), n_degs), -1, dtype=np.int64)
+    for row, key in enumerate(keys):
+        degs[row, :len(means[key][3])] = means[key][3]
+    with atomic_open(path) as handle:
+        np.savez(handle, condition=np.array([k[0] for k in keys], dtype=str),
+                 dosage=np.array([k[1] for k in keys], dtype=str), covariates=np.array([k[2] for k in keys], dtype=str),
+                 genes=np.asarray(genes, dtype=str), observed=stack(0), predicted=stack(1), control=stack(2),
+                 degs=degs, unit=np.array(unit))

@@ -1,0 +1,180 @@
+# Figures for the Snakemake report (`snakemake --report report.html`): PNGs made by their
+# own rules from the maps, tables and model files, so `report: false` skips all of them.
+# Captions are in workflow/report/; requests are documented in config/README.md.
+
+rule report_software:
+    input:
+        envs=[os.path.join(workflow.basedir, "envs", f"{name}.yaml") for name in ("lnm", "cpa", "report")],
+    output:
+        versions=report(
+            f"{OUT}/report/software.tsv",
+            caption="../report/software.rst",
+            category=RUN_CATEGORY,
+            labels={"file": "software versions"},
+        ),
+        config=report(
+            f"{OUT}/report/config.yaml",
+            caption="../report/config.rst",
+            category=RUN_CATEGORY,
+            labels={"file": "config"},
+        ),
+    log:
+        f"{REPORT_LOGS}/software.log",
+    conda:
+        "../../envs/report.yaml"
+    resources:
+        mem_mb=res.fixed_mb(100),
+        runtime=res.MIN_RUNTIME_MIN,
+    script:
+        "../scripts/report_software.py"
+
+
+if LNM["enabled"]:
+
+    rule report_lesion_figure:
+        input:
+            lesion=lambda wc: lesion_of(wc).path,
+            t=f"{OUT}/lnm/maps/{{lesion}}_T.nii.gz",
+            mask=LNM["connectome"]["mask"],
+            mask_info=rules.lnm_mask_info.output.info,
+        output:
+            png=report(
+                f"{FIGURES}/lnm/lesions/{{lesion}}.png",
+                caption="../report/lesion.rst",
+                category=LNM_CATEGORY,
+                subcategory="Lesions",
+                labels={"lesion": "{lesion}", "figure": "lesion, T map, glass brain"},
+            ),
+        params:
+            threshold=LNM["sensitivity_threshold"],
+            group=lambda wc: lesion_of(wc).group,
+            n_subjects=len(SUBJECTS),
+        log:
+            f"{REPORT_LOGS}/lesions/{{lesion}}.log",
+        conda:
+            "../../envs/report.yaml"
+        resources:
+            mem_mb=lambda wc, input: res.brain_figure_mem_mb(res.read_json(input.mask_info), input.lesion),
+            runtime=res.FIGURE_RUNTIME_MIN,
+        script:
+            "../scripts/report_lesion_figure.py"
+
+    rule report_group_figures:
+        input:
+            maps=group_map_files(),
+            qc=f"{OUT}/lnm/qc/lesions.tsv",
+            mask=LNM["connectome"]["mask"],
+            mask_info=rules.lnm_mask_info.output.info,
+        output:
+            sensitivity=[
+                report(
+                    path,
+                    caption="../report/sensitivity.rst",
+                    category=LNM_CATEGORY,
+                    subcategory="Group",
+                    labels={"group": group or "all lesions", "figure": "sensitivity maps"},
+                )
+                for group, path in sensitivity_figure_files().items()
+            ],
+            qc=report(
+                f"{FIGURES}/lnm/qc.png",
+                caption="../report/qc.rst",
+                category=LNM_CATEGORY,
+                subcategory="QC",
+                labels={"figure": "lesion QC"},
+            ),
+        params:
+            threshold=LNM["sensitivity_threshold"],
+            layout=group_map_layout(),
+            figures=sensitivity_figure_files(),
+            n_lesions={
+                group: sum(1 for les in LESIONS if not group or les.group == group) for group in [""] + GROUPS
+            },
+        log:
+            f"{REPORT_LOGS}/group_figures.log",
+        conda:
+            "../../envs/report.yaml"
+        resources:
+            mem_mb=lambda wc, input: res.brain_figure_mem_mb(res.read_json(input.mask_info)),
+            runtime=lambda wc: res.MIN_RUNTIME_MIN + len(GROUPS) // 20,
+        script:
+            "../scripts/report_group_figures.py"
+
+
+if CPA["enabled"]:
+
+    rule report_cpa_training:
+        input:
+            history=rules.cpa_train.output.history,
+        output:
+            png=report(
+                f"{FIGURES}/cpa/training.png",
+                caption="../report/cpa_training.rst",
+                category=CPA_CATEGORY,
+                subcategory="Training",
+                labels={"figure": "training curves"},
+            ),
+        params:
+            covariate_keys=list(CPA["covariate_keys"]),
+        log:
+            f"{REPORT_LOGS}/cpa_training.log",
+        conda:
+            "../../envs/report.yaml"
+        resources:
+            mem_mb=res.fixed_mb(100),
+            runtime=res.MIN_RUNTIME_MIN,
+        script:
+            "../scripts/report_cpa_training.py"
+
+    rule report_cpa_umap:
+        input:
+            latents=rules.cpa_merge.output.latents,
+        output:
+            umap_basal=report(
+                f"{FIGURES}/cpa/umap_basal.png",
+                caption="../report/cpa_umap_basal.rst",
+                category=CPA_CATEGORY,
+                subcategory="Latent space",
+                labels={"figure": "UMAP of the basal latent"},
+            ),
+            umap_latent=report(
+                f"{FIGURES}/cpa/umap_latent.png",
+                caption="../report/cpa_umap_latent.rst",
+                category=CPA_CATEGORY,
+                subcategory="Latent space",
+                labels={"figure": "UMAP of the full latent"},
+            ),
+        params:
+            cfg=CPA,
+            figures=CPA_LATENT_FIGURES,
+            max_cells=res.UMAP_MAX_CELLS,
+        log:
+            f"{REPORT_LOGS}/cpa_umap.log",
+        conda:
+            "../../envs/report.yaml"
+        resources:
+            mem_mb=lambda wc: res.umap_mem_mb(cpa_cell_count(), CPA["model"]["n_latent"]),
+            runtime=res.UMAP_RUNTIME_MIN,
+        script:
+            "../scripts/report_cpa_umap.py"
+
+    rule report_cpa_prediction:
+        input:
+            means=rules.cpa_evaluate.output.means,
+        output:
+            png=report(
+                f"{FIGURES}/cpa/predicted_vs_observed.png",
+                caption="../report/cpa_prediction.rst",
+                category=CPA_CATEGORY,
+                subcategory="Held-out conditions",
+                labels={"figure": "predicted vs observed"},
+            ),
+        log:
+            f"{REPORT_LOGS}/cpa_prediction.log",
+        conda:
+            "../../envs/report.yaml"
+        resources:
+            mem_mb=lambda wc, input: res.fixed_mb(200 + 2 * input.size_mb),
+            runtime=res.MIN_RUNTIME_MIN,
+        script:
+            "../scripts/report_cpa_prediction.py"

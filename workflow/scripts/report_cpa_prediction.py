@@ -1,0 +1,7 @@
+"""Entry script of rule report_cpa_prediction: predicted vs observed mean expression."""
+from shardmap.task import snakemake_task
+
+with snakemake_task(snakemake):
+    from shardmap.figures_cpa import prediction_figure
+
+    prediction_figure(snakemake.input.means, snakemake.output.png)

@@ -1,0 +1,7 @@
+"""Entry script of rule report_cpa_training: the training curves."""
+from shardmap.task import snakemake_task
+
+with snakemake_task(snakemake):
+    from shardmap.figures_cpa import training_figure
+
+    training_figure(snakemake.input.history, snakemake.output.png, snakemake.params.covariate_keys)

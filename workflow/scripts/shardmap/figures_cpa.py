@@ -1,0 +1,208 @@
+"""Figures of the perturbation arm.
+
+- ``training_figure``: every loss term per epoch (one panel each) and the adversaries'
+  accuracies, from ``model/history.json``.
+- ``umap_figure``: UMAPs of a seeded subsample of latents.h5ad, one panel per colouring
+  (perturbation, dose, each covariate).
+- ``prediction_figure``: predicted vs observed mean expression per held-out group, from
+  the means ``cpa_evaluate`` writes, with R^2 in each title.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import numpy as np
+
+from .errors import InputError
+from .plotting import plt, save_png
+
+log = logging.getLogger(__name__)
+
+LOSS_LABELS = {
+    "train_loss": "autoencoder loss (reconstruction - adversarial term)",
+    "reconstruction_loss": "reconstruction loss, per cell",
+    "validation_loss": "validation reconstruction loss, per cell",
+    "kl_local": "KL divergence, per cell",
+    "adv_loss": "adversary loss (cross-entropy)",
+    "adv_penalty": "adversary gradient penalty",
+}
+
+
+def _accuracy_label(key, covariate_keys):
+    if key == "acc_perturbation":
+        return "perturbation"
+    if key.startswith("acc_covariate_"):
+        index = int(key.rsplit("_", 1)[1])
+        return covariate_keys[index] if index < len(covariate_keys) else key
+    return key.removeprefix("acc_")
+
+
+def training_figure(history_path, out_png, covariate_keys=()):
+    """One panel per loss term and one for the adversaries' accuracies, per epoch."""
+    with open(history_path) as handle:
+        history = json.load(handle)
+    if not history:
+        raise InputError(f"training history '{history_path}' is empty; retrain the model.")
+    losses = [k for k in history if not k.startswith("acc_")]
+    losses.sort(key=lambda k: list(LOSS_LABELS).index(k) if k in LOSS_LABELS else len(LOSS_LABELS))
+    accuracies = sorted(k for k in history if k.startswith("acc_"))
+    panels = len(losses) + (1 if accuracies else 0)
+    columns = min(3, panels)
+    rows = math.ceil(panels / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False,
+                                constrained_layout=True)
+    figure.suptitle("CPA training", fontsize=14, fontweight="bold")
+    axes = axes.ravel()
+    for ax, key in zip(axes, losses):
+        values = np.asarray(history[key], dtype=float)
+        ax.plot(np.arange(1, values.size + 1), values, marker="o", markersize=2.5, lw=1.3)
+        ax.set_title(LOSS_LABELS.get(key, key), fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    if accuracies:
+        ax = axes[len(losses)]
+        for key in accuracies:
+            values = np.asarray(history[key], dtype=float)
+            ax.plot(np.arange(1, values.size + 1), values, lw=1.3, label=_accuracy_label(key, list(covariate_keys)))
+        ax.set_ylim(0, 1)
+        ax.set_title("adversary accuracy on z_basal (lower = better disentangled)", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8, title="predicts", title_fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[panels:]:
+        ax.axis("off")
+    save_png(figure, out_png)
+
+
+def subsample(n_cells, max_cells, seed=0):
+    """Sorted row indices of at most ``max_cells`` cells, drawn without replacement (seeded)."""
+    if n_cells <= max_cells:
+        return np.arange(n_cells)
+    return np.sort(np.random.default_rng(seed).choice(n_cells, size=max_cells, replace=False))
+
+
+def read_latent_sample(latents_path, obsm_keys, obs_columns, max_cells=20_000, seed=0):
+    """Obs columns and the chosen latent matrices of a seeded subsample, read from the file
+    by rows (never the whole matrices)."""
+    import h5py
+
+    from .cpa import h5ad_rows
+
+    obs = h5ad_rows.read_obs(latents_path, obs_columns)
+    rows = subsample(len(obs), max_cells, seed)
+    with h5py.File(latents_path, "r") as handle:
+        missing = [k for k in obsm_keys if k not in handle.get("obsm", {})]
+        if missing:
+            raise InputError(f"'{latents_path}' has no obsm {missing}; rerun cpa_merge.")
+        latents = {k: handle["obsm"][k][rows] for k in obsm_keys}
+    return obs.iloc[rows], latents
+
+
+def embed(latent, seed=0):
+    import umap
+
+    n_neighbors = int(min(15, max(2, latent.shape[0] - 1)))
+    return umap.UMAP(n_neighbors=n_neighbors, min_dist=0.3, random_state=seed, n_jobs=1).fit_transform(latent)
+
+
+def _scatter_categories(ax, xy, labels, title, control=None, max_legend=24):
+    labels = np.asarray(labels, dtype=str)
+    categories = sorted(set(labels), key=lambda c: (c != control, c))
+    palette = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
+    order = np.random.default_rng(0).permutation(len(labels))  # no category painted last on top
+    colours = {c: ("lightgrey" if c == control else palette(i % palette.N)) for i, c in enumerate(categories)}
+    ax.scatter(xy[order, 0], xy[order, 1], s=3, linewidths=0, c=[colours[c] for c in labels[order]],
+               rasterized=True)
+    ax.set_title(f"{title} ({len(categories)} categories)", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    if len(categories) <= max_legend:
+        handles = [plt.Line2D([], [], ls="", marker="o", markersize=5, color=colours[c]) for c in categories]
+        ax.legend(handles, categories, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+                  ncol=1 if len(categories) <= 12 else 2)
+
+
+def umap_figure(xy, obs, colour_by, out_png, title, control=None):
+    """A UMAP panel per obs column of ``colour_by`` ({column: panel title})."""
+    panels = len(colour_by)
+    columns = min(2, panels)
+    rows = math.ceil(panels / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(7.5 * columns, 5.5 * rows), squeeze=False,
+                                constrained_layout=True)
+    figure.suptitle(f"{title} ({xy.shape[0]} cells)", fontsize=14, fontweight="bold")
+    axes = axes.ravel()
+    for ax, (column, label) in zip(axes, colour_by.items()):
+        _scatter_categories(ax, xy, obs[column].astype(str).to_numpy(), label,
+                            control=control if column == "__perturbation__" else None)
+    for ax in axes[panels:]:
+        ax.axis("off")
+    save_png(figure, out_png)
+
+
+LATENT_TITLES = {"X_cpa_basal": "UMAP of the basal latent (perturbation and covariates removed)",
+                 "X_cpa": "UMAP of the full latent (basal + perturbation + covariates)"}
+
+
+def latent_umaps(latents_path, cfg, out_pngs, max_cells=20_000, seed=0):
+    """The UMAP figures of ``out_pngs`` ({obsm key: PNG path}), coloured by perturbation,
+    dose and every covariate (and the batch)."""
+    keys = {cfg["perturbation_key"]: "perturbation", cfg["dosage_key"]: "dose"}
+    for key in list(cfg.get("covariate_keys") or []) + ([cfg["batch_key"]] if cfg.get("batch_key") else []):
+        keys[key] = key
+    obs, latents = read_latent_sample(latents_path, list(out_pngs), list(keys), max_cells, seed)
+    obs = obs.rename(columns={cfg["perturbation_key"]: "__perturbation__"})
+    colour_by = {("__perturbation__" if k == cfg["perturbation_key"] else k): v for k, v in keys.items()}
+    for name, path in out_pngs.items():
+        log.info("UMAP of %s: %d cells x %d dimensions", name, *latents[name].shape)
+        xy = embed(latents[name], seed)
+        umap_figure(xy, obs, colour_by, path, LATENT_TITLES.get(name, name), control=cfg["control_group"])
+
+
+def prediction_figure(means_path, out_png, max_panels=36):
+    """Predicted vs observed mean (log-normalised) expression of every gene, one panel per
+    evaluated (condition, dosage, covariates) group, top-20 DEGs highlighted, R^2 in the title."""
+    from .cpa.scores import r_squared
+
+    with np.load(means_path, allow_pickle=False) as data:
+        groups = list(zip(data["condition"], data["dosage"], data["covariates"]))
+        observed, predicted, degs = data["observed"], data["predicted"], data["degs"]
+        unit = str(data["unit"]) if "unit" in data else "log1p(CP10k)"
+    if observed.shape != predicted.shape:
+        raise InputError(f"'{means_path}': observed {observed.shape} and predicted {predicted.shape} "
+                         "differ in shape; rerun cpa_evaluate.")
+    shown = min(len(groups), max_panels)
+    columns = max(1, min(4, shown))
+    rows = max(1, math.ceil(shown / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.2 * rows), squeeze=False,
+                                constrained_layout=True)
+    more = f" (first {shown} of {len(groups)} groups)" if shown < len(groups) else ""
+    figure.suptitle(f"Held-out conditions: predicted vs observed mean expression{more}", fontsize=13,
+                    fontweight="bold")
+    axes = axes.ravel()
+    for k, ax in enumerate(axes[:shown]):
+        condition, dosage, covariates = groups[k]
+        x, y = observed[k], predicted[k]
+        top = degs[k][degs[k] >= 0]
+        ax.scatter(x, y, s=6, color="tab:blue", alpha=0.6, linewidths=0, label="all genes", rasterized=True)
+        ax.scatter(x[top], y[top], s=14, color="tab:red", linewidths=0, label="top-20 DEGs")
+        low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        ax.plot([low, high], [low, high], color="black", lw=0.8, ls="--")
+        ax.set_title(f"{condition} at {dosage}, {covariates}\n"
+                     f"R² all = {r_squared(y, x):.2f}, R² DEGs = {r_squared(y[top], x[top]):.2f}", fontsize=9)
+        ax.set_xlabel(f"observed mean, {unit}")
+        ax.set_ylabel(f"predicted mean, {unit}")
+        ax.grid(alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=7, loc="upper left")
+    if not groups:
+        axes[0].text(0.5, 0.5, "no held-out group was evaluated", ha="center", va="center")
+    for ax in axes[max(shown, 1):]:
+        ax.axis("off")
+    save_png(figure, out_png)
