@@ -20,7 +20,7 @@ import numpy as np
 
 from .connectome import ShardReader
 from .errors import InputError
-from .mapping_numpy import FLOAT64_ABOVE, NumpyMapper  # noqa: F401  (FLOAT64_ABOVE: tests)
+from .mapping_numpy import NumpyMapper
 from .stats import SufficientStats
 
 log = logging.getLogger(__name__)
