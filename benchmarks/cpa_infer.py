@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 
-from measure import peak_rss_mb  # noqa: E402
+from measure import peak_rss_mb, run_in_fresh_process  # noqa: E402
 
 CFG = {"perturbation_key": "condition", "dosage_key": "dose", "control_group": "control",
        "covariate_keys": ["cell_type"], "layer": None}
@@ -168,9 +167,7 @@ def training_throughput(n_cells, n_genes, n_latent, epochs, threads, accelerator
 
 
 def child_run(script_args, env):
-    out = subprocess.run([sys.executable, __file__, *script_args], env=env, check=True, capture_output=True,
-                         text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_in_fresh_process(__file__, script_args, env)
 
 
 def main():

@@ -25,15 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 
-from measure import peak_rss_mb  # noqa: E402
+from measure import peak_rss_mb, run_in_fresh_process  # noqa: E402
 
 
 def make_shard(folder, n_voxels, n_frames, n_subjects, dtype, seed=0, distinct=4):
@@ -188,15 +188,7 @@ def measure_limit(paths, n_lesions, n_frames, n_voxels, threads, device="cpu"):
 
 
 def child(script_args, env):
-    out = subprocess.run([sys.executable, __file__, *script_args], env=env, check=True, capture_output=True,
-                         text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def median(values):
-    values = sorted(values)
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+    return run_in_fresh_process(__file__, script_args, env)
 
 
 def main():

@@ -1,6 +1,9 @@
 """What the benchmark scripts measure in their child processes."""
 
+import json
 import resource
+import subprocess
+import sys
 
 
 def peak_rss_mb():
@@ -11,3 +14,11 @@ def peak_rss_mb():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_in_fresh_process(script, script_args, env):
+    """Run ``script`` with ``script_args`` in a fresh Python process (so its peak RSS is
+    its own) and return the JSON object on the last line it prints."""
+    out = subprocess.run([sys.executable, str(script), *script_args], env=env, check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
