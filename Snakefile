@@ -1,6 +1,14 @@
 # shardmap: sharded, streaming lesion network mapping (and, later, perturbation modelling).
 # Run the embedded demo with `snakemake --cores 2`; see README.md and config/README.md.
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
+from shardmap.config_check import check_config_against
+from shardmap.errors import InputError
 
 min_version("9.0")
 
@@ -12,6 +20,13 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# Every problem at once, named by key (with the nearest valid key for a typo); then
+# Snakemake's validate fills in the schema's defaults.
+try:
+    check_config_against(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"),
+                         workflow.overwrite_configfiles or ["config/config.yaml"])
+except InputError as err:
+    raise WorkflowError(str(err)) from None
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

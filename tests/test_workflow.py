@@ -175,8 +175,8 @@ def test_sheet_errors_stop_before_any_job(tmp_path):
 
 
 @pytest.mark.parametrize("change, fragment", [
-    ({"lesion_batch_size": "many"}, "lesion_batch_size"),
-    ({"lesion_batch_siz": 3}, "lesion_batch_siz"),
+    ({"lesion_batch_size": "many"}, "config key 'lnm.lesion_batch_size' must be of type integer"),
+    ({"lesion_batch_siz": 3}, "unknown config key 'lnm.lesion_batch_siz': did you mean 'lnm.lesion_batch_size'?"),
     ({"connectome": {"subjects": "sheets/subjects.tsv", "mask": "m.nii.gz", "dtype": "float8"}}, "float8"),
 ])
 def test_config_errors(tmp_path, change, fragment):

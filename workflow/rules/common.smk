@@ -2,11 +2,8 @@
 # constraints. Everything here runs in the Snakemake process while the job graph is
 # built, so it only uses the standard library and shardmap's stdlib-only modules.
 import os
-import sys
 
 from snakemake.exceptions import WorkflowError
-
-sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
 
 from shardmap import resources as res
 from shardmap.errors import InputError
