@@ -84,7 +84,7 @@ def finished(tmp_path_factory):
 def test_slurm_profile_requests_memory_and_runtime_for_every_job(finished):
     workdir, config = finished
     requests = dry_run_requests(workdir, "--forceall")
-    rules = {"lnm_mask_info", "lnm_prepare_connectome", "lnm_prepare_lesions", "lnm_map", "lnm_merge",
+    rules = {"lnm_mask_info", "lnm_check_inputs", "cpa_check_inputs", "lnm_prepare_connectome", "lnm_prepare_lesions", "lnm_map", "lnm_merge",
              "lnm_lesion_maps", "lnm_group_maps", "lnm_qc_table",
              "cpa_train", "cpa_infer", "cpa_merge", "cpa_predict", "cpa_evaluate"}
     assert rules <= set(requests), rules - set(requests)
@@ -109,6 +109,9 @@ def test_slurm_profile_requests_memory_and_runtime_for_every_job(finished):
     size_mb = os.path.getsize(workdir / "screen.h5ad") / 2 ** 20  # Snakemake's input.size_mb
     assert {int(j["mem_mb"]) for j in requests["cpa_train"]} == {res.cpa_train_mem_mb(size_mb, config["cpa"])}
     assert int(requests["cpa_train"][0]["mem_mb"]) >= floor + res.TORCH_MB
+    assert {int(j["mem_mb"]) for j in requests["lnm_check_inputs"]} == {res.check_runs_mem_mb(mask)}
+    assert {int(j["mem_mb"]) for j in requests["cpa_check_inputs"]} == {
+        res.cpa_check_mem_mb(config["cpa"], str(workdir / "screen.h5ad"))}
 
 
 @pytest.mark.parametrize("device, gpus", [("cuda", "1"), ("auto", "0"), ("cpu", "0")])

@@ -25,9 +25,32 @@ if _cpa_is_demo():
             "../scripts/cpa_demo_data.py"
 
 
+# The whole file is checked against the config (obs keys, doses, control group, holdout,
+# counterfactual drugs, counts) before training starts; ancient(): a re-check never
+# retrains by itself.
+rule cpa_check_inputs:
+    input:
+        adata=CPA["adata"],
+    output:
+        summary=f"{OUT}/cpa/checked/adata.tsv",
+    params:
+        cfg=CPA,
+    log:
+        f"{CPA_LOGS}/check_inputs.log",
+    conda:
+        "../../envs/cpa.yaml"
+    priority: 10
+    resources:
+        mem_mb=lambda wc, input: res.cpa_check_mem_mb(CPA, input.adata),
+        runtime=lambda wc: res.cpa_check_runtime(cpa_cell_count()),
+    script:
+        "../scripts/cpa_check_inputs.py"
+
+
 rule cpa_train:
     input:
         adata=CPA["adata"],
+        checked=ancient(rules.cpa_check_inputs.output.summary),
     output:
         model=f"{OUT}/cpa/model/model.pt",
         history=f"{OUT}/cpa/model/history.json",

@@ -44,10 +44,36 @@ rule lnm_mask_info:
         "../scripts/lnm_mask_info.py"
 
 
+# Every input is checked before the heavy tasks: run headers here (shape, grid, frames),
+# every lesion by its (light) batch preparation. Shards depend on the check through
+# ancient(), so adding a lesion or a subject re-runs the check but not the finished shards.
+rule lnm_check_inputs:
+    input:
+        mask=LNM["connectome"]["mask"],
+        mask_info=rules.lnm_mask_info.output.info,
+        runs=[run for s in SUBJECTS for run in s.runs],
+        lesion_qc=[f"{OUT}/lnm/lesions/batch-{b}.qc.tsv" for b in BATCHES],
+    output:
+        runs=f"{OUT}/lnm/checked/runs.tsv",
+    params:
+        subjects=[(s.subject_id, list(s.runs)) for s in SUBJECTS],
+    log:
+        f"{LNM_LOGS}/check_inputs.log",
+    conda:
+        "../../envs/lnm.yaml"
+    priority: 10
+    resources:
+        mem_mb=lambda wc, input: res.check_runs_mem_mb(res.read_json(input.mask_info)),
+        runtime=lambda wc, input: res.check_runs_runtime(input.runs),
+    script:
+        "../scripts/lnm_check_inputs.py"
+
+
 rule lnm_prepare_connectome:
     input:
         mask=LNM["connectome"]["mask"],
         mask_info=rules.lnm_mask_info.output.info,
+        checked=ancient(rules.lnm_check_inputs.output.runs),
         runs=runs_of_shard,
     output:
         data=f"{CONNECTOME}/shard-{{shard}}.npy",

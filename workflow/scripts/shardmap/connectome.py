@@ -46,10 +46,11 @@ MIN_FRAMES = 3
 ZERO_VARIANCE_RTOL = 1e-9
 
 
-def load_run(path, subject_id, mask):
-    """Read one 4D run and return its mask voxels as a (V, T) float64 array, centred per voxel."""
+def check_run_header(img, path, subject_id, mask):
+    """Check what a run's header tells (4D, the mask's grid, at least 2 frames); return its
+    frame count. Reading the header is cheap, so every run is checked before any shard is
+    prepared (rule lnm_check_inputs)."""
     what = f"run of subject '{subject_id}'"
-    img = load_image(path, what)
     if len(img.shape) != 4:
         raise InputError(f"{what} '{path}' has shape {img.shape}; a run must be a 4D NIfTI "
                          "(x, y, z, time).")
@@ -64,6 +65,21 @@ def load_run(path, subject_id, mask):
     if n_frames < 2:
         raise InputError(f"{what} '{path}' has {n_frames} frame; a run needs at least 2 time points "
                          "(a single frame is all zeros once centred). Drop it from the sheet.")
+    return n_frames
+
+
+def check_subject_frames(subject, run_frames):
+    total = sum(run_frames)
+    if total < MIN_FRAMES:
+        raise InputError(f"subject '{subject.subject_id}' has {total} time point(s) in "
+                         f"{list(subject.runs)}; at least {MIN_FRAMES} are needed for a correlation.")
+
+
+def load_run(path, subject_id, mask):
+    """Read one 4D run and return its mask voxels as a (V, T) float64 array, centred per voxel."""
+    what = f"run of subject '{subject_id}'"
+    img = load_image(path, what)
+    check_run_header(img, path, subject_id, mask)
     data = read_data(img, path, what)
     # Index by (i, j, k): reshaping nibabel's Fortran-ordered 4D array in C order would
     # copy the whole grid first.
@@ -89,10 +105,8 @@ def load_subject(subject, mask):
     """
     loaded = [load_run(path, subject.subject_id, mask) for path in subject.runs]
     runs = [series for series, _ in loaded]
+    check_subject_frames(subject, [run.shape[1] for run in runs])
     series = runs[0] if len(runs) == 1 else np.concatenate(runs, axis=1)
-    if series.shape[1] < MIN_FRAMES:
-        raise InputError(f"subject '{subject.subject_id}' has {series.shape[1]} time point(s) in "
-                         f"{list(subject.runs)}; at least {MIN_FRAMES} are needed for a correlation.")
     return series, sum(energy for _, energy in loaded), [run.shape[1] for run in runs]
 
 
@@ -385,3 +399,52 @@ def prepare_shard_files(mask_path, subjects, data_path, norms_path, info_path, d
 
     subjects = [s if isinstance(s, Subject) else Subject(s[0], tuple(s[1])) for s in subjects]
     return prepare_shard(subjects, load_mask(mask_path), data_path, norms_path, info_path, dtype)
+
+
+MAX_PROBLEMS_SHOWN = 20
+
+
+def check_run_headers(mask, subjects):
+    """Check the header of every run of ``subjects``; return one row per run.
+
+    Every bad run is collected, so one error lists them all (up to MAX_PROBLEMS_SHOWN).
+    What needs the voxel data (a truncated file, NaN or Inf) is found when the run's
+    shard is prepared.
+    """
+    rows, problems = [], []
+    for subject in subjects:
+        frames = []
+        for path in subject.runs:
+            try:
+                img = load_image(path, f"run of subject '{subject.subject_id}'")
+                frames.append(check_run_header(img, path, subject.subject_id, mask))
+                rows.append({"subject_id": subject.subject_id, "path": str(path),
+                             "shape": "x".join(str(n) for n in img.shape), "frames": frames[-1]})
+            except InputError as err:
+                problems.append(str(err))
+        if len(frames) == len(subject.runs):
+            try:
+                check_subject_frames(subject, frames)
+            except InputError as err:
+                problems.append(str(err))
+    if problems:
+        shown = "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN])
+        more = f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
+        raise InputError(f"{len(problems)} problem(s) in the connectome's runs; nothing was mapped:\n"
+                         f"{shown}{more}")
+    return rows
+
+
+def check_run_headers_files(mask_path, subjects, out_path):
+    """check_run_headers for ``subjects`` (sheets.Subject or (id, runs) pairs); write the
+    rows as a TSV (the run inventory) once every run passed."""
+    from .nifti import load_mask
+    from .sheets import Subject
+
+    subjects = [s if isinstance(s, Subject) else Subject(s[0], tuple(s[1])) for s in subjects]
+    rows = check_run_headers(load_mask(mask_path), subjects)
+    with atomic_open(out_path, "w") as handle:
+        handle.write("subject_id\tpath\tshape\tframes\n")
+        for row in rows:
+            handle.write(f"{row['subject_id']}\t{row['path']}\t{row['shape']}\t{row['frames']}\n")
+    log.info("%d runs of %d subjects checked", len(rows), len(subjects))

@@ -91,6 +91,17 @@ def mask_info_mem_mb(mask_size_mb):
     return _mb(40 * mask_size_mb * 1e6)
 
 
+def check_runs_mem_mb(mask_info):
+    """The mask as a boolean grid, its voxel coordinates, and one run header at a time."""
+    grid = math.prod(mask_info["shape"])
+    return _mb(grid * 9 + mask_info["n_voxels"] * 3 * 8)
+
+
+def check_runs_runtime(run_paths):
+    """A header read per run (a few ms each, also from a slow network filesystem)."""
+    return _minutes(0.05 * len(run_paths))
+
+
 def prepare_shard_mem_mb(mask_info, run_paths, n_subjects):
     """One run's whole 4D array (float64 after scaling) plus the subject's (V, T) float64
     copies (centred, unit, stored) and the shard's norms."""
@@ -162,6 +173,7 @@ CPA_INFER_CELLS_PER_S = 5000
 
 # PyTorch, Lightning and scvi-tools loaded, on top of BASE_MB.
 TORCH_MB = 700
+ANNDATA_MB = 200  # anndata, pandas and h5py, for the tasks that never load the model
 
 
 def cpa_train_mem_mb(adata_size_mb, cfg):
@@ -186,6 +198,24 @@ def cpa_shard_mem_mb(cfg, adata_path, with_output=False, copies=1):
     latents = rows * cfg["model"]["n_latent"] * 4 * 3
     output = rows * n_genes * 4 if with_output else 0
     return _mb(copies * (3 * stored + dense_batch + latents + output)) + TORCH_MB
+
+
+def cpa_check_mem_mb(cfg, adata_path, rows_per_chunk=20_000):
+    """The configured obs columns of every cell (about 100 bytes per value as strings)
+    and one chunk of rows of the matrix, as read and as the checks' boolean copies."""
+    import os
+
+    n_cells, n_genes = _h5ad_shape(adata_path)
+    n_keys = 2 + len(cfg.get("covariate_keys") or []) + sum(
+        1 for k in ("batch_key", "smiles_key", "split_key") if cfg.get(k))
+    rows = min(rows_per_chunk, max(n_cells, 1))
+    chunk = os.path.getsize(adata_path) * rows / max(n_cells, 1)
+    return _mb(n_cells * 100 * (n_keys + 1) + 4 * chunk) + ANNDATA_MB
+
+
+def cpa_check_runtime(n_cells):
+    """The matrix read once, in chunks (at least 50k cells per second from disk)."""
+    return _minutes(n_cells / 50_000)
 
 
 def cpa_infer_runtime(cfg, n_cells=None):

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import torch
-from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
@@ -21,42 +20,12 @@ from .module import BATCH_KEY, COVARIATES_KEY, DOSERS, RECON_LOSSES, CPAModule
 from .perturbations import REGISTRY_KEY as PERTURBATION_KEY
 from .perturbations import PerturbationField, encode_override
 from .training import CPATrainingPlan
+from .values import check_values
 
 log = logging.getLogger(__name__)
 LATENT_KEYS = ("z_basal", "z", "z_corrected")
-COUNT_CHECK_ROWS = 20_000
 # Inference logs "batches i/N" at most this often (seconds), and always after the last batch.
 PROGRESS_EVERY_S = 30.0
-
-
-def check_values(matrix, count_data, where="X", obs_names=None, rows_per_chunk=COUNT_CHECK_ROWS):
-    """Raise InputError naming the first bad cell unless ``matrix`` is finite and, for a
-    count likelihood, holds non-negative integers (checked in chunks of rows; sparse
-    chunks are checked on their stored values only)."""
-    fix_counts = ("a count likelihood (nb, zinb) needs raw counts: point `layer` at the counts, or "
-                  "use recon_loss: gauss for log-normalised data")
-    for start in range(0, matrix.shape[0], rows_per_chunk):
-        block = matrix[start:start + rows_per_chunk]
-        if sparse.issparse(block):
-            block = block.tocoo()
-            values, rows, columns = block.data, block.row, block.col
-        else:
-            block = np.asarray(block)
-            values = block
-        problems = [("NaN or Inf", ~np.isfinite(values), "remove or fix those cells")]
-        if count_data:
-            problems += [("negative values", values < 0, fix_counts),
-                         ("non-integer values", np.isfinite(values) & (values != np.round(values)), fix_counts)]
-        for what, bad, fix in problems:
-            if bad.any():
-                if sparse.issparse(matrix):
-                    first = int(np.flatnonzero(bad)[0])
-                    row, column = rows[first], columns[first]
-                else:
-                    row, column = np.argwhere(bad)[0]
-                cell = obs_names[start + row] if obs_names is not None else start + row
-                raise InputError(f"{where} holds {what} (first at cell '{cell}', gene column {column}); "
-                                 f"{fix}.")
 
 
 def morgan_fingerprints(smiles_by_drug, drugs, n_bits=1024, radius=2):

@@ -1,0 +1,241 @@
+"""Killed tasks, a killed Snakemake and deleted partial results: rerunning the same
+command gives the outputs of an uninterrupted run, bit for bit.
+
+Each arm's project is run once up to the heavy tasks (connectome and lesions prepared;
+the CPA model trained) and copied, Snakemake's metadata included: one copy runs on
+uninterrupted (the reference), the others are disturbed and rerun. The points at which
+tasks are killed are drawn from seeded generators; a point that falls after every
+target task has finished is a miss, and each test asserts that it hit a running task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from shardmap.cpa.simulate import simulate_screen
+from synthetic import make_dataset
+from test_workflow import REPO, SNAKEMAKE, write_project
+
+pytestmark = pytest.mark.workflow
+
+COMMAND = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--cores", "2", "--configfile", "my.yaml"]
+# --configfile takes several values, so targets and options go before it
+PREFIX, SUFFIX = COMMAND[:-2], COMMAND[-2:]
+TEMPORARY_MARK = ".tmp-"
+
+
+def run(workdir, *args):
+    return subprocess.run(PREFIX + list(args) + SUFFIX, cwd=workdir, capture_output=True, text=True, timeout=300)
+
+
+def copy_project(source, dest):
+    shutil.copytree(source, dest, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    return dest
+
+
+def tasks_running(workdir, script):
+    """PIDs of Snakemake script jobs of ``script`` (e.g. 'lnm_map.py') running in ``workdir``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd == str(workdir) and any(part.endswith(f".{script}".encode()) for part in cmdline):
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def run_and_kill(workdir, script, delay_s, whole_run=False, wait_for=None, timeout_s=120):
+    """Start the command; once a ``script`` task runs (and ``wait_for()`` is true), wait
+    ``delay_s`` and SIGKILL a running ``script`` task, or Snakemake and all its tasks
+    (``whole_run``). Returns (hit, returncode): whether a running task was killed."""
+    log = open(workdir / "killed-run.log", "a")
+    process = subprocess.Popen(COMMAND, cwd=workdir, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    hit = False
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if tasks_running(workdir, script) and (wait_for is None or wait_for()):
+                time.sleep(delay_s)
+                victims = [p for p in tasks_running(workdir, script) if alive(p)]
+                if victims:
+                    hit = True
+                    if whole_run:
+                        os.killpg(process.pid, signal.SIGKILL)
+                    else:
+                        os.kill(victims[0], signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        returncode = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        if whole_run:  # tasks orphaned by the killed Snakemake belong to its session too
+            for pid in tasks_running(workdir, script):
+                os.kill(pid, signal.SIGKILL)
+        log.close()
+    return hit, returncode
+
+
+def assert_every_file_is_whole(out):
+    """Every file under its final name opens completely (temporaries may lie around)."""
+    for path in out.rglob("*"):
+        if not path.is_file() or TEMPORARY_MARK in path.name or "logs" in path.parts:
+            continue
+        name = path.name
+        if name.endswith(".npy"):
+            np.load(path, mmap_mode="r")[...].sum()
+        elif name.endswith(".npz"):
+            with np.load(path) as data:
+                [data[key] for key in data.files]
+        elif name.endswith(".json"):
+            json.loads(path.read_text())
+        elif name.endswith(".nii.gz"):
+            np.asarray(nib.load(str(path)).dataobj).sum()
+        elif name.endswith(".h5ad"):
+            with h5py.File(path, "r") as handle:
+                handle.visit(lambda key: None)
+
+
+def result_files(out):
+    """{relative path: bytes} of every output except logs (they hold times and PIDs)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and "logs" not in p.relative_to(out).parts}
+
+
+def assert_same_results(disturbed, reference):
+    got, want = result_files(disturbed / "out"), result_files(reference / "out")
+    leftovers = [name for name in got if TEMPORARY_MARK in name]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+    assert sorted(got) == sorted(want)
+    differ = [name for name in want if got[name] != want[name]]
+    assert not differ, f"not bit-identical to the uninterrupted run: {differ}"
+
+
+# --- lesion network mapping ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lnm_projects(tmp_path_factory):
+    """(prepared project, reference project): the first stops before mapping."""
+    base = tmp_path_factory.mktemp("lnm-base")
+    dataset = make_dataset(base / "data", np.random.default_rng(21))
+    write_project(base, dataset)
+    # 5 subjects in shards of 2, 4 lesions in batches of 3 (write_project)
+    prepared = run(base, *[f"out/lnm/connectome/shard-{i:04d}.npy" for i in range(3)],
+                   *[f"out/lnm/lesions/batch-{i:04d}.npz" for i in range(2)])
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    assert not (base / "out" / "lnm" / "partial").exists()
+    reference = copy_project(base, tmp_path_factory.mktemp("lnm-reference") / "p")
+    finished = run(reference)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return base, reference
+
+
+def partial_files(workdir):
+    return sorted((workdir / "out" / "lnm" / "partial").glob("batch-*/shard-*.npy"))
+
+
+def test_killed_mapping_tasks_and_snakemake_rerun_to_identical_maps(lnm_projects, tmp_path):
+    base, reference = lnm_projects
+    project = copy_project(base, tmp_path / "p")
+    rng = np.random.default_rng(5)
+    hits = 0
+    # two mapping tasks killed at random points, then Snakemake with all its tasks
+    for whole_run in (False, False, True):
+        hit, returncode = run_and_kill(project, "lnm_map.py", float(rng.uniform(0.0, 1.5)), whole_run)
+        hits += hit
+        if hit:
+            assert returncode != 0
+        assert_every_file_is_whole(project / "out")
+        if whole_run:  # a killed Snakemake leaves its lock; Snakemake cannot tell it is stale
+            assert run(project, "--unlock").returncode == 0
+    assert hits >= 2, "the kill points missed the mapping tasks"
+    rerun = run(project)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_same_results(project, reference)
+
+
+def test_deleted_partial_sum_is_recomputed_to_identical_maps(lnm_projects, tmp_path):
+    base, reference = lnm_projects
+    project = copy_project(base, tmp_path / "p")
+    rng = np.random.default_rng(6)
+    hit, _ = run_and_kill(project, "lnm_map.py", float(rng.uniform(0.0, 0.5)),
+                          wait_for=lambda: len(partial_files(project)) >= 2)
+    assert hit
+    # Snakemake removed the killed task's outputs even if it had written them
+    done = partial_files(project)
+    assert done, "no partial sum was finished before the kill"
+    victim = done[int(rng.integers(len(done)))]
+    victim.unlink()
+    rerun = run(project)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"lnm/partial/{victim.parent.name}/{victim.name}" in rerun.stdout + rerun.stderr
+    assert_same_results(project, reference)
+
+
+# --- CPA inference ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cpa_projects(tmp_path_factory):
+    """(trained project, reference project): the first stops once the model is trained."""
+    base = tmp_path_factory.mktemp("cpa-base")
+    adata = simulate_screen(n_cells=600, n_genes=30, seed=3)
+    del adata.uns["truth"]
+    adata.write_h5ad(base / "screen.h5ad")
+    config = {"outdir": "out", "report": False, "lnm": {"enabled": False},
+              "cpa": {"enabled": True, "adata": "screen.h5ad", "covariate_keys": ["cell_type"],
+                      "holdout": ["drug00+drug01"], "model": {"n_latent": 4, "n_hidden": 16},
+                      "train": {"max_epochs": 2, "batch_size": 128, "accelerator": "cpu"},
+                      "shard_size": 300, "threads": 1, "counterfactuals": []}}
+    (base / "my.yaml").write_text(yaml.safe_dump(config))
+    trained = run(base, "out/cpa/model/model.pt")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    reference = copy_project(base, tmp_path_factory.mktemp("cpa-reference") / "p")
+    finished = run(reference)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return base, reference
+
+
+def test_killed_inference_tasks_rerun_to_identical_latents(cpa_projects, tmp_path):
+    base, reference = cpa_projects
+    project = copy_project(base, tmp_path / "p")
+    rng = np.random.default_rng(7)
+    hits = 0
+    for whole_run in (False, True):
+        # an inference task spends its first seconds importing scvi-tools, then infers
+        hit, returncode = run_and_kill(project, "cpa_infer.py", float(rng.uniform(0.0, 6.0)), whole_run)
+        hits += hit
+        if hit:
+            assert returncode != 0
+        assert_every_file_is_whole(project / "out")
+        if whole_run:
+            assert run(project, "--unlock").returncode == 0
+    assert hits >= 1, "the kill points missed the inference tasks"
+    rerun = run(project)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert (project / "out" / "cpa" / "latents.h5ad").exists()
+    assert_same_results(project, reference)

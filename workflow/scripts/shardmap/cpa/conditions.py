@@ -1,0 +1,72 @@
+"""The condition and dosage strings of a perturbation screen, parsed.
+
+A cell's condition is a string of drugs joined by ``+`` ("drugA+drugB"), its dosage a
+string of as many numbers ("0.1+1.0"); the i-th dose belongs to the i-th drug; the
+control group has no drug. Only NumPy and pandas are needed, so the workflow's input
+check and merge tasks parse conditions without loading torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..errors import InputError
+
+SEPARATOR = "+"
+
+
+def parse_condition(condition, dosage, control_group, where=""):
+    """Parse one condition and dosage string into a sorted tuple of (drug, dose) pairs.
+
+    The control group gives (). Doses must be finite and >= 0, there must be as many
+    doses as drugs, and a drug may appear once per cell.
+    """
+    condition = str(condition).strip()
+    if condition == control_group:
+        return ()
+    drugs = [d.strip() for d in condition.split(SEPARATOR)]
+    doses = [d.strip() for d in str(dosage).split(SEPARATOR)]
+    if any(not d for d in drugs):
+        raise InputError(f"{where}condition '{condition}' has an empty drug name; join drugs with a "
+                         f"single '{SEPARATOR}'.")
+    if len(doses) != len(drugs):
+        raise InputError(f"{where}condition '{condition}' has {len(drugs)} drug(s) but dosage "
+                         f"'{dosage}' has {len(doses)} part(s); give one dose per drug, joined by "
+                         f"'{SEPARATOR}' in the same order.")
+    values = []
+    for drug, dose in zip(drugs, doses):
+        try:
+            value = float(dose)
+        except ValueError:
+            raise InputError(f"{where}dosage '{dosage}' of condition '{condition}': '{dose}' is not "
+                             "a number.") from None
+        if not math.isfinite(value) or value < 0:
+            raise InputError(f"{where}dosage '{dosage}' of condition '{condition}': dose {value} "
+                             "must be finite and >= 0.")
+        values.append(value)
+    if len(set(drugs)) != len(drugs):
+        raise InputError(f"{where}condition '{condition}' names a drug twice.")
+    return tuple(sorted(zip(drugs, values)))
+
+
+def condition_class(pairs, control_group):
+    """The adversary's class of a cell: its set of drugs, whatever the doses."""
+    return SEPARATOR.join(drug for drug, _ in pairs) if pairs else control_group
+
+
+def parse_obs(obs, perturbation_key, dosage_key, control_group):
+    """Parse every distinct (condition, dosage) of ``obs`` once; returns
+    (unique pairs list, per-cell index into it)."""
+    for key in (perturbation_key, dosage_key):
+        if key not in obs:
+            raise InputError(f"obs has no column '{key}'; available columns: {list(obs.columns)}. "
+                             "Set perturbation_key / dosage_key to existing columns.")
+    conditions = obs[perturbation_key].astype(str).to_numpy()
+    dosages = obs[dosage_key].astype(str).to_numpy()
+    keys = pd.MultiIndex.from_arrays([conditions, dosages])
+    codes, uniques = pd.factorize(keys)
+    parsed = [parse_condition(c, d, control_group, where=f"obs['{perturbation_key}']: ")
+              for c, d in uniques]
+    return parsed, codes
