@@ -1,0 +1,225 @@
+"""The up-front checks (rules lnm_check_inputs and cpa_check_inputs): every problem they
+can see without the heavy tasks is reported before those start, naming the file, id or
+key, and nothing heavy has run when the workflow stops."""
+
+import os
+import subprocess
+
+import anndata as ad
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import sparse
+
+from shardmap.connectome import check_run_headers_files
+from shardmap.cpa import tasks
+from shardmap.cpa.simulate import simulate_screen
+from shardmap.errors import InputError
+from synthetic import MASK_AFFINE, MASK_SHAPE, make_dataset, make_mask, save
+from test_workflow import REPO, SNAKEMAKE, write_project
+
+
+def run_img(n_frames, rng, affine=MASK_AFFINE, shape=MASK_SHAPE):
+    return nib.Nifti1Image(rng.standard_normal(shape + (n_frames,)).astype(np.float32), affine)
+
+
+# --- runs of the connectome ------------------------------------------------------------
+
+@pytest.fixture
+def mask(tmp_path):
+    return save(make_mask(), tmp_path / "mask.nii.gz")
+
+
+def test_run_headers_are_listed_when_all_are_good(tmp_path, mask):
+    good = save(run_img(10, np.random.default_rng(0)), tmp_path / "good.nii.gz")
+    other = save(run_img(4, np.random.default_rng(1)), tmp_path / "other.nii.gz")
+    check_run_headers_files(mask, [("s1", [good]), ("s2", [good, other])], tmp_path / "runs.tsv")
+    rows = (tmp_path / "runs.tsv").read_text().splitlines()
+    assert rows[0] == "subject_id\tpath\tshape\tframes"
+    assert rows[3].split("\t")[0] == "s2" and rows[3].split("\t")[3] == "4"
+
+
+def test_every_bad_run_is_reported_at_once(tmp_path, mask):
+    rng = np.random.default_rng(2)
+    good = save(run_img(10, rng), tmp_path / "good.nii.gz")
+    ras = MASK_AFFINE.copy()
+    ras[0, 0] = 4.0
+    mirrored = save(run_img(10, rng, affine=ras), tmp_path / "mirrored.nii.gz")
+    flat = save(nib.Nifti1Image(np.ones(MASK_SHAPE, np.float32), MASK_AFFINE), tmp_path / "flat.nii.gz")
+    one_frame = save(run_img(1, rng), tmp_path / "one-frame.nii.gz")
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(b"not an image")
+    short = save(run_img(2, rng), tmp_path / "short.nii.gz")
+    subjects = [("s1", [good]), ("s2", [mirrored]), ("s3", [flat]), ("s4", [one_frame]),
+                ("s5", [str(junk)]), ("s6", [str(tmp_path / "missing.nii.gz")]), ("s7", [short])]
+    with pytest.raises(InputError) as info:
+        check_run_headers_files(mask, subjects, tmp_path / "runs.tsv")
+    text = str(info.value)
+    assert text.startswith("6 problem(s) in the connectome's runs; nothing was mapped")
+    for fragment in ("subject 's2' '" + str(mirrored) + "' is not on the brain mask's grid",
+                     "subject 's3' '" + str(flat) + "' has shape " + str(MASK_SHAPE) + "; a run must be a 4D NIfTI",
+                     "subject 's4' '" + str(one_frame) + "' has 1 frame",
+                     "junk.nii.gz' is not a readable NIfTI image",
+                     "missing.nii.gz' does not exist",
+                     "subject 's7' has 2 time point(s)"):
+        assert fragment in text, fragment
+    assert not (tmp_path / "runs.tsv").exists()
+
+
+# --- the perturbation screen -----------------------------------------------------------
+
+CFG = {"perturbation_key": "condition", "dosage_key": "dose", "control_group": "control",
+       "covariate_keys": ["cell_type"], "layer": None, "split_key": None, "holdout": ["drug00+drug01"],
+       "model": {"recon_loss": "nb"}, "train": {"seed": 0},
+       "counterfactuals": [{"perturbation": "drug01+drug00", "dosage": "1+1"}]}
+
+
+@pytest.fixture(scope="module")
+def screen():
+    adata = simulate_screen(n_cells=300, n_genes=20, seed=5)
+    del adata.uns["truth"]
+    return adata
+
+
+def check(tmp_path, adata, cfg=None, rows_per_chunk=100):
+    path = tmp_path / "screen.h5ad"
+    adata.write_h5ad(path)
+    out = tmp_path / "adata.tsv"
+    try:
+        return tasks.check_inputs(path, {**CFG, **(cfg or {})}, out, rows_per_chunk=rows_per_chunk)
+    except InputError:
+        assert not out.exists()
+        raise
+
+
+def with_obs(adata, column, values):
+    adata = adata.copy()
+    adata.obs[column] = pd.Categorical(values)
+    return adata
+
+
+def test_a_good_screen_passes_with_a_summary(tmp_path, screen):
+    summary = check(tmp_path, screen)
+    assert summary["cells"] == 300 and summary["genes"] == 20 and summary["test_cells"] > 0
+    assert (tmp_path / "adata.tsv").read_text().startswith("cells\t300\n")
+
+
+def test_dense_storage_passes_too(tmp_path, screen):
+    dense = screen.copy()
+    dense.X = dense.X.toarray()
+    assert check(tmp_path, dense)["cells"] == 300
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"covariate_keys": ["tissue"]}, "obs has no column 'tissue'"),
+    ({"perturbation_key": "drug"}, "obs has no column 'drug'"),
+    ({"control_group": "DMSO"}, "no cell of obs['condition'] is the control group 'DMSO'"),
+    ({"holdout": ["drug00+drug99"]}, "cpa.holdout names ['drug00+drug99'], which no cell has"),
+    ({"counterfactuals": [{"perturbation": "drug77", "dosage": "1"}]},
+     "cpa.counterfactuals[0] names ['drug77'], which no cell of cpa.adata was treated with"),
+    ({"counterfactuals": [{"perturbation": "drug00+drug01", "dosage": "1"}]},
+     "cpa.counterfactuals[0]: condition 'drug00+drug01' has 2 drug(s) but dosage '1' has 1 part(s)"),
+    ({"split_key": "cell_type"}, "split labels must be one of"),
+])
+def test_config_that_does_not_fit_the_screen(tmp_path, screen, change, fragment):
+    with pytest.raises(InputError) as info:
+        check(tmp_path, screen, change)
+    assert fragment in str(info.value)
+
+
+def test_dose_with_the_wrong_number_of_parts(tmp_path, screen):
+    doses = screen.obs["dose"].astype(str).to_numpy().copy()
+    combo = np.flatnonzero(screen.obs["condition"].astype(str).str.contains(r"\+"))[0]
+    doses[combo] = "1"
+    with pytest.raises(InputError, match=r"has 2 drug\(s\) but dosage '1' has 1 part"):
+        check(tmp_path, with_obs(screen, "dose", doses))
+
+
+def test_every_cell_in_the_control_group(tmp_path, screen):
+    control = with_obs(screen, "condition", ["control"] * screen.n_obs)
+    with pytest.raises(InputError, match="every cell is in the control group 'control'"):
+        check(tmp_path, control, {"holdout": [], "counterfactuals": []})
+
+
+def test_missing_values_in_a_configured_obs_column(tmp_path, screen):
+    data = screen.copy()
+    data.obs["cell_type"] = data.obs["cell_type"].astype(object)
+    data.obs.iloc[7, data.obs.columns.get_loc("cell_type")] = None
+    with pytest.raises(InputError, match=r"obs\['cell_type'\] has missing values in 1 cells"):
+        check(tmp_path, data)
+
+
+@pytest.mark.parametrize("value, fragment", [(0.5, "non-integer values"), (-2.0, "negative values"),
+                                             (np.inf, "NaN or Inf")])
+def test_counts_that_are_not_counts_are_found_in_any_chunk(tmp_path, screen, value, fragment):
+    data = screen.copy()
+    matrix = data.X.toarray()
+    matrix[250, 3] = value  # in the third chunk of 100 rows
+    data.X = sparse.csr_matrix(matrix)
+    with pytest.raises(InputError) as info:
+        check(tmp_path, data)
+    assert f"holds {fragment} (first at cell '{data.obs_names[250]}', gene column 3)" in str(info.value)
+
+
+def test_a_gaussian_likelihood_accepts_log_normalised_values(tmp_path, screen):
+    data = screen.copy()
+    data.X = sparse.csr_matrix(np.log1p(data.X.toarray()))
+    assert check(tmp_path, data, {"model": {"recon_loss": "gauss"}})["cells"] == 300
+
+
+def test_empty_and_unreadable_files(tmp_path, screen):
+    with pytest.raises(InputError, match="has no cells"):
+        check(tmp_path, screen[:0].copy())
+    junk = tmp_path / "junk.h5ad"
+    junk.write_bytes(b"not hdf5")
+    with pytest.raises(InputError, match="junk.h5ad' is not a readable .h5ad"):
+        tasks.check_inputs(junk, CFG, tmp_path / "out.tsv")
+    with pytest.raises(InputError, match="none.h5ad' does not exist"):
+        tasks.check_inputs(tmp_path / "none.h5ad", CFG, tmp_path / "out.tsv")
+
+
+def test_csc_storage_names_the_conversion(tmp_path, screen):
+    data = screen.copy()
+    data.X = sparse.csc_matrix(data.X)
+    with pytest.raises(InputError, match=r"stored as csc_matrix.*tocsr\(\)"):
+        check(tmp_path, data)
+
+
+# --- through the workflow: nothing heavy starts ----------------------------------------
+
+def snakemake(workdir):
+    return subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--cores", "2", "--configfile", "my.yaml"],
+                          cwd=workdir, capture_output=True, text=True, timeout=300)
+
+
+def test_a_bad_run_stops_the_workflow_before_any_shard_is_prepared(tmp_path):
+    dataset = make_dataset(tmp_path / "data", np.random.default_rng(31))
+    ras = MASK_AFFINE.copy()
+    ras[0, 0] = 4.0
+    bad = save(run_img(12, np.random.default_rng(3), affine=ras), tmp_path / "data" / "s6_run-1.nii.gz")
+    dataset["subjects"].append(("s6", [bad]))
+    write_project(tmp_path, dataset)
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    assert "run of subject 's6'" in result.stderr and "s6_run-1.nii.gz' is not on the brain mask's grid" in (
+        result.stderr)
+    out = tmp_path / "out" / "lnm"
+    assert not list(out.glob("connectome/shard-*")), "a connectome shard was prepared"
+    assert not (tmp_path / "out" / "logs" / "lnm" / "prepare_connectome").exists()
+    assert not (out / "checked" / "runs.tsv").exists()
+
+
+def test_a_bad_screen_stops_the_workflow_before_training(tmp_path, screen):
+    screen.write_h5ad(tmp_path / "screen.h5ad")
+    config = {"outdir": "out", "report": False, "lnm": {"enabled": False},
+              "cpa": {"enabled": True, "adata": "screen.h5ad", "covariate_keys": ["cell_type"],
+                      "counterfactuals": [{"perturbation": "drug77", "dosage": "1"}]}}
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    assert "cpa.counterfactuals[0] names ['drug77']" in result.stderr
+    assert not (tmp_path / "out" / "logs" / "cpa" / "train.log").exists()
+    assert not (tmp_path / "out" / "cpa" / "model").exists()
+    assert os.listdir(tmp_path / "out" / "logs" / "cpa") == ["check_inputs.log"]
