@@ -6,10 +6,14 @@ import os
 from snakemake.exceptions import WorkflowError
 
 from shardmap import resources as res
-from shardmap.errors import InputError
+from shardmap.errors import InputError, check_writable_folder
 from shardmap.sheets import chunk_name, chunks, read_lesions, read_subjects
 
 OUT = config["outdir"]
+try:
+    check_writable_folder(OUT)
+except InputError as err:
+    raise WorkflowError(str(err)) from None
 LNM = config["lnm"]
 
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"

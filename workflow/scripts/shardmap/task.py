@@ -29,6 +29,15 @@ def snakemake_task(smk):
     log.info("rule %s, wildcards %s, threads %s", smk.rule, dict(smk.wildcards.items()), smk.threads)
     try:
         yield log
+    except OSError as err:
+        from .errors import OutputError, describe_write_error
+
+        message = describe_write_error(err)
+        if message is None:
+            log.error("%s: %s", type(err).__name__, err)
+            raise
+        log.error("%s", message)
+        raise OutputError(message) from err
     except Exception as err:
         log.error("%s: %s", type(err).__name__, err)
         raise
