@@ -190,22 +190,30 @@ def train_model(adata_path, cfg, model_dir, splits_path, accelerator="auto"):
                 prefetch_factor=int(train_cfg.get("prefetch_factor", 2)),
                 persistent_workers=bool(train_cfg.get("persistent_workers", False)),
                 plan_kwargs=train_cfg.get("plan"))
-    save_model_atomically(model, model_dir)
+    history = {k: v.iloc[:, 0].astype(float).tolist() for k, v in model.history.items()}
+    # The model folder appears with model.pt and history.json together, or not at all.
+    save_model_atomically(model, model_dir, {"history.json": json.dumps(history)})
     with atomic_open(splits_path, "w") as handle:
         pd.DataFrame({"split": splits}, index=adata.obs_names).to_csv(handle, sep="\t", index_label="cell")
-    history = {k: v.iloc[:, 0].astype(float).tolist() for k, v in model.history.items()}
-    with atomic_open(Path(model_dir) / "history.json", "w") as handle:
-        json.dump(history, handle)
     return model
 
 
-def save_model_atomically(model, model_dir):
-    """Save into a temporary folder beside ``model_dir`` and rename it into place."""
+def save_model_atomically(model, model_dir, extra_files=None):
+    """Save into a temporary folder beside ``model_dir`` (with ``extra_files``, {name:
+    text}) and rename it into place."""
     model_dir = Path(model_dir)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
+    prefix = f".{model_dir.name}.tmp-"
+    for stale in model_dir.parent.glob(prefix + "*"):  # left by a killed task
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=model_dir.parent))
     try:
         model.save(str(tmp), overwrite=True, save_anndata=False)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        for path in tmp.iterdir():
+            with open(path, "rb+") as handle:
+                os.fsync(handle.fileno())
         if model_dir.exists():
             shutil.rmtree(model_dir)
         os.replace(tmp, model_dir)
