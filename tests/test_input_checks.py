@@ -4,6 +4,7 @@ key, and nothing heavy has run when the workflow stops."""
 
 import os
 import subprocess
+from pathlib import Path
 
 import anndata as ad
 import nibabel as nib
@@ -223,3 +224,57 @@ def test_a_bad_screen_stops_the_workflow_before_training(tmp_path, screen):
     assert not (tmp_path / "out" / "logs" / "cpa" / "train.log").exists()
     assert not (tmp_path / "out" / "cpa" / "model").exists()
     assert os.listdir(tmp_path / "out" / "logs" / "cpa") == ["check_inputs.log"]
+
+
+# --- damaged intermediate files (deleted or truncated by hand, or a full disk elsewhere) --
+
+def test_truncated_or_empty_prepared_shard(tmp_path, mask):
+    from shardmap.connectome import ShardReader, prepare_shard_files, shard_paths
+
+    run = save(run_img(10, np.random.default_rng(5)), tmp_path / "run.nii.gz")
+    paths = shard_paths(tmp_path / "shard-0000")
+    prepare_shard_files(mask, [("s1", [run]), ("s2", [run])], paths["data"], paths["norms"], paths["info"])
+    data = Path(paths["data"]).read_bytes()
+    Path(paths["data"]).write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="shard-0000.npy' is truncated; delete the prepared connectome"):
+        ShardReader(paths)
+    Path(paths["data"]).write_bytes(b"")
+    with pytest.raises(InputError, match="shard-0000.npy' is empty or damaged"):
+        ShardReader(paths)
+
+
+def test_missing_or_empty_cpa_shard_at_merge(tmp_path, screen):
+    path = tmp_path / "screen.h5ad"
+    screen.write_h5ad(path)
+    shards = []
+    for k, (start, stop) in enumerate([(0, 100), (100, 200), (200, 300)]):
+        shards.append(tmp_path / f"shard-{k}.npz")
+        np.savez(shards[-1], start=start, stop=stop, z_basal=np.zeros((stop - start, 2), np.float32),
+                 z=np.zeros((stop - start, 2), np.float32), z_corrected=np.zeros((stop - start, 2), np.float32))
+    with pytest.raises(InputError, match="shard-2.npz' starts at row 200, expected 100"):
+        tasks.merge_latents(path, [shards[0], shards[2]], tmp_path / "latents.h5ad")
+    with pytest.raises(InputError, match="the shards cover rows 0-200 of 300; rerun the missing shards"):
+        tasks.merge_latents(path, shards[:2], tmp_path / "latents.h5ad")
+    shards[1].write_bytes(b"")
+    with pytest.raises(InputError, match="shard-1.npz' is empty or damaged"):
+        tasks.merge_latents(path, shards, tmp_path / "latents.h5ad")
+    assert not (tmp_path / "latents.h5ad").exists()
+
+
+@pytest.mark.parametrize("counterfactuals, fragment", [
+    ([{"perturbation": "drug04"}], "cpa.counterfactuals[0] ('drug04') has no dosage"),
+    ([{"perturbation": "drug04", "dosage": "1"}, {"perturbation": "drug05", "dosage": "1", "name": "drug04_at_1"}],
+     "cpa.counterfactuals has two entries named 'drug04_at_1'"),
+])
+def test_counterfactual_entries_are_checked_when_the_job_graph_is_built(tmp_path, screen, counterfactuals,
+                                                                      fragment):
+    screen.write_h5ad(tmp_path / "screen.h5ad")
+    config = {"outdir": "out", "report": False, "lnm": {"enabled": False},
+              "cpa": {"enabled": True, "adata": "screen.h5ad", "covariate_keys": ["cell_type"],
+                      "counterfactuals": counterfactuals}}
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "-n", "--configfile", "my.yaml"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert fragment in result.stdout + result.stderr
+    assert not (tmp_path / "out").exists()

@@ -223,10 +223,15 @@ class NpyRowReader:
     def __init__(self, path, expected_shape):
         self.path = str(path)
         self._file = open(path, "rb")
-        version = np.lib.format.read_magic(self._file)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, fortran, dtype = read_header(self._file)
+        try:
+            version = np.lib.format.read_magic(self._file)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(self._file)
+        except (ValueError, EOFError, SyntaxError) as err:
+            self._file.close()
+            raise InputError(f"prepared file '{path}' is empty or damaged ({err}); delete the prepared "
+                             "connectome and rerun to prepare it again.") from None
         if fortran or tuple(shape) != tuple(expected_shape):
             self._file.close()
             raise InputError(f"prepared file '{path}' has shape {shape}, expected {tuple(expected_shape)}; "

@@ -238,6 +238,15 @@ def infer_shard(model_dir, adata_path, cfg, start, stop, out_path, batch_size=40
     log.info("rows %d-%d: latents %s", start, stop, {k: v.shape for k, v in latents.items()})
 
 
+def open_shard(path):
+    """np.load of a shard file written by infer_shard, or InputError if it is damaged."""
+    try:
+        return np.load(path)
+    except (OSError, ValueError, EOFError) as err:
+        raise InputError(f"shard file '{path}' is empty or damaged ({err}); delete it and rerun to "
+                         "infer the shard again.") from None
+
+
 def merge_latents(adata_path, shard_paths, out_path):
     """Write latents.h5ad: the input's obs (copied on disk) and the three latent matrices,
     preallocated and filled shard by shard; no X."""
@@ -250,7 +259,7 @@ def merge_latents(adata_path, shard_paths, out_path):
             datasets = {}
             filled = 0
             for path in shard_paths:
-                with np.load(path) as shard:
+                with open_shard(path) as shard:
                     start, stop = int(shard["start"]), int(shard["stop"])
                     if start != filled:
                         raise InputError(f"shard '{path}' starts at row {start}, expected {filled}; "
