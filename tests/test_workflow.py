@@ -2,7 +2,6 @@
 
 import csv
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ def snakemake(workdir, *args, configfile="my.yaml"):
 
 def write_project(workdir, dataset, report=False, **lnm):
     """Sheets and config with paths relative to ``workdir``. The report's figures are off
-    unless asked for (they are tested on the demo, test_demo_runs_end_to_end)."""
+    unless asked for (they are tested on the demo, tests/test_demo.py)."""
     rel = lambda p: os.path.relpath(p, workdir)  # noqa: E731
     write_sheet(workdir / "sheets" / "lesions.tsv", ["lesion_id", "path", "group"],
                 [(i, rel(p), g) for i, p, g in dataset["lesions"]])
@@ -196,59 +195,3 @@ def test_default_config_dry_run_and_lint():
     lint = subprocess.run(SNAKEMAKE + ["--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
-
-
-def test_demo_runs_end_to_end(tmp_path):
-    """The default config (the embedded demo) runs in a copy of the repository."""
-    copy = tmp_path / "repo"
-    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".venv", ".git", "results", "resources",
-                                                              ".snakemake", "__pycache__"))
-    result = subprocess.run(SNAKEMAKE + ["--cores", "2"], cwd=copy, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    t = load(copy / "results" / "lnm" / "maps" / "demo-lesion-01_T.nii.gz")
-    assert np.isfinite(t).all() and t.max() > 7.0
-    qc = (copy / "results" / "lnm" / "qc" / "lesions.tsv").read_text().splitlines()
-    assert len(qc) == 13
-    for group in ("A", "B"):
-        assert (copy / "results" / "lnm" / "group" / group / "sensitivity_pos.nii.gz").exists()
-    # the perturbation arm of the demo
-    import anndata as ad
-
-    latents = ad.read_h5ad(copy / "results" / "cpa" / "latents.h5ad")
-    screen = ad.read_h5ad(copy / "resources" / "demo" / "cpa_screen.h5ad", backed="r")
-    assert list(latents.obs_names) == list(screen.obs_names)
-    assert latents.obsm["X_cpa"].shape == (screen.n_obs, 16)
-    metrics = (copy / "results" / "cpa" / "metrics.tsv").read_text().splitlines()
-    assert len(metrics) > 1
-    assert len(list((copy / "results" / "cpa" / "counterfactuals").glob("*.h5ad"))) == 2
-    # the figures (report: true in the demo config), then the README's report command
-    figures = expected_report_files(copy / "config" / "demo" / "lesions.tsv")
-    for name in figures:
-        data = (copy / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" or not name.endswith(".png"), name
-        assert len(data) > 20_000 or not name.endswith(".png"), (name, len(data))
-    report = subprocess.run(SNAKEMAKE + ["--report", "report.html"], cwd=copy, capture_output=True, text=True,
-                            timeout=300)
-    assert report.returncode == 0, report.stderr[-3000:]
-    html = (copy / "report.html").read_text()
-    for name in figures:
-        assert Path(name).name in html, f"{name} is not in report.html"
-    # every PNG is embedded (base64), plus the captions
-    assert html.count("iVBORw0KGgo") >= len([f for f in figures if f.endswith(".png")])
-    for caption in ("Sensitivity maps", "adversarial classifiers", "UMAP of the basal latent",
-                    "predicted against the observed mean", "Software versions", "The config this run used"):
-        assert caption in html, caption
-
-
-def expected_report_files(lesion_sheet):
-    """Every file the report must show for the demo: per lesion, group and QC figures and the
-    QC table; training, UMAP and prediction figures and the metrics; config and versions."""
-    lesions = [row["lesion_id"] for row in csv.DictReader(open(lesion_sheet), delimiter="\t")]
-    groups = sorted({row["group"] for row in csv.DictReader(open(lesion_sheet), delimiter="\t")})
-    files = [f"results/figures/lnm/lesions/{lesion}.png" for lesion in lesions]
-    files += [f"results/figures/lnm/sensitivity_{group}.png" for group in ["all"] + groups]
-    files += ["results/figures/lnm/qc.png", "results/lnm/qc/lesions.tsv"]
-    files += [f"results/figures/cpa/{name}.png" for name in ("training", "umap_basal", "umap_latent",
-                                                              "predicted_vs_observed")]
-    files += ["results/cpa/metrics.tsv", "results/report/software.tsv", "results/report/config.yaml"]
-    return files

@@ -1,0 +1,87 @@
+"""The outputs of the embedded demo, made by the README's Quick start commands
+(`snakemake --cores 2`, then `snakemake --report report.html`) in the repository.
+
+The demo takes about two minutes on two cores, so no test runs it: CI runs the Quick
+start first (`.ci/run`) and sets SHARDMAP_REQUIRE_DEMO=1, which makes missing outputs a
+failure here. Elsewhere these tests skip until the Quick start has been run.
+"""
+
+import csv
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.workflow
+
+
+def expected_report_files(lesion_sheet):
+    """Every file the report must show for the demo: per lesion, group and QC figures and the
+    QC table; training, UMAP and prediction figures and the metrics; config and versions."""
+    lesions = [row["lesion_id"] for row in csv.DictReader(open(lesion_sheet), delimiter="\t")]
+    groups = sorted({row["group"] for row in csv.DictReader(open(lesion_sheet), delimiter="\t")})
+    files = [f"results/figures/lnm/lesions/{lesion}.png" for lesion in lesions]
+    files += [f"results/figures/lnm/sensitivity_{group}.png" for group in ["all"] + groups]
+    files += ["results/figures/lnm/qc.png", "results/lnm/qc/lesions.tsv"]
+    files += [f"results/figures/cpa/{name}.png" for name in ("training", "umap_basal", "umap_latent",
+                                                              "predicted_vs_observed")]
+    files += ["results/cpa/metrics.tsv", "results/report/software.tsv", "results/report/config.yaml"]
+    return files
+
+
+FIGURES = expected_report_files(REPO / "config" / "demo" / "lesions.tsv")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    missing = [name for name in FIGURES + ["report.html"] if not (REPO / name).exists()]
+    if missing:
+        message = (f"the demo's outputs are missing ({missing[:3]}...): run the README's Quick start "
+                   "(snakemake --cores 2 && snakemake --report report.html) first")
+        if os.environ.get("SHARDMAP_REQUIRE_DEMO") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return REPO
+
+
+def test_demo_lesion_maps_and_qc(demo):
+    t = np.asarray(nib.load(str(demo / "results" / "lnm" / "maps" / "demo-lesion-01_T.nii.gz")).dataobj)
+    assert np.isfinite(t).all() and t.max() > 7.0
+    qc = (demo / "results" / "lnm" / "qc" / "lesions.tsv").read_text().splitlines()
+    assert len(qc) == 13
+    for group in ("A", "B"):
+        assert (demo / "results" / "lnm" / "group" / group / "sensitivity_pos.nii.gz").exists()
+
+
+def test_demo_perturbation_outputs(demo):
+    import anndata as ad
+
+    latents = ad.read_h5ad(demo / "results" / "cpa" / "latents.h5ad")
+    screen = ad.read_h5ad(demo / "resources" / "demo" / "cpa_screen.h5ad", backed="r")
+    assert list(latents.obs_names) == list(screen.obs_names)
+    assert latents.obsm["X_cpa"].shape == (screen.n_obs, 16)
+    metrics = (demo / "results" / "cpa" / "metrics.tsv").read_text().splitlines()
+    assert len(metrics) > 1
+    assert len(list((demo / "results" / "cpa" / "counterfactuals").glob("*.h5ad"))) == 2
+
+
+def test_demo_figures_are_real_images(demo):
+    for name in FIGURES:
+        data = (demo / name).read_bytes()
+        if name.endswith(".png"):
+            assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+            assert len(data) > 20_000, (name, len(data))
+
+
+def test_report_embeds_every_figure_and_caption(demo):
+    html = (demo / "report.html").read_text()
+    for name in FIGURES:
+        assert Path(name).name in html, f"{name} is not in report.html"
+    # every PNG is embedded (base64), plus the captions
+    assert html.count("iVBORw0KGgo") >= len([f for f in FIGURES if f.endswith(".png")])
+    for caption in ("Sensitivity maps", "adversarial classifiers", "UMAP of the basal latent",
+                    "predicted against the observed mean", "Software versions", "The config this run used"):
+        assert caption in html, caption
