@@ -160,3 +160,46 @@ def test_shard_reader_prefetch_yields_every_subject_as_stored(tmp_path, dtype):
             np.testing.assert_array_equal(frames, stored[offsets[index]:offsets[index + 1]])
             np.testing.assert_allclose(norm, np.linalg.norm(runs[index], axis=1))
 
+
+def _lesion_batch(sizes, n_voxels, seed):
+    from shardmap.lesions import LesionBatch
+
+    rng = np.random.default_rng(seed)
+    positions = np.concatenate([np.sort(rng.choice(n_voxels, size, replace=False)) for size in sizes])
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return LesionBatch([f"l{i}" for i in range(len(sizes))], offsets, positions.astype(np.int64), "mask")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_torch_kernel_builds_the_seeds_of_the_numpy_kernel(device, monkeypatch):
+    """Seeds built on the device from chunks of lesion voxels (a chunk here holds parts of
+    several lesions, and one lesion spans several chunks) equal the NumPy seeds; a lesion
+    whose voxels are all constant has a zero seed, exactly. Subjects of different lengths
+    go to the GPU through small staging buffers (and the sums come back through them),
+    and the maps equal those from the NumPy seeds."""
+    from shardmap import mapping_torch
+    from shardmap.mapping_numpy import lesion_seeds
+
+    device = _torch_device(device)
+    monkeypatch.setattr(mapping_torch, "SEED_CHUNK", 7)
+    monkeypatch.setattr(mapping_torch, "STAGING_ELEMENTS", 3 * 2001)  # 3 rows: an odd number of values
+    n_voxels = 2001
+    batch = _lesion_batch([1, 5, 30, 4, 12], n_voxels, seed=8)
+    rng = np.random.default_rng(9)
+    by_lesions, by_seeds = np.zeros((5, 2, n_voxels)), np.zeros((5, 2, n_voxels))
+    with mapping_torch.TorchMapper(by_lesions, device) as mapper, \
+            mapping_torch.TorchMapper(by_seeds, device) as plain:
+        for n_frames in (20, 33, 9):
+            frames = rng.standard_normal((n_frames, n_voxels))
+            frames[:, batch.positions_of(3)] = 0.0
+            frames = (frames / np.maximum(np.linalg.norm(frames, axis=0), 1e-30)).astype(np.float32)
+            norm = rng.uniform(0.5, 2.0, n_voxels)
+            expected = lesion_seeds(frames, norm, batch)
+            seeds = mapper.lesion_seeds(mapper._upload(frames), norm, batch).cpu().numpy()
+            np.testing.assert_allclose(seeds, expected, rtol=1e-12, atol=1e-13)
+            assert not seeds[:, 3].any()
+            mapper.add_lesions(frames, norm, np.ones(n_voxels), batch)
+            plain.add_subject(frames, np.ones(n_voxels), expected)
+        mapper.finish()
+        plain.finish()
+    np.testing.assert_allclose(by_lesions, by_seeds, rtol=1e-6, atol=1e-6)
