@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 
@@ -132,6 +133,11 @@ def merge_task(adata_path, folder, shard, n_latent):
 def run_task(args):
     from shardmap.cpa.tasks import infer_shard
 
+    if args.method == "train":
+        rate = training_throughput(args.train_cells, args.genes, args.latent, args.train_epochs, args.threads,
+                                   args.train_accelerator[0])
+        print(json.dumps({"cells_per_s": rate, "peak_rss_mb": peak_rss_mb()}))
+        return
     started = time.perf_counter()
     if args.method == "merge":
         seconds = merge_task(args.adata, Path(args.out).parent, args.stop - args.start, args.latent)
@@ -181,7 +187,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-cells", type=int, default=20_000, help="0: skip the training benchmark")
     parser.add_argument("--train-epochs", type=int, default=3)
-    parser.add_argument("--train-accelerator", default="cpu", choices=["cpu", "gpu"])
+    parser.add_argument("--train-accelerator", nargs="+", default=["cpu"], choices=["cpu", "gpu"],
+                        help="train on each of these, side by side (each run in a fresh process)")
+    parser.add_argument("--train-only", action="store_true", help="skip the inference and merge benchmarks")
     parser.add_argument("--smoke", action="store_true")
     for hidden in ("--model", "--adata", "--out", "--method"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -194,6 +202,8 @@ def main():
         args.cells, args.shard, args.genes, args.latent, args.repeats = [2000, 5000], [500], 50, 8, 1
         args.block, args.train_cells, args.train_epochs = 2000, 1000, 1
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    if args.train_only:
+        return training_table(args, env)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMPDIR")) as folder:
         folder = Path(folder)
         (folder / "merge").mkdir()
@@ -229,12 +239,26 @@ def main():
             path.unlink()
         print()
         print(merge_line)
-        if args.train_cells:
-            rate = training_throughput(args.train_cells, args.genes, args.latent, args.train_epochs, args.threads,
-                                       args.train_accelerator)
-            print()
-            print(f"training on the {args.train_accelerator.upper()}: {args.train_cells} cells x "
-                  f"{args.train_epochs} epochs, {rate:.0f} cells/s per epoch")
+    if args.train_cells:
+        print()
+        training_table(args, env)
+
+
+def training_table(args, env):
+    """Training cells per second per epoch on each accelerator, ``--repeats`` fresh processes each."""
+    print(f"training: {args.train_cells} cells x {args.train_epochs} epochs after a warm-up epoch, G={args.genes}, "
+          f"n_latent={args.latent}, minibatch 512, threads={args.threads}, repeats={args.repeats}")
+    print()
+    print("| accelerator | median training cells/s per epoch | runs | peak RSS MB |")
+    print("|---|---|---|---|")
+    for accelerator in args.train_accelerator:
+        runs = [child_run(["--model", "-", "--method", "train", "--train-accelerator", accelerator,
+                           "--train-cells", str(args.train_cells), "--train-epochs", str(args.train_epochs),
+                           "--genes", str(args.genes), "--latent", str(args.latent), "--threads",
+                           str(args.threads)], env) for _ in range(args.repeats)]
+        rates = sorted(r["cells_per_s"] for r in runs)
+        print(f"| {accelerator} | {median(rates):.0f} | {' / '.join(f'{r:.0f}' for r in rates)} | "
+              f"{max(r['peak_rss_mb'] for r in runs):.0f} |")
 
 
 if __name__ == "__main__":

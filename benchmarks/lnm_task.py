@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
 
@@ -114,10 +115,17 @@ def run_child(args):
     with open(args.paths) as handle:
         paths = json.load(handle)
     batch = make_batch(args.voxels, args.one_lesions)
-    if args.device != "cpu":  # torch's import and CUDA start-up (once per task, ~2-5 s) are not throughput
+    gpu = {}
+    if args.device != "cpu":
+        # torch's import, CUDA's start-up and cuBLAS's (once per task, seconds) are not
+        # throughput: they happen here, before the clock starts.
         import torch
 
-        torch.zeros(1, device="cuda" if args.device == "cuda" else "cpu")
+        on = "cuda" if args.device == "cuda" else "cpu"
+        torch.ones(8, 8, device=on) @ torch.ones(8, 8, device=on)
+        if on == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     if args.method == "naive":
         naive_task(paths, batch)
@@ -125,9 +133,11 @@ def run_child(args):
         map_batch_over_shard(batch, paths, progress_every=1e9, device=args.device, threads=args.threads)
     seconds = time.perf_counter() - started
     peak = peak_rss_mb()
+    if args.device == "cuda":
+        gpu = {"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2 ** 20}
     limit = {} if args.no_limit else measure_limit(paths, LIMIT_LESIONS, args.frames, args.voxels, args.threads,
                                                             args.device)
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, **limit}))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, **gpu, **limit}))
 
 
 def median_seconds(work, repeats=5):
@@ -155,10 +165,37 @@ def gpu_gemm_seconds(m, k, n):
     return median_seconds(work)
 
 
+def gpu_copy_gbs(paths):
+    """Host-to-GPU GB/s of one subject's frames: from pinned memory (what the link can
+    do) and from the page-cache mapping of the shard (what a plain copy, as the kernel
+    makes it, gets)."""
+    import warnings
+
+    import torch
+
+    from shardmap.connectome import ShardReader
+
+    with ShardReader(paths) as reader, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        frames = reader.read(0)[0]
+        mapped = torch.from_numpy(frames)
+        pinned = torch.empty(mapped.shape, dtype=mapped.dtype, pin_memory=True).copy_(mapped)
+        target = torch.empty(mapped.shape, dtype=mapped.dtype, device="cuda")
+        result = {}
+        for name, source in (("h2d_pinned_gbs", pinned), ("h2d_pageable_gbs", mapped)):
+            def work():
+                target.copy_(source, non_blocking=True)
+                torch.cuda.synchronize()
+
+            result[name] = frames.nbytes / median_seconds(work) / 1e9
+    return result
+
+
 def measure_limit(paths, n_lesions, n_frames, n_voxels, threads, device="cpu"):
     """GEMM GFLOP/s at (L x T) @ (T x 100k) and at 2048^3; read GB/s of the shard as a
-    task sees it. Each task measures these right after it ran, so that the fraction of
-    the limit compares numbers taken under the same load on this shared machine."""
+    task sees it; on a GPU also the host-to-GPU copy speed. Each task measures these
+    right after it ran, so that the fraction of the limit compares numbers taken under
+    the same load on a shared machine."""
     import numpy as np
     from threadpoolctl import threadpool_limits
 
@@ -178,12 +215,15 @@ def measure_limit(paths, n_lesions, n_frames, n_voxels, threads, device="cpu"):
 
     def read_all():
         # Each subject mapped from the page cache and every byte read once (by a max
-        # reduction, which costs less than the bytes).
-        with ShardReader(paths) as reader:
+        # reduction, which costs less than the bytes), by ``threads`` threads.
+        with ShardReader(paths) as reader, ThreadPoolExecutor(threads) as pool:
             for _, frames, _, _ in reader.subjects():
-                frames.max()
+                rows = -(-frames.shape[0] // threads)
+                list(pool.map(lambda start: frames[start:start + rows].max(), range(0, frames.shape[0], rows)))
 
     result["read_gbs"] = os.path.getsize(paths["data"]) / median_seconds(read_all, repeats=3) / 1e9
+    if device == "cuda":
+        result.update(gpu_copy_gbs(paths))
     return result
 
 
@@ -226,9 +266,10 @@ def main():
         print(f"V={args.voxels} T={args.frames} S={args.subjects} dtype={args.dtype} threads={args.threads} "
               f"device={args.device} repeats={args.repeats}")
         print()
+        gpu = args.device == "cuda"
         print("| method | L | median s/task | ms per lesion-subject | lesion-subjects/s | limit ms (shape GEMM / "
-              "best GEMM) | % of limit (shape / best; median of runs) | peak RSS MB |")
-        print("|---|---|---|---|---|---|---|---|")
+              "best GEMM) | % of limit (shape / best; median of runs) | peak RSS MB |" + (" peak GPU MB |" if gpu else ""))
+        print("|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""))
         ours, rates = {}, []
         rows = [("ours", n) for n in args.lesions] + ([("naive", args.naive_lesions)] if args.naive_lesions else [])
         for method, n_lesions in rows:
@@ -242,7 +283,10 @@ def main():
             ms = 1000 * seconds / pairs
 
             def limit_ms(run, key):
-                read_ms = 1000 * bytes_per_subject / n_lesions / (run["read_gbs"] * 1e9)
+                # Every subject is read (and, on a GPU, copied to it over the link from
+                # pinned memory, the best case) once per task, whatever L.
+                moved_gbs = min(run["read_gbs"], run.get("h2d_pinned_gbs", float("inf")))
+                read_ms = 1000 * bytes_per_subject / n_lesions / (moved_gbs * 1e9)
                 return max(1000 * 2 * args.frames * args.voxels / (run[key] * 1e9), read_ms)
 
             limits = [median([limit_ms(r, key) for r in runs]) for key in ("gemm_at_shape_gflops",
@@ -254,13 +298,17 @@ def main():
             name = {"ours": "shardmap task", "naive": "(a) naive: keep every z map, float64"}[method]
             if method == "ours" and n_lesions == 1:
                 name = "shardmap task = (b) per-lesion loop"
-            print(f"| {name} | {n_lesions} | {seconds:.3f} | {ms:.2f} | {1000 / ms:.1f} | {limits[0]:.2f} / "
-                  f"{limits[1]:.2f} | {100 * shares[0]:.0f} / {100 * shares[1]:.0f} | {peak:.0f} |")
+            peak_gpu = f" {max(r.get('peak_gpu_mb', 0) for r in runs):.0f} |" if gpu else ""
+            print(f"| {name} | {n_lesions} | {seconds:.3f} | {ms:.3f} | {1000 / ms:.1f} | {limits[0]:.3f} / "
+                  f"{limits[1]:.3f} | {100 * shares[0]:.0f} / {100 * shares[1]:.0f} | {peak:.0f} |{peak_gpu}")
         print()
         print(f"limit, medians over the runs: GEMM {median([r['gemm_at_shape_gflops'] for r in rates]):.0f} GFLOP/s "
               f"at ({LIMIT_LESIONS} x {args.frames}) @ ({args.frames} x {min(args.voxels, 100_000)}), "
               f"{median([r['gemm_square_gflops'] for r in rates]):.0f} GFLOP/s at 2048^3; shard read "
               f"{median([r['read_gbs'] for r in rates]):.1f} GB/s (mapped from the page cache)")
+        if gpu:
+            print(f"host to GPU, one subject: {median([r['h2d_pinned_gbs'] for r in rates]):.1f} GB/s from pinned "
+                  f"memory, {median([r['h2d_pageable_gbs'] for r in rates]):.1f} GB/s from the shard's mapping")
         if ("ours", reference_l) in ours:
             best = ours[("ours", reference_l)]
             for key, label in ((("ours", 1), "(b) per-lesion loop"), (("naive", args.naive_lesions), "(a) naive")):

@@ -17,11 +17,11 @@ SETUP = dict(perturbation_key="condition", dosage_key="dose", control_group="con
 SMALL = dict(n_latent=8, n_hidden=32)
 
 
-def train_small(adata, epochs=3, **model_kwargs):
+def train_small(adata, epochs=3, accelerator="cpu", **model_kwargs):
     scvi.settings.seed = 0
     CPA.setup_anndata(adata, **SETUP)
     model = CPA(adata, **{**SMALL, **model_kwargs})
-    model.train(max_epochs=epochs, batch_size=128, accelerator="cpu", seed=0)
+    model.train(max_epochs=epochs, batch_size=128, accelerator=accelerator, seed=0)
     return model
 
 
@@ -85,6 +85,28 @@ def test_save_load_round_trip(trained, screen):
     np.testing.assert_array_equal(model.predict(adata, indices=np.arange(50)),
                                   loaded.predict(other, indices=np.arange(50)))
     assert loaded.drugs == model.drugs and loaded.conditions == model.conditions
+
+
+def test_trains_on_a_gpu_and_the_saved_model_infers_on_the_cpu(screen, tmp_path):
+    """cpa.train.accelerator: gpu trains on the GPU; the inference tasks load the saved
+    model on the CPU and give the latents and predictions of the GPU model."""
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA GPU")
+    adata = screen.copy()
+    model = train_small(adata, accelerator="gpu")
+    assert next(model.module.parameters()).device.type == "cuda"
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    on_gpu = model.get_latent_representation(adata)
+    predicted_on_gpu = model.predict(adata, indices=np.arange(50))
+    model.save(str(tmp_path / "model"), save_anndata=False)
+    other = screen.copy()
+    loaded = tasks.load_model(tmp_path / "model", other)
+    assert next(loaded.module.parameters()).device.type == "cpu"
+    on_cpu = loaded.get_latent_representation(other)
+    for key in on_gpu:
+        np.testing.assert_allclose(on_cpu[key], on_gpu[key], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loaded.predict(other, indices=np.arange(50)), predicted_on_gpu, rtol=1e-4,
+                               atol=1e-5)
 
 
 def test_categories_in_another_order_are_encoded_identically(trained, screen):

@@ -102,15 +102,21 @@ def test_narrow_and_ragged_voxel_blocks_small_exact_chunks_and_threads(dataset, 
         assert_maps_match(ours[lesion_id], reference[path])
 
 
-def test_gpu_kernel_run_on_the_cpu_matches_the_reference(dataset, reference, tmp_path, monkeypatch):
-    """The torch kernel (what lnm.device: cuda runs), on torch's CPU device, with small
-    chunks so several chunks and float64-recompute rounds are crossed."""
-    pytest.importorskip("torch")
+@pytest.mark.parametrize("device", ["torch-cpu", "cuda"])
+def test_gpu_kernel_matches_the_reference(dataset, reference, tmp_path, monkeypatch, device):
+    """The torch kernel (what lnm.device: cuda runs), on torch's CPU device and, where
+    torch sees one, on the GPU, with small chunks so several voxel chunks, seed chunks,
+    staging pieces and float64-recompute rounds are crossed."""
+    torch = pytest.importorskip("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA GPU")
     from shardmap import mapping_torch
 
     monkeypatch.setattr(mapping_torch, "CHUNK_ELEMENTS", 5000)
     monkeypatch.setattr(mapping_torch, "EXACT_CHUNK", 3)
-    ours = run_library(dataset, tmp_path, lesion_batch_size=3, subject_shard_size=4, device="torch-cpu")
+    monkeypatch.setattr(mapping_torch, "SEED_CHUNK", 5)
+    monkeypatch.setattr(mapping_torch, "STAGING_ELEMENTS", 5000)
+    ours = run_library(dataset, tmp_path, lesion_batch_size=3, subject_shard_size=4, device=device)
     for lesion_id, path, _ in dataset["lesions"]:
         assert_maps_match(ours[lesion_id], reference[path])
 

@@ -66,18 +66,66 @@ def test_numpy_mapper_result_does_not_depend_on_threads():
     np.testing.assert_array_equal(results[0], results[2])
 
 
-def test_torch_kernel_on_cpu_matches_float64():
-    pytest.importorskip("torch")
-    from shardmap.mapping_torch import TorchMapper
+def _torch_device(name):
+    """torch's CPU device, or the GPU (skipped where torch sees no CUDA device, as in CI)."""
+    torch = pytest.importorskip("torch")
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA GPU")
+    return name
 
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_torch_kernel_matches_float64(device, monkeypatch):
+    """Several voxel chunks, some pairs on the float64 path, in more than one recompute round."""
+    from shardmap import mapping_torch
+
+    device = _torch_device(device)
+    monkeypatch.setattr(mapping_torch, "CHUNK_ELEMENTS", 4 * 1500)
+    monkeypatch.setattr(mapping_torch, "EXACT_CHUNK", 3)
     n_voxels, n_lesions = 5000, 4
     subjects = list(_random_subjects(6, 40, n_voxels, n_lesions, seed=2))
     sums = np.zeros((n_lesions, 2, n_voxels))
-    with TorchMapper(sums, "cpu") as mapper:
+    with mapping_torch.TorchMapper(sums, device) as mapper:
+        assert mapper.chunk < n_voxels
         for frames, seeds in subjects:
             mapper.add_subject(frames, np.ones(n_voxels), seeds)
         mapper.finish()
     np.testing.assert_allclose(sums, _float64_sums(subjects, n_lesions, n_voxels), rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_torch_kernel_corrects_by_the_stored_norm(device):
+    """float16 storage: stored time courses are not unit norm to float32 precision, so r
+    is scaled by the inverse stored norm (on the float32 and the float64 path)."""
+    from shardmap.mapping_torch import TorchMapper
+
+    device = _torch_device(device)
+    n_voxels, n_lesions = 3000, 3
+    rng = np.random.default_rng(7)
+    subjects, expected = [], np.zeros((n_lesions, 2, n_voxels))
+    for frames, seeds in _random_subjects(5, 30, n_voxels, n_lesions, seed=6):
+        stored = (frames * rng.uniform(0.98, 1.02, n_voxels)).astype(np.float32)
+        inv = 1.0 / np.linalg.norm(stored.astype(np.float64), axis=0)
+        subjects.append((stored, inv, seeds))
+        z = np.arctanh(np.clip(seeds.T @ stored.astype(np.float64) * inv, -1 + 1e-7, 1 - 1e-7))
+        expected[:, 0] += z
+        expected[:, 1] += z * z
+    sums = np.zeros((n_lesions, 2, n_voxels))
+    with TorchMapper(sums, device) as mapper:
+        for stored, inv, seeds in subjects:
+            mapper.add_subject(stored, inv, seeds)
+        mapper.finish()
+    np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=2e-5)
+
+
+def test_auto_device_takes_the_gpu_when_torch_sees_one():
+    from shardmap.mapping import resolve_device
+
+    torch = pytest.importorskip("torch")
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA GPU: only the CPU side of 'auto' was checked")
+    assert resolve_device("cuda") == "cuda"
 
 
 def test_float16_frames_widen_exactly():
@@ -111,3 +159,47 @@ def test_shard_reader_prefetch_yields_every_subject_as_stored(tmp_path, dtype):
         for index, frames, norm in subjects_seen:
             np.testing.assert_array_equal(frames, stored[offsets[index]:offsets[index + 1]])
             np.testing.assert_allclose(norm, np.linalg.norm(runs[index], axis=1))
+
+
+def _lesion_batch(sizes, n_voxels, seed):
+    from shardmap.lesions import LesionBatch
+
+    rng = np.random.default_rng(seed)
+    positions = np.concatenate([np.sort(rng.choice(n_voxels, size, replace=False)) for size in sizes])
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return LesionBatch([f"l{i}" for i in range(len(sizes))], offsets, positions.astype(np.int64), "mask")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_torch_kernel_builds_the_seeds_of_the_numpy_kernel(device, monkeypatch):
+    """Seeds built on the device from chunks of lesion voxels (a chunk here holds parts of
+    several lesions, and one lesion spans several chunks) equal the NumPy seeds; a lesion
+    whose voxels are all constant has a zero seed, exactly. Subjects of different lengths
+    go to the GPU through small staging buffers (and the sums come back through them),
+    and the maps equal those from the NumPy seeds."""
+    from shardmap import mapping_torch
+    from shardmap.mapping_numpy import lesion_seeds
+
+    device = _torch_device(device)
+    monkeypatch.setattr(mapping_torch, "SEED_CHUNK", 7)
+    monkeypatch.setattr(mapping_torch, "STAGING_ELEMENTS", 3 * 2001)  # 3 rows: an odd number of values
+    n_voxels = 2001
+    batch = _lesion_batch([1, 5, 30, 4, 12], n_voxels, seed=8)
+    rng = np.random.default_rng(9)
+    by_lesions, by_seeds = np.zeros((5, 2, n_voxels)), np.zeros((5, 2, n_voxels))
+    with mapping_torch.TorchMapper(by_lesions, device) as mapper, \
+            mapping_torch.TorchMapper(by_seeds, device) as plain:
+        for n_frames in (20, 33, 9):
+            frames = rng.standard_normal((n_frames, n_voxels))
+            frames[:, batch.positions_of(3)] = 0.0
+            frames = (frames / np.maximum(np.linalg.norm(frames, axis=0), 1e-30)).astype(np.float32)
+            norm = rng.uniform(0.5, 2.0, n_voxels)
+            expected = lesion_seeds(frames, norm, batch)
+            seeds = mapper.lesion_seeds(mapper._upload(frames), norm, batch).cpu().numpy()
+            np.testing.assert_allclose(seeds, expected, rtol=1e-12, atol=1e-13)
+            assert not seeds[:, 3].any()
+            mapper.add_lesions(frames, norm, np.ones(n_voxels), batch)
+            plain.add_subject(frames, np.ones(n_voxels), expected)
+        mapper.finish()
+        plain.finish()
+    np.testing.assert_allclose(by_lesions, by_seeds, rtol=1e-6, atol=1e-6)

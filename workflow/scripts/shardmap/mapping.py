@@ -1,10 +1,10 @@
 """The mapping task: one lesion batch against one connectome shard, streamed by subject.
 
 Per subject the task reads the stored time courses once (the next subject is read in
-the background meanwhile), builds the seeds of all lesions of the batch in float64 and
-hands them to a kernel that correlates them with every mask voxel and adds z and z^2
-into float64 sums: ``mapping_numpy`` on the CPU, ``mapping_torch`` on a CUDA GPU. Both
-recompute |r| > 0.95 in float64.
+the background meanwhile) and hands them to a kernel that builds the seeds of all
+lesions of the batch in float64, correlates them with every mask voxel and adds z and
+z^2 into float64 sums: ``mapping_numpy`` on the CPU, ``mapping_torch`` on a CUDA GPU.
+Both recompute |r| > 0.95 in float64.
 
 Memory: two subjects' frames (T x V float32 each, plus the stored copies if float16),
 the float64 sums (L x 2 x V) and, on the CPU, float32 running sums (L x 2 x V). It does
@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
-
 from .connectome import ShardReader
 from .errors import InputError
 from .mapping_numpy import NumpyMapper
@@ -26,24 +24,6 @@ from .stats import SufficientStats
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def lesion_seeds(frames, norm, batch):
-    """Unit-norm seeds of every lesion in the batch: (T, L) float64 (zero for a lesion
-    whose seed has no variance).
-
-    ``frames`` holds the stored unit time courses; multiplying by ``norm`` restores
-    each voxel's centred scale, so a seed is the plain mean of the lesion's centred
-    time courses, as in the definition.
-    """
-    seeds = np.empty((frames.shape[0], len(batch)))
-    for index in range(len(batch)):
-        positions = batch.positions_of(index)
-        block = frames[:, positions].astype(np.float64)
-        seeds[:, index] = block @ norm[positions] / positions.size
-    seed_norm = np.sqrt(np.einsum("tl,tl->l", seeds, seeds))
-    inverse = np.divide(1.0, seed_norm, out=np.zeros_like(seed_norm), where=seed_norm > 0)
-    return seeds * inverse
 
 
 def resolve_device(device):
@@ -101,7 +81,7 @@ def map_batch_over_shard(batch, shard_paths, progress_every=10.0, device="auto",
                      device, type(mapper).__name__)
             started = last = time.monotonic()
             for index, frames, norm, inv_stored_norm in reader.subjects():
-                mapper.add_subject(frames, inv_stored_norm, lesion_seeds(frames, norm, batch))
+                mapper.add_lesions(frames, norm, inv_stored_norm, batch)
                 now = time.monotonic()
                 if now - last >= progress_every or index + 1 == len(reader):
                     rate = (index + 1) / (now - started)

@@ -54,6 +54,24 @@ def unit_float32_storage(inv_stored_norm):
     return bool(np.all((inv_stored_norm == 0) | (np.abs(inv_stored_norm - 1.0) < 1e-6)))
 
 
+def lesion_seeds(frames, norm, batch):
+    """Unit-norm seeds of every lesion in the batch: (T, L) float64 (zero for a lesion
+    whose seed has no variance).
+
+    ``frames`` holds the stored unit time courses; multiplying by ``norm`` restores
+    each voxel's centred scale, so a seed is the plain mean of the lesion's centred
+    time courses, as in the definition.
+    """
+    seeds = np.empty((frames.shape[0], len(batch)))
+    for index in range(len(batch)):
+        positions = batch.positions_of(index)
+        block = frames[:, positions].astype(np.float64)
+        seeds[:, index] = block @ norm[positions] / positions.size
+    seed_norm = np.sqrt(np.einsum("tl,tl->l", seeds, seeds))
+    inverse = np.divide(1.0, seed_norm, out=np.zeros_like(seed_norm), where=seed_norm > 0)
+    return seeds * inverse
+
+
 class NumpyMapper:
     """Accumulates one task's subjects into float64 sums (L, 2, V) of z and z^2.
 
@@ -82,6 +100,10 @@ class NumpyMapper:
         futures = [self._pool.submit(work, w, self.blocks[w::self.threads], *args) for w in range(self.threads)]
         for future in futures:
             future.result()
+
+    def add_lesions(self, frames, norm, inv_stored_norm, batch):
+        """Add one subject for every lesion of ``batch`` (``norm``: each voxel's centred norm)."""
+        self.add_subject(frames, inv_stored_norm, lesion_seeds(frames, norm, batch))
 
     def add_subject(self, frames, inv_stored_norm, unit_seeds):
         """Add one subject: ``frames`` (T, V) float32 stored time courses, ``unit_seeds``
