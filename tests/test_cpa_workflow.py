@@ -14,20 +14,27 @@ from test_workflow import REPO, SNAKEMAKE
 pytestmark = pytest.mark.workflow
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("cpa-project")
-    adata = simulate_screen(n_cells=1200, n_genes=40, seed=11)
+def write_cpa_project(workdir, n_cells, n_genes, seed, **cpa):
+    """A simulated screen (screen.h5ad) and my.yaml with the perturbation arm alone;
+    ``cpa`` overrides the small defaults here. Returns the AnnData."""
+    adata = simulate_screen(n_cells=n_cells, n_genes=n_genes, seed=seed)
     del adata.uns["truth"]
     adata.write_h5ad(workdir / "screen.h5ad")
     config = {"outdir": "out", "report": False, "lnm": {"enabled": False},
               "cpa": {"enabled": True, "adata": "screen.h5ad", "covariate_keys": ["cell_type"],
                       "holdout": ["drug00+drug01"], "model": {"n_latent": 8, "n_hidden": 32},
                       "train": {"max_epochs": 3, "batch_size": 128, "accelerator": "cpu"},
-                      "shard_size": 500, "threads": 1,
-                      "counterfactuals": [{"perturbation": "drug01+drug00", "dosage": "0.5+1"},
-                                          {"perturbation": "drug05", "dosage": "1", "name": "d5"}]}}
+                      "threads": 1, **cpa}}
     (workdir / "my.yaml").write_text(yaml.safe_dump(config))
+    return adata
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cpa-project")
+    adata = write_cpa_project(workdir, 1200, 40, 11, shard_size=500,
+                              counterfactuals=[{"perturbation": "drug01+drug00", "dosage": "0.5+1"},
+                                               {"perturbation": "drug05", "dosage": "1", "name": "d5"}])
     result = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                                          "--configfile", "my.yaml", "--cores", "2"],
                             cwd=workdir, capture_output=True, text=True, timeout=600)

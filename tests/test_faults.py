@@ -22,10 +22,9 @@ import h5py
 import nibabel as nib
 import numpy as np
 import pytest
-import yaml
 
-from shardmap.cpa.simulate import simulate_screen
 from synthetic import make_dataset
+from test_cpa_workflow import write_cpa_project
 from test_workflow import REPO, SNAKEMAKE, write_project
 
 pytestmark = pytest.mark.workflow
@@ -204,15 +203,9 @@ def test_deleted_partial_sum_is_recomputed_to_identical_maps(lnm_projects, tmp_p
 def cpa_projects(tmp_path_factory):
     """(trained project, reference project): the first stops once the model is trained."""
     base = tmp_path_factory.mktemp("cpa-base")
-    adata = simulate_screen(n_cells=600, n_genes=30, seed=3)
-    del adata.uns["truth"]
-    adata.write_h5ad(base / "screen.h5ad")
-    config = {"outdir": "out", "report": False, "lnm": {"enabled": False},
-              "cpa": {"enabled": True, "adata": "screen.h5ad", "covariate_keys": ["cell_type"],
-                      "holdout": ["drug00+drug01"], "model": {"n_latent": 4, "n_hidden": 16},
-                      "train": {"max_epochs": 2, "batch_size": 128, "accelerator": "cpu"},
-                      "shard_size": 300, "threads": 1, "counterfactuals": []}}
-    (base / "my.yaml").write_text(yaml.safe_dump(config))
+    write_cpa_project(base, 600, 30, 3, model={"n_latent": 4, "n_hidden": 16},
+                      train={"max_epochs": 2, "batch_size": 128, "accelerator": "cpu"}, shard_size=300,
+                      counterfactuals=[])
     trained = run(base, "out/cpa/model/model.pt")
     assert trained.returncode == 0, trained.stderr[-3000:]
     reference = copy_project(base, tmp_path_factory.mktemp("cpa-reference") / "p")
