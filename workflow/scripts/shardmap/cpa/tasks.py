@@ -24,8 +24,9 @@ import pandas as pd
 from ..atomic import atomic_open, atomic_path
 from ..errors import InputError
 from . import h5ad_rows
-from .conditions import condition_class, parse_condition
+from .conditions import condition_class, parse_condition, parse_obs
 from .scores import r_squared  # noqa: F401 (also part of this module's interface)
+from .values import check_values
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -93,11 +94,17 @@ def load_and_validate(adata_path, cfg):
     if missing:
         raise InputError(f"cpa.adata '{adata_path}': obs lacks {missing} (configured as keys); "
                          f"obs columns are {list(adata.obs.columns)}.")
-    for key in obs_keys(cfg):
-        if adata.obs[key].isna().any():
-            raise InputError(f"cpa.adata '{adata_path}': obs['{key}'] has missing values in "
-                             f"{int(adata.obs[key].isna().sum())} cells; fill or drop them.")
+    check_no_missing_values(adata.obs, cfg, adata_path)
     return adata
+
+
+def check_no_missing_values(obs, cfg, adata_path):
+    """InputError naming the first configured obs column with missing values."""
+    for key in obs_keys(cfg):
+        n_missing = int(obs[key].isna().sum())
+        if n_missing:
+            raise InputError(f"cpa.adata '{adata_path}': obs['{key}'] has missing values in {n_missing} "
+                             "cells; fill or drop them.")
 
 
 def check_inputs(adata_path, cfg, out_path, rows_per_chunk=20_000):
@@ -111,9 +118,6 @@ def check_inputs(adata_path, cfg, out_path, rows_per_chunk=20_000):
     names known drugs with one dose each; the matrix is finite and, for a count
     likelihood (nb, zinb), holds non-negative integers.
     """
-    from .values import check_values
-    from .conditions import parse_obs
-
     control = cfg["control_group"]
     if not Path(adata_path).exists():
         raise InputError(f"cpa.adata '{adata_path}' does not exist; fix the path in the config.")
@@ -121,11 +125,7 @@ def check_inputs(adata_path, cfg, out_path, rows_per_chunk=20_000):
     if total == 0:
         raise InputError(f"cpa.adata '{adata_path}' has no cells.")
     obs = h5ad_rows.read_obs(adata_path, obs_keys(cfg))
-    for key in obs_keys(cfg):
-        n_missing = int(obs[key].isna().sum())
-        if n_missing:
-            raise InputError(f"cpa.adata '{adata_path}': obs['{key}'] has missing values in {n_missing} "
-                             "cells; fill or drop them.")
+    check_no_missing_values(obs, cfg, adata_path)
     parsed, _ = parse_obs(obs, cfg["perturbation_key"], cfg["dosage_key"], control)
     if not any(len(p) == 0 for p in parsed):
         raise InputError(f"cpa.adata '{adata_path}': no cell of obs['{cfg['perturbation_key']}'] is the "
