@@ -2,6 +2,7 @@
 message and leaves every earlier output whole and in place."""
 
 import errno
+import os
 import subprocess
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from shardmap.atomic import atomic_open
-from shardmap.errors import InputError, OutputError, check_writable_folder
+from shardmap.errors import OutputError, check_writable_folder
 from shardmap.task import snakemake_task
 from synthetic import make_dataset
 from test_faults import TEMPORARY_MARK, assert_every_file_is_whole
@@ -86,8 +87,6 @@ def test_full_disk_fails_clearly_and_keeps_earlier_outputs(tmp_path):
 
 def test_a_failed_write_names_the_output_and_leaves_no_file(tmp_path, monkeypatch):
     """Without a small file system: the write fails as on a full disk."""
-    import os
-
     target = tmp_path / "sums.npy"
     real_fsync = os.fsync
 
@@ -121,14 +120,8 @@ class FakeSnakemake:
 def test_task_reports_an_unwritable_output_in_plain_words(code, fragment):
     with pytest.raises(OutputError) as info:
         with snakemake_task(FakeSnakemake):
-            raise OSError(code, os_strerror(code), "x.npy")
+            raise OSError(code, os.strerror(code), "x.npy")
     assert fragment in str(info.value) and "rerun the same command" in str(info.value)
-
-
-def os_strerror(code):
-    import os
-
-    return os.strerror(code)
 
 
 def test_other_os_errors_pass_through_unchanged():

@@ -397,12 +397,19 @@ class ShardReader:
         self.close()
 
 
+def as_subjects(subjects):
+    """sheets.Subject of each item, given as a Subject or as an (id, runs) pair (the form
+    a Snakemake rule passes in ``params``)."""
+    from .sheets import Subject
+
+    return [s if isinstance(s, Subject) else Subject(s[0], tuple(s[1])) for s in subjects]
+
+
 def prepare_shard_files(mask_path, subjects, data_path, norms_path, info_path, dtype="float32"):
     """Load the mask and prepare one shard; ``subjects`` are sheets.Subject or (id, runs) pairs."""
     from .nifti import load_mask
-    from .sheets import Subject
 
-    subjects = [s if isinstance(s, Subject) else Subject(s[0], tuple(s[1])) for s in subjects]
+    subjects = as_subjects(subjects)
     return prepare_shard(subjects, load_mask(mask_path), data_path, norms_path, info_path, dtype)
 
 
@@ -444,9 +451,8 @@ def check_run_headers_files(mask_path, subjects, out_path):
     """check_run_headers for ``subjects`` (sheets.Subject or (id, runs) pairs); write the
     rows as a TSV (the run inventory) once every run passed."""
     from .nifti import load_mask
-    from .sheets import Subject
 
-    subjects = [s if isinstance(s, Subject) else Subject(s[0], tuple(s[1])) for s in subjects]
+    subjects = as_subjects(subjects)
     rows = check_run_headers(load_mask(mask_path), subjects)
     with atomic_open(out_path, "w") as handle:
         handle.write("subject_id\tpath\tshape\tframes\n")

@@ -30,13 +30,13 @@ def write_error_kind(err):
     return None
 
 
-def describe_write_error(err, path=None):
+def describe_write_error(err):
     """The message a user sees when an output cannot be written, or None if ``err`` is
     not such an error."""
     kind = write_error_kind(err)
     if kind is None:
         return None
-    where = path or getattr(err, "filename", None) or "an output file"
+    where = getattr(err, "filename", None) or "an output file"
     if kind == "no space":
         return (f"no space left on the file system holding '{where}' ({err}). Free space there, or "
                 "set outdir to a file system with room, then rerun the same command: outputs "
