@@ -278,3 +278,9 @@ def test_counterfactual_entries_are_checked_when_the_job_graph_is_built(tmp_path
     assert result.returncode != 0
     assert fragment in result.stdout + result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_split_without_train_cells(tmp_path, screen):
+    data = with_obs(screen, "split", ["test"] * screen.n_obs)
+    with pytest.raises(InputError, match="no cell is in the train split; check cpa.split_key or cpa.holdout"):
+        check(tmp_path, data, {"split_key": "split"})

@@ -56,6 +56,13 @@ def assign_splits(obs, cfg):
     the ``holdout`` conditions (matched by their set of drugs, whatever the order and
     dose) are test; the rest is split 85 / 15 into train / valid with ``train.seed``.
     """
+    split = _split_labels(obs, cfg)
+    if not (split == "train").any():
+        raise InputError("no cell is in the train split; check cpa.split_key or cpa.holdout.")
+    return split
+
+
+def _split_labels(obs, cfg):
     control = cfg["control_group"]
     if cfg.get("split_key"):
         raw = obs[cfg["split_key"]].astype(str).str.lower()
@@ -136,8 +143,6 @@ def check_inputs(adata_path, cfg, out_path, rows_per_chunk=20_000):
         raise InputError(f"cpa.adata '{adata_path}': every cell is in the control group '{control}'; "
                          "there is no perturbation to model.")
     splits = assign_splits(obs, cfg)
-    if not (splits == "train").any():
-        raise InputError("no cell is in the train split; check cpa.split_key or cpa.holdout.")
     for number, item in enumerate(cfg.get("counterfactuals") or []):
         if item["perturbation"] == control:
             continue
@@ -180,8 +185,6 @@ def train_model(adata_path, cfg, model_dir, splits_path, accelerator="auto"):
     model = CPA(adata, **dict(cfg.get("model") or {}))
     train_idx = np.flatnonzero(splits == "train")
     valid_idx = np.flatnonzero(splits == "valid")
-    if train_idx.size == 0:
-        raise InputError("no cell is in the train split; check cpa.split_key or cpa.holdout.")
     log.info("training on %d cells, validating on %d, holding out %d", train_idx.size, valid_idx.size,
              int((splits == "test").sum()))
     model.train(max_epochs=int(train_cfg.get("max_epochs", 100)), batch_size=int(train_cfg.get("batch_size", 512)),
