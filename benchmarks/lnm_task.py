@@ -43,7 +43,7 @@ def make_shard(folder, n_voxels, n_frames, n_subjects, dtype, seed=0, distinct=4
     and a 160-subject shard is written in seconds instead of minutes."""
     import numpy as np
 
-    from shardmap.connectome import shard_paths, write_shard
+    from shardmap.lnm.connectome.shards import shard_paths, write_shard
 
     rng = np.random.default_rng(seed)
     pool = []
@@ -64,7 +64,7 @@ def make_shard(folder, n_voxels, n_frames, n_subjects, dtype, seed=0, distinct=4
 def make_batch(n_voxels, n_lesions, lesion_voxels=100, seed=1):
     import numpy as np
 
-    from shardmap.lesions import LesionBatch
+    from shardmap.lnm.lesions import LesionBatch
 
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, n_voxels - lesion_voxels, n_lesions)
@@ -110,7 +110,7 @@ LIMIT_LESIONS = 64
 
 def run_child(args):
     """Child process: time one task and print JSON."""
-    from shardmap.mapping import map_batch_over_shard
+    from shardmap.lnm.mapping import map_batch_over_shard
 
     with open(args.paths) as handle:
         paths = json.load(handle)
@@ -173,7 +173,7 @@ def gpu_copy_gbs(paths):
 
     import torch
 
-    from shardmap.connectome import ShardReader
+    from shardmap.lnm.connectome.reader import ShardReader
 
     with ShardReader(paths) as reader, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -199,7 +199,7 @@ def measure_limit(paths, n_lesions, n_frames, n_voxels, threads, device="cpu"):
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from shardmap.connectome import ShardReader
+    from shardmap.lnm.connectome.reader import ShardReader
 
     rng = np.random.default_rng(0)
     result = {}

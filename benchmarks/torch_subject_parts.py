@@ -36,9 +36,9 @@ def main():
     import torch
 
     from lnm_task import make_batch, make_shard
-    from shardmap.connectome import ShardReader
-    from shardmap.mapping_numpy import lesion_seeds
-    from shardmap.mapping_torch import TorchMapper
+    from shardmap.lnm.connectome.reader import ShardReader
+    from shardmap.lnm.kernels.cpu import lesion_seeds
+    from shardmap.lnm.kernels.gpu import TorchMapper
 
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     cuda = args.device == "cuda"

@@ -7,12 +7,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from shardmap.connectome import prepare_shard_files, shard_paths
-from shardmap.group import write_lesion_map_files
-from shardmap.lesions import prepare_lesion_batch_files
-from shardmap.mapping import map_batch_files
-from shardmap.sheets import chunks
-from shardmap.stats import merge_files
+from shardmap.lnm.connectome.shards import prepare_shard_files, shard_paths
+from shardmap.lnm.maps import write_lesion_map_files
+from shardmap.lnm.lesions import prepare_lesion_batch_files
+from shardmap.lnm.mapping import map_batch_files
+from shardmap.lnm.sheets import chunks
+from shardmap.lnm.stats import merge_files
 
 
 def run_library(dataset, outdir, lesion_batch_size=2, subject_shard_size=2, dtype="float32", device="cpu",

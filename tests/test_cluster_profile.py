@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from shardmap import resources as res
+from shardmap.lnm import resources as lnm_res
 from shardmap.cpa.simulate import simulate_screen
 from synthetic import make_dataset
 from test_workflow import REPO, SNAKEMAKE, write_project
@@ -101,15 +102,15 @@ def test_slurm_profile_requests_memory_and_runtime_for_every_job(finished):
     out = workdir / "out" / "lnm"
     shard = json.loads((out / "connectome" / "shard-0000.json").read_text())
     mask = json.loads((out / "connectome" / "mask.json").read_text())
-    assert {int(j["mem_mb"]) for j in requests["lnm_map"]} == {res.mapping_mem_mb(shard, 2)}
-    assert {int(j["runtime"]) for j in requests["lnm_map"]} == {res.mapping_runtime(shard, 2, threads=2)}
-    assert {int(j["mem_mb"]) for j in requests["lnm_lesion_maps"]} == {res.maps_mem_mb(mask)}
-    assert {int(j["runtime"]) for j in requests["lnm_lesion_maps"]} == {res.LESION_MAPS_RUNTIME_MIN}
-    assert {int(j["mem_mb"]) for j in requests["lnm_merge"]} == {res.merge_mem_mb(2, mask["n_voxels"])}
+    assert {int(j["mem_mb"]) for j in requests["lnm_map"]} == {lnm_res.mapping_mem_mb(shard, 2)}
+    assert {int(j["runtime"]) for j in requests["lnm_map"]} == {lnm_res.mapping_runtime(shard, 2, threads=2)}
+    assert {int(j["mem_mb"]) for j in requests["lnm_lesion_maps"]} == {lnm_res.maps_mem_mb(mask)}
+    assert {int(j["runtime"]) for j in requests["lnm_lesion_maps"]} == {lnm_res.LESION_MAPS_RUNTIME_MIN}
+    assert {int(j["mem_mb"]) for j in requests["lnm_merge"]} == {lnm_res.merge_mem_mb(2, mask["n_voxels"])}
     size_mb = os.path.getsize(workdir / "screen.h5ad") / 2 ** 20  # Snakemake's input.size_mb
     assert {int(j["mem_mb"]) for j in requests["cpa_train"]} == {res.cpa_train_mem_mb(size_mb, config["cpa"])}
     assert int(requests["cpa_train"][0]["mem_mb"]) >= floor + res.TORCH_MB
-    assert {int(j["mem_mb"]) for j in requests["lnm_check_inputs"]} == {res.check_runs_mem_mb(mask)}
+    assert {int(j["mem_mb"]) for j in requests["lnm_check_inputs"]} == {lnm_res.check_runs_mem_mb(mask)}
     assert {int(j["mem_mb"]) for j in requests["cpa_check_inputs"]} == {
         res.cpa_check_mem_mb(config["cpa"], str(workdir / "screen.h5ad"))}
 
@@ -127,7 +128,7 @@ def test_mapping_asks_for_a_gpu_only_on_the_cuda_device(finished, device, gpus):
     shard = json.loads((workdir / "out" / "lnm" / "connectome" / "shard-0000.json").read_text())
     jobs = parse_job_resources(result.stdout)["lnm_map"]
     assert jobs and all(job["gpu"] == gpus for job in jobs), jobs
-    assert {int(job["mem_mb"]) for job in jobs} == {res.mapping_mem_mb(shard, 2, device)}
+    assert {int(job["mem_mb"]) for job in jobs} == {lnm_res.mapping_mem_mb(shard, 2, device)}
 
 
 def test_report_figure_rules_request_memory_and_runtime(finished):

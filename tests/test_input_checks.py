@@ -14,7 +14,7 @@ import pytest
 import yaml
 from scipy import sparse
 
-from shardmap.connectome import check_run_headers_files
+from shardmap.lnm.connectome.runs import check_run_headers_files
 from shardmap.cpa import tasks
 from shardmap.cpa.simulate import simulate_screen
 from shardmap.errors import InputError
@@ -229,7 +229,8 @@ def test_a_bad_screen_stops_the_workflow_before_training(tmp_path, screen):
 # --- damaged intermediate files (deleted or truncated by hand, or a full disk elsewhere) --
 
 def test_truncated_or_empty_prepared_shard(tmp_path, mask):
-    from shardmap.connectome import ShardReader, prepare_shard_files, shard_paths
+    from shardmap.lnm.connectome.reader import ShardReader
+    from shardmap.lnm.connectome.shards import prepare_shard_files, shard_paths
 
     run = save(run_img(10, np.random.default_rng(5)), tmp_path / "run.nii.gz")
     paths = shard_paths(tmp_path / "shard-0000")

@@ -3,7 +3,7 @@
 import nibabel as nib
 import numpy as np
 
-from shardmap.lesions import prepare_lesion_batch_files
+from shardmap.lnm.lesions import prepare_lesion_batch_files
 from synthetic import save
 
 

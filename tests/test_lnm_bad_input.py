@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from shardmap.connectome import prepare_shard_files, shard_paths
+from shardmap.lnm.connectome.shards import prepare_shard_files, shard_paths
 from shardmap.errors import InputError
-from shardmap.lesions import prepare_lesion_batch_files
-from shardmap.sheets import read_lesions, read_subjects
+from shardmap.lnm.lesions import prepare_lesion_batch_files
+from shardmap.lnm.sheets import read_lesions, read_subjects
 from synthetic import MASK_AFFINE, MASK_SHAPE, make_mask, save, write_sheet
 
 
@@ -290,9 +290,10 @@ def test_stale_temporary_of_a_killed_task_is_removed(tmp_path):
 
 
 def test_cuda_device_without_a_gpu_is_named_with_the_fix(monkeypatch):
-    from shardmap import mapping, mapping_torch
+    from shardmap.lnm import mapping
+    from shardmap.lnm.kernels import gpu as gpu_kernel
 
-    monkeypatch.setattr(mapping_torch, "cuda_available", lambda: False)
+    monkeypatch.setattr(gpu_kernel, "cuda_available", lambda: False)
     with pytest.raises(InputError, match="lnm.device is 'cuda'.*set lnm.device to 'auto' or 'cpu'"):
         mapping.resolve_device("cuda")
     assert mapping.resolve_device("auto") == "cpu"

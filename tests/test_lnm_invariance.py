@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline import run_library
-from shardmap.stats import SufficientStats, maps_from_sums, merge
+from shardmap.lnm.stats import SufficientStats, maps_from_sums, merge
 
 
 @pytest.fixture(scope="module")

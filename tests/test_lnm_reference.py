@@ -93,10 +93,10 @@ def test_float16_storage_is_close(dataset, reference, tmp_path):
 def test_narrow_and_ragged_voxel_blocks_small_exact_chunks_and_threads(dataset, reference, tmp_path, monkeypatch):
     """Block widths that do not divide the voxel count (a narrow last block), tiny
     float64-recompute chunks and three worker threads give the same maps."""
-    from shardmap import mapping_numpy
+    from shardmap.lnm.kernels import cpu as cpu_kernel
 
-    monkeypatch.setattr(mapping_numpy, "BLOCK_ELEMENTS", 777)
-    monkeypatch.setattr(mapping_numpy, "EXACT_CHUNK", 3)
+    monkeypatch.setattr(cpu_kernel, "BLOCK_ELEMENTS", 777)
+    monkeypatch.setattr(cpu_kernel, "EXACT_CHUNK", 3)
     ours = run_library(dataset, tmp_path, lesion_batch_size=3, subject_shard_size=4, threads=3)
     for lesion_id, path, _ in dataset["lesions"]:
         assert_maps_match(ours[lesion_id], reference[path])
@@ -110,12 +110,12 @@ def test_gpu_kernel_matches_the_reference(dataset, reference, tmp_path, monkeypa
     torch = pytest.importorskip("torch")
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("torch sees no CUDA GPU")
-    from shardmap import mapping_torch
+    from shardmap.lnm.kernels import gpu as gpu_kernel
 
-    monkeypatch.setattr(mapping_torch, "CHUNK_ELEMENTS", 5000)
-    monkeypatch.setattr(mapping_torch, "EXACT_CHUNK", 3)
-    monkeypatch.setattr(mapping_torch, "SEED_CHUNK", 5)
-    monkeypatch.setattr(mapping_torch, "STAGING_ELEMENTS", 5000)
+    monkeypatch.setattr(gpu_kernel, "CHUNK_ELEMENTS", 5000)
+    monkeypatch.setattr(gpu_kernel, "EXACT_CHUNK", 3)
+    monkeypatch.setattr(gpu_kernel, "SEED_CHUNK", 5)
+    monkeypatch.setattr(gpu_kernel, "STAGING_ELEMENTS", 5000)
     ours = run_library(dataset, tmp_path, lesion_batch_size=3, subject_shard_size=4, device=device)
     for lesion_id, path, _ in dataset["lesions"]:
         assert_maps_match(ours[lesion_id], reference[path])
@@ -123,7 +123,7 @@ def test_gpu_kernel_matches_the_reference(dataset, reference, tmp_path, monkeypa
 
 def test_qc_counts_match_nilearn(dataset, tmp_path):
     from reference import lesion_voxels
-    from shardmap.lesions import prepare_lesion_batch_files, read_qc_table
+    from shardmap.lnm.lesions import prepare_lesion_batch_files, read_qc_table
 
     prepare_lesion_batch_files(dataset["mask"], dataset["lesions"], tmp_path / "b.npz", tmp_path / "b.tsv")
     mask_img = nib.load(dataset["mask"])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from shardmap.mapping_numpy import FLOAT64_ABOVE, NumpyMapper, log_ratio_inplace
+from shardmap.lnm.kernels.cpu import FLOAT64_ABOVE, NumpyMapper, log_ratio_inplace
 
 
 def test_log_ratio_matches_twice_arctanh_on_its_range():
@@ -77,15 +77,15 @@ def _torch_device(name):
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_torch_kernel_matches_float64(device, monkeypatch):
     """Several voxel chunks, some pairs on the float64 path, in more than one recompute round."""
-    from shardmap import mapping_torch
+    from shardmap.lnm.kernels import gpu as gpu_kernel
 
     device = _torch_device(device)
-    monkeypatch.setattr(mapping_torch, "CHUNK_ELEMENTS", 4 * 1500)
-    monkeypatch.setattr(mapping_torch, "EXACT_CHUNK", 3)
+    monkeypatch.setattr(gpu_kernel, "CHUNK_ELEMENTS", 4 * 1500)
+    monkeypatch.setattr(gpu_kernel, "EXACT_CHUNK", 3)
     n_voxels, n_lesions = 5000, 4
     subjects = list(_random_subjects(6, 40, n_voxels, n_lesions, seed=2))
     sums = np.zeros((n_lesions, 2, n_voxels))
-    with mapping_torch.TorchMapper(sums, device) as mapper:
+    with gpu_kernel.TorchMapper(sums, device) as mapper:
         assert mapper.chunk < n_voxels
         for frames, seeds in subjects:
             mapper.add_subject(frames, np.ones(n_voxels), seeds)
@@ -97,7 +97,7 @@ def test_torch_kernel_matches_float64(device, monkeypatch):
 def test_torch_kernel_corrects_by_the_stored_norm(device):
     """float16 storage: stored time courses are not unit norm to float32 precision, so r
     is scaled by the inverse stored norm (on the float32 and the float64 path)."""
-    from shardmap.mapping_torch import TorchMapper
+    from shardmap.lnm.kernels.gpu import TorchMapper
 
     device = _torch_device(device)
     n_voxels, n_lesions = 3000, 3
@@ -119,7 +119,7 @@ def test_torch_kernel_corrects_by_the_stored_norm(device):
 
 
 def test_auto_device_takes_the_gpu_when_torch_sees_one():
-    from shardmap.mapping import resolve_device
+    from shardmap.lnm.mapping import resolve_device
 
     torch = pytest.importorskip("torch")
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -129,7 +129,7 @@ def test_auto_device_takes_the_gpu_when_torch_sees_one():
 
 
 def test_float16_frames_widen_exactly():
-    from shardmap.connectome import widen_into
+    from shardmap.lnm.connectome.reader import widen_into
 
     values = np.random.default_rng(3).standard_normal((7, 1001)).astype(np.float16)
     values.setflags(write=False)
@@ -139,7 +139,8 @@ def test_float16_frames_widen_exactly():
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_shard_reader_prefetch_yields_every_subject_as_stored(tmp_path, dtype):
-    from shardmap.connectome import ShardReader, shard_paths, write_shard
+    from shardmap.lnm.connectome.reader import ShardReader
+    from shardmap.lnm.connectome.shards import shard_paths, write_shard
 
     rng = np.random.default_rng(5)
     runs = [rng.standard_normal((300, frames)) for frames in (7, 12, 9)]
@@ -162,7 +163,7 @@ def test_shard_reader_prefetch_yields_every_subject_as_stored(tmp_path, dtype):
 
 
 def _lesion_batch(sizes, n_voxels, seed):
-    from shardmap.lesions import LesionBatch
+    from shardmap.lnm.lesions import LesionBatch
 
     rng = np.random.default_rng(seed)
     positions = np.concatenate([np.sort(rng.choice(n_voxels, size, replace=False)) for size in sizes])
@@ -177,18 +178,18 @@ def test_torch_kernel_builds_the_seeds_of_the_numpy_kernel(device, monkeypatch):
     whose voxels are all constant has a zero seed, exactly. Subjects of different lengths
     go to the GPU through small staging buffers (and the sums come back through them),
     and the maps equal those from the NumPy seeds."""
-    from shardmap import mapping_torch
-    from shardmap.mapping_numpy import lesion_seeds
+    from shardmap.lnm.kernels import gpu as gpu_kernel
+    from shardmap.lnm.kernels.cpu import lesion_seeds
 
     device = _torch_device(device)
-    monkeypatch.setattr(mapping_torch, "SEED_CHUNK", 7)
-    monkeypatch.setattr(mapping_torch, "STAGING_ELEMENTS", 3 * 2001)  # 3 rows: an odd number of values
+    monkeypatch.setattr(gpu_kernel, "SEED_CHUNK", 7)
+    monkeypatch.setattr(gpu_kernel, "STAGING_ELEMENTS", 3 * 2001)  # 3 rows: an odd number of values
     n_voxels = 2001
     batch = _lesion_batch([1, 5, 30, 4, 12], n_voxels, seed=8)
     rng = np.random.default_rng(9)
     by_lesions, by_seeds = np.zeros((5, 2, n_voxels)), np.zeros((5, 2, n_voxels))
-    with mapping_torch.TorchMapper(by_lesions, device) as mapper, \
-            mapping_torch.TorchMapper(by_seeds, device) as plain:
+    with gpu_kernel.TorchMapper(by_lesions, device) as mapper, \
+            gpu_kernel.TorchMapper(by_seeds, device) as plain:
         for n_frames in (20, 33, 9):
             frames = rng.standard_normal((n_frames, n_voxels))
             frames[:, batch.positions_of(3)] = 0.0

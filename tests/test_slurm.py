@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from shardmap import resources as res
+from shardmap.lnm import resources as lnm_res
 from test_cluster_profile import LOCAL_PROFILE, SLURM_PROFILE, run_snakemake, write_cluster_project
 from synthetic import make_dataset
 from test_workflow import write_project
@@ -149,8 +150,8 @@ def test_jobs_were_submitted_with_their_requests(runs):
     # two CPUs, the larger of the merge's memory and two map tasks' added up, and the
     # runtimes of the two steps one after the other.
     mask = json.loads((remote / "out" / "lnm" / "connectome" / "mask.json").read_text())
-    memory = max(res.merge_mem_mb(2, mask["n_voxels"]), 2 * res.maps_mem_mb(mask))
-    minutes = res.MIN_RUNTIME_MIN + res.LESION_MAPS_RUNTIME_MIN
+    memory = max(lnm_res.merge_mem_mb(2, mask["n_voxels"]), 2 * lnm_res.maps_mem_mb(mask))
+    minutes = res.MIN_RUNTIME_MIN + lnm_res.LESION_MAPS_RUNTIME_MIN
     for call in groups:
         assert "--cpus-per-task=2" in call and f" --mem {memory} " in call and f" -t {minutes} " in call, call
 

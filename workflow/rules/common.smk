@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from shardmap import resources as res
 from shardmap.errors import InputError, check_writable_folder
-from shardmap.sheets import chunk_name, chunks, read_lesions, read_subjects
+from shardmap.lnm.sheets import chunk_name, chunks, read_lesions, read_subjects
 
 OUT = config["outdir"]
 try:

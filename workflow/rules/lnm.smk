@@ -1,7 +1,9 @@
 # Functional lesion network mapping: prepare the connectome and the lesions once, map
 # every (lesion batch x subject shard) pair, merge the partial sums per batch, write the
 # maps of each lesion and the group maps. Memory and runtime requests are functions of
-# the data (see shardmap/resources.py and config/README.md).
+# the data (see shardmap/lnm/resources.py and config/README.md).
+
+from shardmap.lnm import resources as lnm_res
 
 LNM_LOGS = f"{OUT}/logs/lnm"
 CONNECTOME = f"{OUT}/lnm/connectome"
@@ -38,7 +40,7 @@ rule lnm_mask_info:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: res.mask_info_mem_mb(input.size_mb),
+        mem_mb=lambda wc, input: lnm_res.mask_info_mem_mb(input.size_mb),
         runtime=res.MIN_RUNTIME_MIN,
     script:
         "../scripts/lnm_mask_info.py"
@@ -63,8 +65,8 @@ rule lnm_check_inputs:
         "../../envs/lnm.yaml"
     priority: 10
     resources:
-        mem_mb=lambda wc, input: res.check_runs_mem_mb(res.read_json(input.mask_info)),
-        runtime=lambda wc, input: res.check_runs_runtime(input.runs),
+        mem_mb=lambda wc, input: lnm_res.check_runs_mem_mb(res.read_json(input.mask_info)),
+        runtime=lambda wc, input: lnm_res.check_runs_runtime(input.runs),
     script:
         "../scripts/lnm_check_inputs.py"
 
@@ -87,10 +89,10 @@ rule lnm_prepare_connectome:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: res.prepare_shard_mem_mb(
+        mem_mb=lambda wc, input: lnm_res.prepare_shard_mem_mb(
             res.read_json(input.mask_info), input.runs, len(SHARDS[wc.shard])
         ),
-        runtime=lambda wc, input: res.prepare_shard_runtime(input.runs),
+        runtime=lambda wc, input: lnm_res.prepare_shard_runtime(input.runs),
     script:
         "../scripts/lnm_prepare_connectome.py"
 
@@ -110,7 +112,7 @@ rule lnm_prepare_lesions:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: res.lesion_batch_mem_mb(res.read_json(input.mask_info), input.lesions),
+        mem_mb=lambda wc, input: lnm_res.lesion_batch_mem_mb(res.read_json(input.mask_info), input.lesions),
         runtime=res.MIN_RUNTIME_MIN,
     script:
         "../scripts/lnm_prepare_lesions.py"
@@ -133,10 +135,10 @@ rule lnm_map:
         device=LNM["device"],
     threads: LNM["threads"]
     resources:
-        mem_mb=lambda wc, input: res.mapping_mem_mb(
+        mem_mb=lambda wc, input: lnm_res.mapping_mem_mb(
             res.read_json(input.info), len(BATCHES[wc.batch]), LNM["device"]
         ),
-        runtime=lambda wc, input, threads: res.mapping_runtime(
+        runtime=lambda wc, input, threads: lnm_res.mapping_runtime(
             res.read_json(input.info), len(BATCHES[wc.batch]), threads, LNM["device"]
         ),
         gpu=1 if LNM["device"] == "cuda" else 0,
@@ -156,7 +158,7 @@ rule lnm_merge:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: res.merge_mem_mb(
+        mem_mb=lambda wc, input: lnm_res.merge_mem_mb(
             len(BATCHES[wc.batch]), res.read_json(input.mask_info)["n_voxels"]
         ),
         runtime=res.MIN_RUNTIME_MIN,
@@ -178,8 +180,8 @@ rule lnm_lesion_maps:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: res.maps_mem_mb(res.read_json(input.mask_info)),
-        runtime=res.LESION_MAPS_RUNTIME_MIN,
+        mem_mb=lambda wc, input: lnm_res.maps_mem_mb(res.read_json(input.mask_info)),
+        runtime=lnm_res.LESION_MAPS_RUNTIME_MIN,
     script:
         "../scripts/lnm_lesion_maps.py"
 
@@ -200,7 +202,7 @@ rule lnm_group_maps:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: res.maps_mem_mb(res.read_json(input.mask_info), copies=2),
+        mem_mb=lambda wc, input: lnm_res.maps_mem_mb(res.read_json(input.mask_info), copies=2),
         runtime=lambda wc, input: res.MIN_RUNTIME_MIN + len(LESIONS) // 2000,
     script:
         "../scripts/lnm_group_maps.py"

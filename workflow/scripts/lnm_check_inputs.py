@@ -2,6 +2,6 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.connectome import check_run_headers_files
+    from shardmap.lnm.connectome.runs import check_run_headers_files
 
     check_run_headers_files(snakemake.input.mask, snakemake.params.subjects, snakemake.output.runs)

@@ -2,6 +2,6 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.demo import write_demo_from_sheets
+    from shardmap.lnm.demo import write_demo_from_sheets
 
     write_demo_from_sheets(snakemake.output.mask, snakemake.input.subjects, snakemake.input.lesions)

@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.group import write_group_map_files
+    from shardmap.lnm.maps import write_group_map_files
 
     paths = {(group or None, name): path for (group, name), path in zip(snakemake.params.layout,
                                                                           snakemake.output)}

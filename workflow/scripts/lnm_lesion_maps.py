@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.group import write_lesion_map_files
+    from shardmap.lnm.maps import write_lesion_map_files
 
     write_lesion_map_files(snakemake.input.sums, snakemake.input.info, snakemake.wildcards.lesion,
                            snakemake.input.mask, {"AvgR": snakemake.output.avg_r,

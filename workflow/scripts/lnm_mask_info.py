@@ -2,6 +2,6 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.nifti import write_mask_info
+    from shardmap.lnm.nifti import write_mask_info
 
     write_mask_info(snakemake.input.mask, snakemake.output.info)

@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.stats import merge_files
+    from shardmap.lnm.stats import merge_files
 
     merge_files(zip(snakemake.input.sums, snakemake.input.infos), snakemake.output.sums,
                 snakemake.output.info)

@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.connectome import prepare_shard_files
+    from shardmap.lnm.connectome.shards import prepare_shard_files
 
     prepare_shard_files(snakemake.input.mask, snakemake.params.subjects, snakemake.output.data,
                         snakemake.output.norms, snakemake.output.info, snakemake.params.dtype)

@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.lesions import prepare_lesion_batch_files
+    from shardmap.lnm.lesions import prepare_lesion_batch_files
 
     prepare_lesion_batch_files(snakemake.input.mask, snakemake.params.lesions,
                                snakemake.output.batch, snakemake.output.qc)

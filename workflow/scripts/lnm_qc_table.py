@@ -2,6 +2,6 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.lesions import concat_qc_tables
+    from shardmap.lnm.lesions import concat_qc_tables
 
     concat_qc_tables(snakemake.input.qc, snakemake.output.table)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .atomic import atomic_open
-from .errors import InputError
+from ..atomic import atomic_open
+from ..errors import InputError
 from .nifti import load_image, read_data, squeeze_to_3d
 
 QC_COLUMNS = ["lesion_id", "group", "path", "n_voxels_input", "volume_input_mm3",

@@ -14,8 +14,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import InputError
+from ..atomic import atomic_path
+from ..errors import InputError
 
 # Two grids are the same when their affines agree to this many millimetres.
 AFFINE_ATOL_MM = 1e-3
@@ -130,7 +130,7 @@ def write_mask_info(mask_path, info_path):
     """Write the mask's voxel count, grid and fingerprint as JSON (read for resource requests)."""
     import json
 
-    from .atomic import atomic_open
+    from ..atomic import atomic_open
 
     mask = load_mask(mask_path)
     info = {"path": str(mask_path), "n_voxels": mask.n_voxels, "shape": list(mask.shape),

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .atomic import atomic_open
-from .errors import InputError
+from ..atomic import atomic_open
+from ..errors import InputError
 
 # Where the across-subject variance is below this fraction of the mean square, z is the
 # same in every subject up to float rounding (e.g. voxels of a one-voxel lesion, where

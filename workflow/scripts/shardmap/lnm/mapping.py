@@ -3,8 +3,8 @@
 Per subject the task reads the stored time courses once (the next subject is read in
 the background meanwhile) and hands them to a kernel that builds the seeds of all
 lesions of the batch in float64, correlates them with every mask voxel and adds z and
-z^2 into float64 sums: ``mapping_numpy`` on the CPU, ``mapping_torch`` on a CUDA GPU.
-Both recompute |r| > 0.95 in float64.
+z^2 into float64 sums: ``kernels.cpu`` (NumPy) on the CPU, ``kernels.gpu`` (torch) on a
+CUDA GPU. Both recompute |r| > 0.95 in float64.
 
 Memory: two subjects' frames (T x V float32 each, plus the stored copies if float16),
 the float64 sums (L x 2 x V) and, on the CPU, float32 running sums (L x 2 x V). It does
@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import time
 
-from .connectome import ShardReader
-from .errors import InputError
-from .mapping_numpy import NumpyMapper
+from ..errors import InputError
+from .connectome.reader import ShardReader
+from .kernels.cpu import NumpyMapper
 from .stats import SufficientStats
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def resolve_device(device):
     """'cpu' or 'cuda' for the configured ``lnm.device`` (auto: cuda when torch sees a GPU)."""
-    from .mapping_torch import cuda_available
+    from .kernels.gpu import cuda_available
 
     if device not in DEVICES:
         raise InputError(f"lnm.device is '{device}'; use one of {', '.join(DEVICES)}.")
@@ -46,7 +46,7 @@ def make_mapper(sums, device, threads):
     CPU: slower than NumPy there, but it lets the tests check the GPU code without a GPU)."""
     if device == "cpu":
         return NumpyMapper(sums, threads)
-    from .mapping_torch import TorchMapper
+    from .kernels.gpu import TorchMapper
 
     return TorchMapper(sums, "cpu" if device == "torch-cpu" else device)
 
@@ -57,7 +57,7 @@ def map_batch_over_shard(batch, shard_paths, progress_every=10.0, device="auto",
     Parameters
     ----------
     batch : lesions.LesionBatch
-    shard_paths : dict with keys data, norms, info (see connectome.shard_paths)
+    shard_paths : dict with keys data, norms, info (see connectome.shards.shard_paths)
     device : 'auto', 'cpu' or 'cuda' ('auto' takes a GPU when torch sees one), or
         'torch-cpu' to run the GPU kernel on the CPU (for tests)
     threads : worker threads of the CPU kernel

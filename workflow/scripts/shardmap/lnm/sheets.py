@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[3] / "schemas"
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,12 @@ def read_subjects(sheet, check_files=True, generated=frozenset()):
         raise InputError(f"subject sheet '{sheet}' lists {len(runs)} subject; the T map needs "
                          "at least 2 connectome subjects.")
     return [Subject(subject_id, tuple(paths)) for subject_id, paths in runs.items()]
+
+
+def as_subjects(subjects):
+    """Subject of each item, given as a Subject or as an (id, runs) pair (the form a
+    Snakemake rule passes in ``params``)."""
+    return [s if isinstance(s, Subject) else Subject(s[0], tuple(s[1])) for s in subjects]
 
 
 def chunks(items, size):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 SEED = 20261122
 MASK_VOXEL_MM = 6.0

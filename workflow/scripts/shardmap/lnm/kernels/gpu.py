@@ -1,4 +1,4 @@
-"""The GPU kernel of a mapping task: the same arithmetic as mapping_numpy, in torch.
+"""The GPU kernel of a mapping task: the same arithmetic as the CPU kernel (``cpu``), in torch.
 
 The kernel works on the whole voxel range at once (in column chunks that bound the
 temporaries) and keeps the float64 sums on the device until the task ends. TF32 is
@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from .mapping_numpy import FLOAT64_ABOVE, R_CLIP, unit_float32_storage
+from .cpu import FLOAT64_ABOVE, R_CLIP, unit_float32_storage
 
 CHUNK_ELEMENTS = 1 << 26  # lesions x voxels per chunk: 256 MiB of float32
 EXACT_CHUNK = 1 << 16  # (lesion, voxel) pairs recomputed in float64 at a time
@@ -108,7 +108,7 @@ class TorchMapper:
                            1.0 / np.maximum(counts, 1)[owner], chunks)
 
     def lesion_seeds(self, frames_dev, norm, batch):
-        """(T, L) float64 unit-norm (or zero) seeds, as mapping_numpy.lesion_seeds computes
+        """(T, L) float64 unit-norm (or zero) seeds, as cpu.lesion_seeds computes
         them, from the stored frames already on the device."""
         torch = self.torch
         if self._seed_plan is None or self._seed_plan[0] is not batch:

@@ -1,0 +1,2 @@
+"""The connectome: the users' runs (``runs``), prepared once into subject shards
+(``shards``) that mapping tasks stream through (``reader``)."""

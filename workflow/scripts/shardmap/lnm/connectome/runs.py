@@ -1,0 +1,131 @@
+"""The connectome's runs as users bring them: 4D NIfTI files, one or more per subject.
+
+Their headers are checked before any shard is prepared (rule lnm_check_inputs: every
+bad run listed at once); their data are read, checked for NaN/Inf, centred per voxel
+and concatenated in time by the shard preparation (``shards``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ...atomic import atomic_open
+from ...errors import InputError
+from ..nifti import load_image, load_mask, read_data
+from ..sheets import as_subjects
+
+log = logging.getLogger(__name__)
+
+MIN_FRAMES = 3
+
+
+def check_run_header(img, path, subject_id, mask):
+    """Check what a run's header tells (4D, the mask's grid, at least 2 frames); return its
+    frame count. Reading the header is cheap, so every run is checked before any shard is
+    prepared (rule lnm_check_inputs)."""
+    what = f"run of subject '{subject_id}'"
+    if len(img.shape) != 4:
+        raise InputError(f"{what} '{path}' has shape {img.shape}; a run must be a 4D NIfTI "
+                         "(x, y, z, time).")
+    if not mask.same_grid(img):
+        raise InputError(
+            f"{what} '{path}' is not on the brain mask's grid: shape {img.shape[:3]} vs "
+            f"{mask.shape}, affine\n{np.round(img.affine, 4)}\nvs mask '{mask.path}'\n"
+            f"{np.round(mask.affine, 4)}.\nResample the connectome or choose the mask it was "
+            "made on (lnm.connectome.mask)."
+        )
+    n_frames = img.shape[3]
+    if n_frames < 2:
+        raise InputError(f"{what} '{path}' has {n_frames} frame; a run needs at least 2 time points "
+                         "(a single frame is all zeros once centred). Drop it from the sheet.")
+    return n_frames
+
+
+def check_subject_frames(subject, run_frames):
+    total = sum(run_frames)
+    if total < MIN_FRAMES:
+        raise InputError(f"subject '{subject.subject_id}' has {total} time point(s) in "
+                         f"{list(subject.runs)}; at least {MIN_FRAMES} are needed for a correlation.")
+
+
+def load_run(path, subject_id, mask):
+    """Read one 4D run and return its mask voxels as a (V, T) float64 array, centred per voxel."""
+    what = f"run of subject '{subject_id}'"
+    img = load_image(path, what)
+    check_run_header(img, path, subject_id, mask)
+    data = read_data(img, path, what)
+    # Index by (i, j, k): reshaping nibabel's Fortran-ordered 4D array in C order would
+    # copy the whole grid first.
+    i, j, k = mask.ijk.T
+    series = data[i, j, k].astype(np.float64)
+    bad = ~np.isfinite(series)
+    if bad.any():
+        n_bad = int(bad.any(axis=1).sum())
+        raise InputError(f"{what} '{path}' holds NaN or Inf in {n_bad} brain voxel(s) "
+                         f"(e.g. frame {int(np.argwhere(bad)[0][1])}); fix the preprocessing or "
+                         "replace the non-finite values before mapping.")
+    raw_energy = np.einsum("vt,vt->v", series, series)
+    series -= series.mean(axis=1, keepdims=True)
+    return series, raw_energy
+
+
+def load_subject(subject, mask):
+    """All runs of a subject, each centred per voxel, concatenated in time.
+
+    Returns (series, raw_energy, run_frames): series is (V, T) float64; raw_energy is the
+    per-voxel sum of squares of the uncentred data (to tell constant voxels from
+    rounding); run_frames lists the frames of each run.
+    """
+    loaded = [load_run(path, subject.subject_id, mask) for path in subject.runs]
+    runs = [series for series, _ in loaded]
+    check_subject_frames(subject, [run.shape[1] for run in runs])
+    series = runs[0] if len(runs) == 1 else np.concatenate(runs, axis=1)
+    return series, sum(energy for _, energy in loaded), [run.shape[1] for run in runs]
+
+
+MAX_PROBLEMS_SHOWN = 20
+
+
+def check_run_headers(mask, subjects):
+    """Check the header of every run of ``subjects``; return one row per run.
+
+    Every bad run is collected, so one error lists them all (up to MAX_PROBLEMS_SHOWN).
+    What needs the voxel data (a truncated file, NaN or Inf) is found when the run's
+    shard is prepared.
+    """
+    rows, problems = [], []
+    for subject in subjects:
+        frames = []
+        for path in subject.runs:
+            try:
+                img = load_image(path, f"run of subject '{subject.subject_id}'")
+                frames.append(check_run_header(img, path, subject.subject_id, mask))
+                rows.append({"subject_id": subject.subject_id, "path": str(path),
+                             "shape": "x".join(str(n) for n in img.shape), "frames": frames[-1]})
+            except InputError as err:
+                problems.append(str(err))
+        if len(frames) == len(subject.runs):
+            try:
+                check_subject_frames(subject, frames)
+            except InputError as err:
+                problems.append(str(err))
+    if problems:
+        shown = "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN])
+        more = f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
+        raise InputError(f"{len(problems)} problem(s) in the connectome's runs; nothing was mapped:\n"
+                         f"{shown}{more}")
+    return rows
+
+
+def check_run_headers_files(mask_path, subjects, out_path):
+    """check_run_headers for ``subjects`` (sheets.Subject or (id, runs) pairs); write the
+    rows as a TSV (the run inventory) once every run passed."""
+    subjects = as_subjects(subjects)
+    rows = check_run_headers(load_mask(mask_path), subjects)
+    with atomic_open(out_path, "w") as handle:
+        handle.write("subject_id\tpath\tshape\tframes\n")
+        for row in rows:
+            handle.write(f"{row['subject_id']}\t{row['path']}\t{row['shape']}\t{row['frames']}\n")
+    log.info("%d runs of %d subjects checked", len(rows), len(subjects))

@@ -1,0 +1,149 @@
+"""The prepared connectome: subject shards that a mapping task streams through.
+
+A shard of S subjects is written once, by ``prepare_shard``, as three files:
+
+``shard-K.npy``
+    (total frames, V) array in the configured dtype. Rows are time points (the
+    subjects' runs centred per voxel and concatenated, subject after subject), columns
+    are the mask voxels in mask order. Each voxel's time course of a subject is divided
+    by its norm, so every stored value lies in [-1, 1]: float16 storage then neither
+    overflows nor underflows, whatever the units of the input.
+``shard-K.norms.npy``
+    (S, 2, V) float64: per subject, the norm of each centred time course (to rebuild
+    the unscaled data for lesion seeds) and the inverse norm of the *stored* values
+    (so correlations are exact for what is stored; 0 marks a zero-variance voxel).
+``shard-K.json``
+    subject ids, runs, frame offsets, dtype, voxel count and mask fingerprint.
+
+Gzip decompression happens here, once; mapping tasks map one subject's rows of the plain
+array at a time (and let them go after), so their memory does not grow with the shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...atomic import atomic_open
+from ...errors import InputError
+from ..nifti import load_mask
+from ..sheets import as_subjects
+from .runs import load_subject
+
+log = logging.getLogger(__name__)
+
+STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
+# A centred time course whose norm is below this fraction of its uncentred norm is
+# constant up to rounding: it has zero variance and gets r = 0.
+ZERO_VARIANCE_RTOL = 1e-9
+
+
+def unit_time_courses(series, raw_energy):
+    """Divide each centred time course by its norm; zero-variance voxels become 0.
+
+    Returns (unit, norm): unit is (V, T) float64, norm is (V,) float64.
+    """
+    norm = np.sqrt(np.einsum("vt,vt->v", series, series))
+    constant = norm <= ZERO_VARIANCE_RTOL * np.sqrt(raw_energy)
+    norm[constant] = 0.0
+    scale = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
+    return series * scale[:, None], norm
+
+
+@dataclass
+class ShardInfo:
+    subject_ids: list
+    runs: list
+    frame_offsets: list  # len S + 1
+    dtype: str
+    n_voxels: int
+    mask_fingerprint: str
+
+    @property
+    def n_subjects(self):
+        return len(self.subject_ids)
+
+    @property
+    def max_frames(self):
+        return int(np.max(np.diff(self.frame_offsets)))
+
+    def to_json(self):
+        return json.dumps(self.__dict__, indent=1)
+
+
+def shard_paths(prefix):
+    prefix = str(prefix)
+    return {"data": prefix + ".npy", "norms": prefix + ".norms.npy", "info": prefix + ".json"}
+
+
+def prepare_shard(subjects, mask, data_path, norms_path, info_path, dtype="float32"):
+    """Read, check, centre, scale and store the runs of ``subjects`` as one shard."""
+
+    def loaded():
+        for subject in subjects:
+            series, raw_energy, run_frames = load_subject(subject, mask)
+            log.info("subject %s: %d runs, %s frames", subject.subject_id, len(run_frames), run_frames)
+            yield subject.subject_id, list(subject.runs), series, raw_energy
+
+    return write_shard(loaded(), len(subjects), mask.n_voxels, mask.fingerprint(), data_path,
+                       norms_path, info_path, dtype)
+
+
+def write_shard(subject_series, n_subjects, n_voxels, mask_fingerprint, data_path, norms_path,
+                info_path, dtype="float32"):
+    """Store centred subject time courses as a shard.
+
+    ``subject_series`` yields (subject_id, runs, series, raw_energy) with series the
+    (V, T) float64 centred, concatenated time courses in mask order and raw_energy the
+    per-voxel sum of squares before centring. Subjects are appended to the data file one
+    at a time, so memory holds one subject.
+    """
+    if dtype not in STORAGE_DTYPES:
+        raise InputError(f"lnm.connectome.dtype is '{dtype}'; use one of {sorted(STORAGE_DTYPES)}.")
+    store = STORAGE_DTYPES[dtype]
+    offsets = [0]
+    subject_ids, runs = [], []
+    norms = np.zeros((n_subjects, 2, n_voxels))
+    with atomic_open(data_path) as data_file:
+        header_at = data_file.tell()
+        _write_npy_header(data_file, store, (0, n_voxels))  # rewritten once the size is known
+        for s, (subject_id, subject_runs, series, raw_energy) in enumerate(subject_series):
+            unit, norm = unit_time_courses(series, raw_energy)
+            stored = np.ascontiguousarray(unit.T, dtype=store)  # (T, V): a subject is a block of rows
+            stored_norm = np.sqrt(np.einsum("tv,tv->v", stored, stored, dtype=np.float64))
+            norms[s, 0] = norm
+            norms[s, 1] = np.divide(1.0, stored_norm, out=np.zeros(n_voxels), where=norm > 0)
+            data_file.write(stored.tobytes())
+            offsets.append(offsets[-1] + stored.shape[0])
+            subject_ids.append(subject_id)
+            runs.append(list(subject_runs))
+            log.info("stored subject %s (%d/%d): %d frames, %d zero-variance voxels", subject_id, s + 1,
+                     n_subjects, stored.shape[0], int((norm == 0).sum()))
+        data_file.seek(header_at)
+        _write_npy_header(data_file, store, (offsets[-1], n_voxels))
+    with atomic_open(norms_path) as handle:
+        np.save(handle, norms)
+    info = ShardInfo(subject_ids, runs, offsets, dtype, n_voxels, mask_fingerprint)
+    with atomic_open(info_path, "w") as handle:
+        handle.write(info.to_json())
+    return info
+
+
+def _write_npy_header(handle, dtype, shape):
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": shape}
+    # A fixed-size version-2 header so it can be rewritten in place with the final shape.
+    text = repr(header).encode("latin1")
+    total = 4096
+    pad = total - 12 - len(text) - 1
+    handle.write(b"\x93NUMPY\x02\x00" + struct.pack("<I", total - 12) + text + b" " * pad + b"\n")
+
+
+def prepare_shard_files(mask_path, subjects, data_path, norms_path, info_path, dtype="float32"):
+    """Load the mask and prepare one shard; ``subjects`` are sheets.Subject or (id, runs) pairs."""
+    subjects = as_subjects(subjects)
+    return prepare_shard(subjects, load_mask(mask_path), data_path, norms_path, info_path, dtype)

@@ -1,0 +1,137 @@
+"""Cluster requests of the lesion arm's tasks: memory (MB) and runtime (minutes).
+
+Standard library only: these functions run in the Snakemake process when a job is
+scheduled, after its inputs exist, and read only small files (NIfTI headers and the
+JSON written by earlier tasks). The formulas are documented in config/README.md.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+
+from ..resources import request_mb, runtime_minutes
+
+# Effective whole-task speed of a mapping task per thread (matrix product plus the
+# z transform and float64 accumulation), measured low on purpose: see docs/benchmarks.md.
+MAPPING_FLOPS_PER_THREAD = 8e9
+MAPPING_FLOPS_PER_GPU = 2e12
+# Reading and decompressing NIfTI (gzip) in the preparation task, bytes per second.
+PREPARE_BYTES_PER_S = 60e6
+
+
+# Used when a header cannot be read: the task itself then stops with a clear message
+# about the file, so the request only has to let it start.
+UNREADABLE_HEADER = ((256, 256, 256, 1200), 4)
+
+
+def nifti_header(path):
+    """Shape and bytes per voxel of a NIfTI-1/2 file (.nii or .nii.gz), from its header only.
+
+    A file that is missing or not NIfTI gives UNREADABLE_HEADER (a generous guess):
+    resource requests must never hide the task's own error message behind a traceback.
+    """
+    try:
+        return _read_nifti_header(path)
+    except (OSError, EOFError, ValueError, struct.error):
+        return UNREADABLE_HEADER
+
+
+def _read_nifti_header(path):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        raw = handle.read(540)
+    for order in "<>":
+        size = struct.unpack(order + "i", raw[:4])[0]
+        if size == 348:
+            dims = struct.unpack(order + "8h", raw[40:56])
+            bitpix = struct.unpack(order + "h", raw[72:74])[0]
+            break
+        if size == 540:
+            bitpix = struct.unpack(order + "h", raw[14:16])[0]
+            dims = struct.unpack(order + "8q", raw[16:80])
+            break
+    else:
+        raise ValueError(f"'{path}' is not a NIfTI file")
+    ndim = max(1, min(int(dims[0]), 7))
+    return tuple(int(d) for d in dims[1:1 + ndim]), max(1, bitpix // 8)
+
+
+
+def mask_info_mem_mb(mask_size_mb):
+    """The mask read whole (a gzip-compressed mask expands by up to about 40 x)."""
+    return request_mb(40 * mask_size_mb * 1e6)
+
+
+def check_runs_mem_mb(mask_info):
+    """The mask as a boolean grid, its voxel coordinates, and one run header at a time."""
+    grid = math.prod(mask_info["shape"])
+    return request_mb(grid * 9 + mask_info["n_voxels"] * 3 * 8)
+
+
+def check_runs_runtime(run_paths):
+    """A header read per run (a few ms each, also from a slow network filesystem)."""
+    return runtime_minutes(0.05 * len(run_paths))
+
+
+def prepare_shard_mem_mb(mask_info, run_paths, n_subjects):
+    """One run's whole 4D array (float64 after scaling) plus the subject's (V, T) float64
+    copies (centred, unit, stored) and the shard's norms."""
+    n_voxels = mask_info["n_voxels"]
+    grid = math.prod(mask_info["shape"])
+    shapes = [nifti_header(p)[0] for p in run_paths]
+    frames = [shape[3] if len(shape) > 3 else 1 for shape in shapes]
+    per_subject_frames = max(frames) * 2  # a subject has one or more runs; keep room for two
+    working = grid * max(frames) * 8 + 4 * n_voxels * per_subject_frames * 8
+    return request_mb(working + n_subjects * 2 * n_voxels * 8)
+
+
+def prepare_shard_runtime(run_paths):
+    total = sum(os.path.getsize(p) for p in run_paths)
+    return runtime_minutes(total * 4 / PREPARE_BYTES_PER_S)  # gzip expands about 4 x
+
+
+def lesion_batch_mem_mb(mask_info, lesion_paths):
+    largest = max(math.prod(nifti_header(p)[0][:3]) for p in lesion_paths)
+    return request_mb(8 * (largest * 6 + math.prod(mask_info["shape"]) * 4 + mask_info["n_voxels"] * 8))
+
+
+def mapping_mem_mb(shard_info, n_lesions, device="cpu"):
+    """Two subjects' frames as float32 (plus the stored copies if float16: one is read
+    while the other is computed), the float64 sums (L x 2 x V), on the CPU the float32
+    running sums (L x 2 x V) and per-block scratch."""
+    n_voxels = shard_info["n_voxels"]
+    offsets = shard_info["frame_offsets"]
+    max_frames = max(b - a for a, b in zip(offsets, offsets[1:]))
+    float16 = shard_info["dtype"] == "float16"
+    frames = 2 * max_frames * n_voxels * (6 if float16 else 4)
+    sums = n_lesions * 2 * n_voxels * (8 if device == "cuda" else 12)
+    torch_import = 400e6 if float16 or device == "cuda" else 0  # torch widens float16 / runs the GPU kernel
+    return request_mb(frames + sums + n_voxels * 8 * 6 + 32 * 2 ** 20 + torch_import)
+
+
+def mapping_runtime(shard_info, n_lesions, threads=1, device="cpu"):
+    """Matrix product at a low per-thread rate plus reading the shard at 200 MB/s; on a
+    GPU (``device`` cuda) the product costs little and the read dominates."""
+    n_voxels = shard_info["n_voxels"]
+    frames = shard_info["frame_offsets"][-1]
+    flop = 2.0 * frames * n_voxels * n_lesions
+    rate = MAPPING_FLOPS_PER_GPU if device == "cuda" else MAPPING_FLOPS_PER_THREAD * max(1, threads)
+    return runtime_minutes(flop / rate + frames * n_voxels * 4 / 200e6)
+
+
+def merge_mem_mb(n_lesions, n_voxels):
+    return request_mb(2 * n_lesions * 2 * n_voxels * 8)
+
+
+def maps_mem_mb(mask_info, copies=1):
+    """Per-voxel statistics (float64) and three maps on the whole grid (float32);
+    `copies` = 2 for the group maps (running sums plus one lesion's maps)."""
+    return request_mb(copies * (12 * mask_info["n_voxels"] * 8 + 3 * math.prod(mask_info["shape"]) * 4))
+
+
+# Writing one lesion's three maps takes seconds (one row of sums, three gzip-compressed
+# images); one minute of margin more for a slow shared filesystem.
+LESION_MAPS_RUNTIME_MIN = 2
