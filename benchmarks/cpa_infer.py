@@ -92,7 +92,7 @@ def scvi_pattern(model_dir, adata_path, start, stop, batch_size=4096):
     import torch
 
     from shardmap.cpa.model import LATENT_KEYS
-    from shardmap.cpa.tasks import load_model
+    from shardmap.cpa.model_folder import load_model
 
     adata = ad.read_h5ad(adata_path)
     model = load_model(model_dir, adata)
@@ -111,7 +111,7 @@ def merge_task(adata_path, folder, shard, n_latent):
 
     from shardmap.cpa import h5ad_rows
     from shardmap.cpa.model import LATENT_KEYS
-    from shardmap.cpa.tasks import merge_latents
+    from shardmap.cpa.tasks.merge import merge_latents
 
     total = h5ad_rows.n_obs(adata_path)
     rng = np.random.default_rng(0)
@@ -131,7 +131,7 @@ def merge_task(adata_path, folder, shard, n_latent):
 
 
 def run_task(args):
-    from shardmap.cpa.tasks import infer_shard
+    from shardmap.cpa.tasks.infer import infer_shard
 
     if args.method == "train":
         rate = training_throughput(args.train_cells, args.genes, args.latent, args.train_epochs, args.threads,

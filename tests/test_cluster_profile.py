@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from shardmap import resources as res
+from shardmap.cpa import resources as cpa_res
 from shardmap.lnm import resources as lnm_res
 from shardmap.cpa.simulate import simulate_screen
 from synthetic import make_dataset
@@ -108,11 +109,11 @@ def test_slurm_profile_requests_memory_and_runtime_for_every_job(finished):
     assert {int(j["runtime"]) for j in requests["lnm_lesion_maps"]} == {lnm_res.LESION_MAPS_RUNTIME_MIN}
     assert {int(j["mem_mb"]) for j in requests["lnm_merge"]} == {lnm_res.merge_mem_mb(2, mask["n_voxels"])}
     size_mb = os.path.getsize(workdir / "screen.h5ad") / 2 ** 20  # Snakemake's input.size_mb
-    assert {int(j["mem_mb"]) for j in requests["cpa_train"]} == {res.cpa_train_mem_mb(size_mb, config["cpa"])}
-    assert int(requests["cpa_train"][0]["mem_mb"]) >= floor + res.TORCH_MB
+    assert {int(j["mem_mb"]) for j in requests["cpa_train"]} == {cpa_res.train_mem_mb(size_mb, config["cpa"])}
+    assert int(requests["cpa_train"][0]["mem_mb"]) >= floor + cpa_res.TORCH_MB
     assert {int(j["mem_mb"]) for j in requests["lnm_check_inputs"]} == {lnm_res.check_runs_mem_mb(mask)}
     assert {int(j["mem_mb"]) for j in requests["cpa_check_inputs"]} == {
-        res.cpa_check_mem_mb(config["cpa"], str(workdir / "screen.h5ad"))}
+        cpa_res.check_mem_mb(config["cpa"], str(workdir / "screen.h5ad"))}
 
 
 @pytest.mark.parametrize("device, gpus", [("cuda", "1"), ("auto", "0"), ("cpu", "0")])

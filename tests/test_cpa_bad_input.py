@@ -6,7 +6,9 @@ import pytest
 import scvi
 
 from shardmap.cpa import CPA
-from shardmap.cpa import tasks
+from shardmap.cpa.splits import assign_splits
+from shardmap.cpa.tasks.check_inputs import load_and_validate
+from shardmap.cpa.tasks.train import train_model
 from shardmap.cpa.simulate import simulate_screen
 from shardmap.errors import InputError
 
@@ -40,7 +42,7 @@ def test_missing_obs_key_in_workflow_validation(screen, tmp_path):
     path = tmp_path / "x.h5ad"
     screen.write_h5ad(path)
     with pytest.raises(InputError, match=r"obs lacks \['tissue'\]"):
-        tasks.load_and_validate(path, {**CFG, "covariate_keys": ["tissue"]})
+        load_and_validate(path, {**CFG, "covariate_keys": ["tissue"]})
 
 
 def test_dose_with_the_wrong_number_of_parts(screen):
@@ -129,11 +131,11 @@ def test_smiles_without_rdkit(screen, monkeypatch):
 
 def test_holdout_that_no_cell_has(screen):
     with pytest.raises(InputError, match=r"cpa.holdout names \['drug08\+drug09'\]"):
-        tasks.assign_splits(screen.obs, {**CFG, "holdout": ["drug09+drug08"]})
+        assign_splits(screen.obs, {**CFG, "holdout": ["drug09+drug08"]})
 
 
 def test_holdout_matches_whatever_the_order(screen):
-    splits = tasks.assign_splits(screen.obs, {**CFG, "holdout": ["drug01+drug00"]})
+    splits = assign_splits(screen.obs, {**CFG, "holdout": ["drug01+drug00"]})
     held = screen.obs["condition"].astype(str).isin(["drug00+drug01", "drug01+drug00"]).to_numpy()
     assert (splits[held] == "test").all() and (splits[~held] != "test").all()
 
@@ -141,7 +143,7 @@ def test_holdout_matches_whatever_the_order(screen):
 def test_split_column_with_unknown_labels(screen):
     data = with_obs(screen, "split", ["train"] * (screen.n_obs - 1) + ["holdout"])
     with pytest.raises(InputError, match=r"obs\['split'\] holds \['holdout'\]"):
-        tasks.assign_splits(data.obs, {**CFG, "split_key": "split"})
+        assign_splits(data.obs, {**CFG, "split_key": "split"})
 
 
 def test_missing_values_in_obs(screen, tmp_path):
@@ -151,16 +153,16 @@ def test_missing_values_in_obs(screen, tmp_path):
     path = tmp_path / "x.h5ad"
     data.write_h5ad(path)
     with pytest.raises(InputError, match=r"obs\['cell_type'\] has missing values"):
-        tasks.load_and_validate(path, CFG)
+        load_and_validate(path, CFG)
 
 
 def test_unreadable_or_missing_h5ad(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        tasks.load_and_validate(tmp_path / "none.h5ad", CFG)
+        load_and_validate(tmp_path / "none.h5ad", CFG)
     junk = tmp_path / "junk.h5ad"
     junk.write_bytes(b"not hdf5")
     with pytest.raises(InputError, match="cannot be read as .h5ad"):
-        tasks.load_and_validate(junk, CFG)
+        load_and_validate(junk, CFG)
 
 
 def test_failed_training_leaves_no_model(screen, tmp_path):
@@ -170,5 +172,5 @@ def test_failed_training_leaves_no_model(screen, tmp_path):
     bad.write_h5ad(path)
     scvi.settings.seed = 0
     with pytest.raises(InputError, match="non-integer"):
-        tasks.train_model(path, CFG, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
+        train_model(path, CFG, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
     assert not (tmp_path / "model").exists() and not (tmp_path / "splits.tsv").exists()

@@ -8,7 +8,11 @@ import scvi
 import torch
 
 from shardmap.cpa import CPA
-from shardmap.cpa import tasks
+from shardmap.cpa.model_folder import load_model
+from shardmap.cpa.tasks.evaluate import evaluate
+from shardmap.cpa.tasks.infer import infer_shard
+from shardmap.cpa.tasks.merge import LATENT_OBSM, merge_latents
+from shardmap.cpa.tasks.train import train_model
 from shardmap.cpa.perturbations import OBSM_KEY
 from shardmap.cpa.simulate import simulate_screen
 
@@ -57,13 +61,13 @@ def test_sharded_latents_equal_one_pass(trained, tmp_path, shard_size):
     files = []
     for k, (start, stop) in enumerate(bounds):
         files.append(tmp_path / f"shard-{k}.npz")
-        tasks.infer_shard(model_dir, path, CFG, start, stop, files[-1], batch_size=256)
-    tasks.merge_latents(path, files, tmp_path / "latents.h5ad")
+        infer_shard(model_dir, path, CFG, start, stop, files[-1], batch_size=256)
+    merge_latents(path, files, tmp_path / "latents.h5ad")
     merged = ad.read_h5ad(tmp_path / "latents.h5ad")
     assert list(merged.obs_names) == list(adata.obs_names)
     assert list(merged.obs["condition"].astype(str)) == list(adata.obs["condition"].astype(str))
     full = model.get_latent_representation(adata)
-    for key, name in tasks.LATENT_OBSM.items():
+    for key, name in LATENT_OBSM.items():
         np.testing.assert_allclose(merged.obsm[name], full[key], rtol=1e-5, atol=1e-5)
 
 
@@ -100,7 +104,7 @@ def test_trains_on_a_gpu_and_the_saved_model_infers_on_the_cpu(screen, tmp_path)
     predicted_on_gpu = model.predict(adata, indices=np.arange(50))
     model.save(str(tmp_path / "model"), save_anndata=False)
     other = screen.copy()
-    loaded = tasks.load_model(tmp_path / "model", other)
+    loaded = load_model(tmp_path / "model", other)
     assert next(loaded.module.parameters()).device.type == "cpu"
     on_cpu = loaded.get_latent_representation(other)
     for key in on_gpu:
@@ -222,8 +226,8 @@ def test_heldout_combination_is_predicted_better_than_the_control_baseline(tmp_p
     cfg = {**CFG, "holdout": ["drug00+drug01", "drug02+drug03"], "split_key": None,
            "model": {"n_latent": 16, "n_hidden": 64, "recon_loss": "nb"},
            "train": {"max_epochs": 40, "batch_size": 128, "seed": 0}}
-    tasks.train_model(path, cfg, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
-    rows = tasks.evaluate(tmp_path / "model", path, cfg, tmp_path / "splits.tsv", tmp_path / "metrics.tsv")
+    train_model(path, cfg, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
+    rows = evaluate(tmp_path / "model", path, cfg, tmp_path / "splits.tsv", tmp_path / "metrics.tsv")
     # "drug01+drug00" at "0.5+1" is reported as "drug00+drug01" at "1+0.5"
     assert {(r["condition"], r["dosage"]) for r in rows} == {
         ("drug00+drug01", "1+1"), ("drug00+drug01", "1+0.5"), ("drug02+drug03", "1+1"),

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pipeline import run_library
-from shardmap.cpa import tasks
+from shardmap.cpa.tasks.infer import infer_shard
+from shardmap.cpa.tasks.train import train_model
 from shardmap.cpa.simulate import simulate_screen
 
 
@@ -67,7 +68,7 @@ def assert_identical(first, second, where):
 
 def test_training_twice_gives_the_same_model_split_and_history(screen_path, tmp_path):
     for name in ("a", "b"):
-        tasks.train_model(screen_path, CFG, tmp_path / name / "model", tmp_path / name / "splits.tsv",
+        train_model(screen_path, CFG, tmp_path / name / "model", tmp_path / name / "splits.tsv",
                           accelerator="cpu")
     for name in ("splits.tsv", "model/history.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
@@ -79,9 +80,9 @@ def test_training_twice_gives_the_same_model_split_and_history(screen_path, tmp_
 
 
 def test_inferred_shards_of_two_runs_are_bit_identical(screen_path, tmp_path):
-    tasks.train_model(screen_path, CFG, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
+    train_model(screen_path, CFG, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
     for name in ("a", "b"):
-        tasks.infer_shard(tmp_path / "model", screen_path, CFG, 100, 400, tmp_path / f"{name}.npz")
+        infer_shard(tmp_path / "model", screen_path, CFG, 100, 400, tmp_path / f"{name}.npz")
     with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
         assert a.files == b.files
         for key in a.files:

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from shardmap.cpa.tasks import write_group_means
+from shardmap.cpa.tasks.evaluate import write_group_means
 from shardmap.errors import InputError
 from shardmap.figures_cpa import prediction_figure, subsample, training_figure
 from shardmap.figures_lnm import lesion_cut, lesion_figure, qc_figure, sensitivity_figure

@@ -15,7 +15,8 @@ import yaml
 from scipy import sparse
 
 from shardmap.lnm.connectome.runs import check_run_headers_files
-from shardmap.cpa import tasks
+from shardmap.cpa.tasks.check_inputs import check_inputs
+from shardmap.cpa.tasks.merge import merge_latents
 from shardmap.cpa.simulate import simulate_screen
 from shardmap.errors import InputError
 from synthetic import MASK_AFFINE, MASK_SHAPE, make_dataset, make_mask, save
@@ -89,7 +90,7 @@ def check(tmp_path, adata, cfg=None, rows_per_chunk=100):
     adata.write_h5ad(path)
     out = tmp_path / "adata.tsv"
     try:
-        return tasks.check_inputs(path, {**CFG, **(cfg or {})}, out, rows_per_chunk=rows_per_chunk)
+        return check_inputs(path, {**CFG, **(cfg or {})}, out, rows_per_chunk=rows_per_chunk)
     except InputError:
         assert not out.exists()
         raise
@@ -176,9 +177,9 @@ def test_empty_and_unreadable_files(tmp_path, screen):
     junk = tmp_path / "junk.h5ad"
     junk.write_bytes(b"not hdf5")
     with pytest.raises(InputError, match="junk.h5ad' is not a readable .h5ad"):
-        tasks.check_inputs(junk, CFG, tmp_path / "out.tsv")
+        check_inputs(junk, CFG, tmp_path / "out.tsv")
     with pytest.raises(InputError, match="none.h5ad' does not exist"):
-        tasks.check_inputs(tmp_path / "none.h5ad", CFG, tmp_path / "out.tsv")
+        check_inputs(tmp_path / "none.h5ad", CFG, tmp_path / "out.tsv")
 
 
 def test_csc_storage_names_the_conversion(tmp_path, screen):
@@ -253,12 +254,12 @@ def test_missing_or_empty_cpa_shard_at_merge(tmp_path, screen):
         np.savez(shards[-1], start=start, stop=stop, z_basal=np.zeros((stop - start, 2), np.float32),
                  z=np.zeros((stop - start, 2), np.float32), z_corrected=np.zeros((stop - start, 2), np.float32))
     with pytest.raises(InputError, match="shard-2.npz' starts at row 200, expected 100"):
-        tasks.merge_latents(path, [shards[0], shards[2]], tmp_path / "latents.h5ad")
+        merge_latents(path, [shards[0], shards[2]], tmp_path / "latents.h5ad")
     with pytest.raises(InputError, match="the shards cover rows 0-200 of 300; rerun the missing shards"):
-        tasks.merge_latents(path, shards[:2], tmp_path / "latents.h5ad")
+        merge_latents(path, shards[:2], tmp_path / "latents.h5ad")
     shards[1].write_bytes(b"")
     with pytest.raises(InputError, match="shard-1.npz' is empty or damaged"):
-        tasks.merge_latents(path, shards, tmp_path / "latents.h5ad")
+        merge_latents(path, shards, tmp_path / "latents.h5ad")
     assert not (tmp_path / "latents.h5ad").exists()
 
 

@@ -1,6 +1,8 @@
 # The perturbation arm: train CPA once, infer latents shard by shard (row ranges of the
 # .h5ad), merge them into one file, predict counterfactuals, evaluate held-out conditions.
 
+from shardmap.cpa import resources as cpa_res
+
 CPA_LOGS = f"{OUT}/logs/cpa"
 CPA_SHARDS = cpa_shards()
 CPA_COUNTERFACTUALS = cpa_counterfactuals()
@@ -41,8 +43,8 @@ rule cpa_check_inputs:
         "../../envs/cpa.yaml"
     priority: 10
     resources:
-        mem_mb=lambda wc, input: res.cpa_check_mem_mb(CPA, input.adata),
-        runtime=lambda wc: res.cpa_check_runtime(cpa_cell_count()),
+        mem_mb=lambda wc, input: cpa_res.check_mem_mb(CPA, input.adata),
+        runtime=lambda wc: cpa_res.check_runtime(cpa_cell_count()),
     script:
         "../scripts/cpa_check_inputs.py"
 
@@ -64,8 +66,8 @@ rule cpa_train:
         "../../envs/cpa.yaml"
     threads: CPA["threads"]
     resources:
-        mem_mb=lambda wc, input: res.cpa_train_mem_mb(input.size_mb, CPA),
-        runtime=lambda wc: res.cpa_train_runtime(cpa_cell_count(), CPA),
+        mem_mb=lambda wc, input: cpa_res.train_mem_mb(input.size_mb, CPA),
+        runtime=lambda wc: cpa_res.train_runtime(cpa_cell_count(), CPA),
         gpu=1 if cpa_training_accelerator() == "gpu" else 0,
     script:
         "../scripts/cpa_train.py"
@@ -86,8 +88,8 @@ rule cpa_infer:
         "../../envs/cpa.yaml"
     threads: CPA["threads"]
     resources:
-        mem_mb=lambda wc, input: res.cpa_shard_mem_mb(CPA, input.adata),
-        runtime=lambda wc: res.cpa_infer_runtime(CPA),
+        mem_mb=lambda wc, input: cpa_res.shard_mem_mb(CPA, input.adata),
+        runtime=lambda wc: cpa_res.infer_runtime(CPA),
     script:
         "../scripts/cpa_infer.py"
 
@@ -125,8 +127,8 @@ rule cpa_predict:
         "../../envs/cpa.yaml"
     threads: CPA["threads"]
     resources:
-        mem_mb=lambda wc, input: res.cpa_shard_mem_mb(CPA, input.adata, with_output=True),
-        runtime=lambda wc: res.cpa_infer_runtime(CPA, cpa_cell_count()),
+        mem_mb=lambda wc, input: cpa_res.shard_mem_mb(CPA, input.adata, with_output=True),
+        runtime=lambda wc: cpa_res.infer_runtime(CPA, cpa_cell_count()),
     script:
         "../scripts/cpa_predict.py"
 
@@ -153,7 +155,7 @@ rule cpa_evaluate:
         "../../envs/cpa.yaml"
     threads: CPA["threads"]
     resources:
-        mem_mb=lambda wc, input: res.cpa_shard_mem_mb(CPA, input.adata, with_output=True, copies=2),
-        runtime=lambda wc: res.cpa_infer_runtime(CPA, cpa_cell_count()),
+        mem_mb=lambda wc, input: cpa_res.shard_mem_mb(CPA, input.adata, with_output=True, copies=2),
+        runtime=lambda wc: cpa_res.infer_runtime(CPA, cpa_cell_count()),
     script:
         "../scripts/cpa_evaluate.py"

@@ -2,6 +2,6 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.cpa.tasks import check_inputs
+    from shardmap.cpa.tasks.check_inputs import check_inputs
 
     check_inputs(snakemake.input.adata, snakemake.params.cfg, snakemake.output.summary)

@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.cpa.tasks import evaluate
+    from shardmap.cpa.tasks.evaluate import evaluate
 
     evaluate(snakemake.input.model.rsplit("/", 1)[0], snakemake.input.adata, snakemake.params.cfg,
              snakemake.input.splits, snakemake.output.metrics,

@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.cpa.tasks import infer_shard
+    from shardmap.cpa.tasks.infer import infer_shard
 
     start, stop = snakemake.params.rows
     infer_shard(snakemake.input.model.rsplit("/", 1)[0], snakemake.input.adata, snakemake.params.cfg,

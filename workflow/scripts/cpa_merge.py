@@ -2,6 +2,6 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.cpa.tasks import merge_latents
+    from shardmap.cpa.tasks.merge import merge_latents
 
     merge_latents(snakemake.input.adata, snakemake.input.shards, snakemake.output.latents)

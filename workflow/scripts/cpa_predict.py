@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.cpa.tasks import predict_counterfactual
+    from shardmap.cpa.tasks.predict import predict_counterfactual
 
     predict_counterfactual(snakemake.input.model.rsplit("/", 1)[0], snakemake.input.adata,
                            snakemake.params.cfg, snakemake.params.perturbation, snakemake.params.dosage,

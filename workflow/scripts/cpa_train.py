@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.cpa.tasks import train_model
+    from shardmap.cpa.tasks.train import train_model
 
     train_model(snakemake.input.adata, snakemake.params.cfg, snakemake.output.model.rsplit("/", 1)[0],
                 snakemake.output.splits, snakemake.params.accelerator)

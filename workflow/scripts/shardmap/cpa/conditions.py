@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from ..errors import InputError
@@ -70,3 +71,19 @@ def parse_obs(obs, perturbation_key, dosage_key, control_group):
     parsed = [parse_condition(c, d, control_group, where=f"obs['{perturbation_key}']: ")
               for c, d in uniques]
     return parsed, codes
+
+
+def canonical_conditions(obs, cfg):
+    """Per cell: its drugs joined by '+' in sorted order and their doses in the same order,
+    so that "B+A" at "0.5+1" and "A+B" at "1+0.5" are one condition."""
+    control = cfg["control_group"]
+    keys = obs[[cfg["perturbation_key"], cfg["dosage_key"]]].astype(str)
+    cache = {}
+    labels = np.empty((len(obs), 2), dtype=object)
+    for i, key in enumerate(keys.itertuples(index=False)):
+        if key not in cache:
+            pairs = parse_condition(key[0], key[1], control)
+            cache[key] = ((condition_class(pairs, control), "+".join(f"{dose:g}" for _, dose in pairs))
+                          if pairs else (control, ""))
+        labels[i] = cache[key]
+    return labels[:, 0], labels[:, 1]

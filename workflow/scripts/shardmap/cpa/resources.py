@@ -1,0 +1,74 @@
+"""Cluster requests of the perturbation arm's tasks: memory (MB) and runtime (minutes).
+
+Standard library only (h5py, when installed, to read the .h5ad's shape): these
+functions run in the Snakemake process when a job is scheduled. Training holds the
+AnnData in memory (about 3 x the .h5ad size for a sparse matrix) plus the network;
+inference holds one shard densified. The formulas are documented in config/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..resources import request_mb, runtime_minutes
+
+TRAIN_CELLS_PER_S = 2000  # cells x epochs per second on one CPU core, measured low on purpose
+INFER_CELLS_PER_S = 5000
+
+# PyTorch, Lightning and scvi-tools loaded, on top of BASE_MB.
+TORCH_MB = 700
+ANNDATA_MB = 200  # anndata, pandas and h5py, for the tasks that never load the model
+
+
+def train_mem_mb(adata_size_mb, cfg):
+    return request_mb(3 * adata_size_mb * 1e6 + 2 * cfg["train"]["batch_size"] * 40_000 * 4) + TORCH_MB
+
+
+def train_runtime(n_cells, cfg):
+    seconds = n_cells * cfg["train"]["max_epochs"] / (TRAIN_CELLS_PER_S * max(1, cfg["threads"]))
+    return runtime_minutes(seconds)
+
+
+def shard_mem_mb(cfg, adata_path, with_output=False, copies=1):
+    """One shard of rows: sparse rows as read (about 12 bytes per stored value), their
+    dense float32 copy per batch, and the latents (or predictions) of the shard;
+    `copies` = 2 for the evaluation (observed and predicted side by side)."""
+    n_cells, n_genes = _h5ad_shape(adata_path)
+    rows = min(cfg["shard_size"], n_cells)
+    stored = os.path.getsize(adata_path) * rows / max(n_cells, 1)
+    dense_batch = 4096 * n_genes * 4 * 3
+    latents = rows * cfg["model"]["n_latent"] * 4 * 3
+    output = rows * n_genes * 4 if with_output else 0
+    return request_mb(copies * (3 * stored + dense_batch + latents + output)) + TORCH_MB
+
+
+def check_mem_mb(cfg, adata_path, rows_per_chunk=20_000):
+    """The configured obs columns of every cell (about 100 bytes per value as strings)
+    and one chunk of rows of the matrix, as read and as the checks' boolean copies."""
+    n_cells, n_genes = _h5ad_shape(adata_path)
+    n_keys = 2 + len(cfg.get("covariate_keys") or []) + sum(
+        1 for k in ("batch_key", "smiles_key", "split_key") if cfg.get(k))
+    rows = min(rows_per_chunk, max(n_cells, 1))
+    chunk = os.path.getsize(adata_path) * rows / max(n_cells, 1)
+    return request_mb(n_cells * 100 * (n_keys + 1) + 4 * chunk) + ANNDATA_MB
+
+
+def check_runtime(n_cells):
+    """The matrix read once, in chunks (at least 50k cells per second from disk)."""
+    return runtime_minutes(n_cells / 50_000)
+
+
+def infer_runtime(cfg, n_cells=None):
+    rows = cfg["shard_size"] if n_cells is None else n_cells
+    return runtime_minutes(rows / INFER_CELLS_PER_S)
+
+
+def _h5ad_shape(path):
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            obs, var = handle["obs"], handle["var"]
+            return int(obs[obs.attrs["_index"]].shape[0]), int(var[var.attrs["_index"]].shape[0])
+    except Exception:  # unreadable: let the task report it
+        return 1_000_000, 40_000

@@ -1,0 +1,102 @@
+"""Task cpa_check_inputs: cpa.adata checked against the config before anything is trained."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anndata as ad
+
+from ...atomic import atomic_open
+from ...errors import InputError
+from .. import h5ad_rows
+from ..conditions import parse_condition, parse_obs
+from ..config_keys import obs_keys
+from ..splits import assign_splits
+from ..values import check_values
+
+log = logging.getLogger(__name__)
+
+
+def load_and_validate(adata_path, cfg):
+    """Read the training AnnData and check it against the config (clear errors)."""
+    if not Path(adata_path).exists():
+        raise InputError(f"cpa.adata '{adata_path}' does not exist; fix the path in the config.")
+    try:
+        adata = ad.read_h5ad(adata_path)
+    except Exception as err:
+        raise InputError(f"cpa.adata '{adata_path}' cannot be read as .h5ad ({err}).") from err
+    if adata.n_obs == 0:
+        raise InputError(f"cpa.adata '{adata_path}' has no cells.")
+    missing = [k for k in obs_keys(cfg) if k not in adata.obs]
+    if missing:
+        raise InputError(f"cpa.adata '{adata_path}': obs lacks {missing} (configured as keys); "
+                         f"obs columns are {list(adata.obs.columns)}.")
+    check_no_missing_values(adata.obs, cfg, adata_path)
+    return adata
+
+
+def check_no_missing_values(obs, cfg, adata_path):
+    """InputError naming the first configured obs column with missing values."""
+    for key in obs_keys(cfg):
+        n_missing = int(obs[key].isna().sum())
+        if n_missing:
+            raise InputError(f"cpa.adata '{adata_path}': obs['{key}'] has missing values in {n_missing} "
+                             "cells; fill or drop them.")
+
+
+def check_inputs(adata_path, cfg, out_path, rows_per_chunk=20_000):
+    """Check cpa.adata against the config before anything is trained; write a summary TSV.
+
+    Reads the configured obs columns whole and the matrix in chunks of rows, so memory is
+    bounded by a chunk whatever the file's size. Checks, each with an error naming the
+    key or value: the obs keys exist and have no missing values; every condition and
+    dosage parses (one dose per drug, numbers >= 0); the control group is present and is
+    not every cell; the holdout conditions and split labels exist; every counterfactual
+    names known drugs with one dose each; the matrix is finite and, for a count
+    likelihood (nb, zinb), holds non-negative integers.
+    """
+    control = cfg["control_group"]
+    if not Path(adata_path).exists():
+        raise InputError(f"cpa.adata '{adata_path}' does not exist; fix the path in the config.")
+    total = h5ad_rows.n_obs(adata_path)
+    if total == 0:
+        raise InputError(f"cpa.adata '{adata_path}' has no cells.")
+    obs = h5ad_rows.read_obs(adata_path, obs_keys(cfg))
+    check_no_missing_values(obs, cfg, adata_path)
+    parsed, _ = parse_obs(obs, cfg["perturbation_key"], cfg["dosage_key"], control)
+    if not any(len(p) == 0 for p in parsed):
+        raise InputError(f"cpa.adata '{adata_path}': no cell of obs['{cfg['perturbation_key']}'] is the "
+                         f"control group '{control}'; set cpa.control_group to the label of unperturbed "
+                         f"cells (labels: {sorted(obs[cfg['perturbation_key']].astype(str).unique())[:10]}).")
+    drugs = {drug for pairs in parsed for drug, _ in pairs}
+    if not drugs:
+        raise InputError(f"cpa.adata '{adata_path}': every cell is in the control group '{control}'; "
+                         "there is no perturbation to model.")
+    splits = assign_splits(obs, cfg)
+    for number, item in enumerate(cfg.get("counterfactuals") or []):
+        if item["perturbation"] == control:
+            continue
+        pairs = parse_condition(item["perturbation"], item.get("dosage") or "", control,
+                                where=f"cpa.counterfactuals[{number}]: ")
+        unknown = sorted({drug for drug, _ in pairs} - drugs)
+        if unknown:
+            raise InputError(f"cpa.counterfactuals[{number}] names {unknown}, which no cell of cpa.adata "
+                             f"was treated with; known drugs: {sorted(drugs)[:20]}.")
+    count_data = (cfg.get("model") or {}).get("recon_loss", "nb") in ("nb", "zinb")
+    where = f"cpa.adata '{adata_path}' " + (f"layers['{cfg['layer']}']" if cfg.get("layer") else "X")
+    n_genes = 0
+    for start in range(0, total, rows_per_chunk):
+        stop = min(start + rows_per_chunk, total)
+        block = h5ad_rows.read_matrix(adata_path, start, stop, cfg.get("layer"))
+        n_genes = block.shape[1]
+        check_values(block, count_data, where=where, obs_names=obs.index[start:stop])
+    if n_genes == 0:
+        raise InputError(f"{where} has no genes.")
+    summary = {"cells": total, "genes": n_genes, "drugs": len(drugs),
+               "conditions": len(parsed), "train_cells": int((splits == "train").sum()),
+               "valid_cells": int((splits == "valid").sum()), "test_cells": int((splits == "test").sum())}
+    with atomic_open(out_path, "w") as handle:
+        handle.write("".join(f"{key}\t{value}\n" for key, value in summary.items()))
+    log.info("cpa.adata '%s' checked: %s", adata_path, summary)
+    return summary
