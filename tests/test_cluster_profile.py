@@ -17,6 +17,7 @@ import yaml
 from shardmap import resources as res
 from shardmap.cpa import resources as cpa_res
 from shardmap.lnm import resources as lnm_res
+from shardmap.report import resources as report_res
 from shardmap.cpa.simulate import simulate_screen
 from synthetic import make_dataset
 from test_workflow import REPO, SNAKEMAKE, write_project
@@ -145,10 +146,10 @@ def test_report_figure_rules_request_memory_and_runtime(finished):
             assert job["runtime"].isdigit(), (rule, job)
     assert len(requests["report_lesion_figure"]) == 4
     mask = json.loads((workdir / "out" / "lnm" / "connectome" / "mask.json").read_text())
-    assert {int(j["mem_mb"]) for j in requests["report_group_figures"]} == {res.brain_figure_mem_mb(mask)}
-    assert {int(j["runtime"]) for j in requests["report_lesion_figure"]} == {res.FIGURE_RUNTIME_MIN}
-    assert {int(j["mem_mb"]) for j in requests["report_cpa_umap"]} == {res.umap_mem_mb(1000, 8)}
-    assert {int(j["runtime"]) for j in requests["report_cpa_umap"]} == {res.UMAP_RUNTIME_MIN}
+    assert {int(j["mem_mb"]) for j in requests["report_group_figures"]} == {report_res.brain_figure_mem_mb(mask)}
+    assert {int(j["runtime"]) for j in requests["report_lesion_figure"]} == {report_res.FIGURE_RUNTIME_MIN}
+    assert {int(j["mem_mb"]) for j in requests["report_cpa_umap"]} == {report_res.umap_mem_mb(1000, 8)}
+    assert {int(j["runtime"]) for j in requests["report_cpa_umap"]} == {report_res.UMAP_RUNTIME_MIN}
 
 
 @pytest.mark.parametrize("accelerator, gpus", [("gpu", "1"), ("cuda", "1"), ("cpu", "0"), ("auto", "0")])

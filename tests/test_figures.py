@@ -10,9 +10,9 @@ import pytest
 
 from shardmap.cpa.tasks.evaluate import write_group_means
 from shardmap.errors import InputError
-from shardmap.figures_cpa import prediction_figure, subsample, training_figure
-from shardmap.figures_lnm import lesion_cut, lesion_figure, qc_figure, sensitivity_figure
-from shardmap.provenance import conda_pins, write_versions
+from shardmap.report.cpa_figures import prediction_figure, subsample, training_figure
+from shardmap.report.lnm_figures import lesion_cut, lesion_figure, qc_figure, sensitivity_figure
+from shardmap.report.provenance import conda_pins, write_versions
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -2,6 +2,9 @@
 # own rules from the maps, tables and model files, so `report: false` skips all of them.
 # Captions are in workflow/report/; requests are documented in config/README.md.
 
+from shardmap.report import resources as report_res
+
+
 rule report_software:
     input:
         envs=[os.path.join(workflow.basedir, "envs", f"{name}.yaml") for name in ("lnm", "cpa", "report")],
@@ -54,8 +57,8 @@ if LNM["enabled"]:
         conda:
             "../../envs/report.yaml"
         resources:
-            mem_mb=lambda wc, input: res.brain_figure_mem_mb(res.read_json(input.mask_info), input.lesion),
-            runtime=res.FIGURE_RUNTIME_MIN,
+            mem_mb=lambda wc, input: report_res.brain_figure_mem_mb(res.read_json(input.mask_info), input.lesion),
+            runtime=report_res.FIGURE_RUNTIME_MIN,
         script:
             "../scripts/report_lesion_figure.py"
 
@@ -95,7 +98,7 @@ if LNM["enabled"]:
         conda:
             "../../envs/report.yaml"
         resources:
-            mem_mb=lambda wc, input: res.brain_figure_mem_mb(res.read_json(input.mask_info)),
+            mem_mb=lambda wc, input: report_res.brain_figure_mem_mb(res.read_json(input.mask_info)),
             runtime=lambda wc: res.MIN_RUNTIME_MIN + len(GROUPS) // 20,
         script:
             "../scripts/report_group_figures.py"
@@ -147,14 +150,14 @@ if CPA["enabled"]:
         params:
             cfg=CPA,
             figures=CPA_LATENT_FIGURES,
-            max_cells=res.UMAP_MAX_CELLS,
+            max_cells=report_res.UMAP_MAX_CELLS,
         log:
             f"{REPORT_LOGS}/cpa_umap.log",
         conda:
             "../../envs/report.yaml"
         resources:
-            mem_mb=lambda wc: res.umap_mem_mb(cpa_cell_count(), CPA["model"]["n_latent"]),
-            runtime=res.UMAP_RUNTIME_MIN,
+            mem_mb=lambda wc: report_res.umap_mem_mb(cpa_cell_count(), CPA["model"]["n_latent"]),
+            runtime=report_res.UMAP_RUNTIME_MIN,
         script:
             "../scripts/report_cpa_umap.py"
 

@@ -2,6 +2,6 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.figures_cpa import prediction_figure
+    from shardmap.report.cpa_figures import prediction_figure
 
     prediction_figure(snakemake.input.means, snakemake.output.png)

@@ -2,6 +2,6 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.figures_cpa import training_figure
+    from shardmap.report.cpa_figures import training_figure
 
     training_figure(snakemake.input.history, snakemake.output.png, snakemake.params.covariate_keys)

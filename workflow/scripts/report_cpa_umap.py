@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.figures_cpa import latent_umaps
+    from shardmap.report.cpa_figures import latent_umaps
 
     pngs = {obsm: snakemake.output[name] for obsm, name in snakemake.params.figures.items()}
     latent_umaps(snakemake.input.latents, snakemake.params.cfg, pngs, max_cells=snakemake.params.max_cells)

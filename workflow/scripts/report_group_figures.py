@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.figures_lnm import qc_figure, sensitivity_figure
+    from shardmap.report.lnm_figures import qc_figure, sensitivity_figure
 
     maps = dict(zip((tuple(item) for item in snakemake.params.layout), snakemake.input.maps))
     for group, png in snakemake.params.figures.items():

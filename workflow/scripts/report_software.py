@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.provenance import write_config, write_versions
+    from shardmap.report.provenance import write_config, write_versions
 
     write_versions(snakemake.output.versions, snakemake.input.envs)
     write_config(dict(snakemake.config), snakemake.output.config)

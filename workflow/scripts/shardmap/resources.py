@@ -39,33 +39,6 @@ def runtime_minutes(seconds):
 
 
 def read_json(path):
+    """A small JSON file an earlier task wrote (the mask's description, a shard's index)."""
     with open(path) as handle:
         return json.load(handle)
-
-
-# The report's figures. Matplotlib and nilearn's plotting add about 250 MB to the task's
-# Python; a brain figure holds the MNI152 template (2 mm), the map on the mask grid and
-# nilearn's resampled copies for display, about 40 bytes per grid voxel of each.
-PLOTTING_MB = 250
-TEMPLATE_VOXELS = 91 * 109 * 91
-FIGURE_RUNTIME_MIN = 3  # seconds of work per lesion figure; margin for a slow filesystem
-UMAP_MAX_CELLS = 20_000
-UMAP_RUNTIME_MIN = 15  # two UMAPs of at most 20k cells (about a minute each on one core) and numba's compilation
-UMAP_LIBRARY_MB = 450  # umap-learn, pynndescent and numba loaded
-
-
-def brain_figure_mem_mb(mask_info, lesion_path=None):
-    """Plotting libraries, the template and the map (and the lesion on its own grid)."""
-    from .lnm.resources import nifti_header
-
-    grid = math.prod(mask_info["shape"])
-    lesion = math.prod(nifti_header(lesion_path)[0][:3]) if lesion_path else 0
-    return request_mb(PLOTTING_MB * 1e6 + 40 * (TEMPLATE_VOXELS + grid + lesion))
-
-
-def umap_mem_mb(n_cells, n_latent):
-    """The obs columns of every cell (about 64 bytes each), two latents of the subsample
-    as float32 and float64, UMAP's neighbour graph (15 neighbours x 16 bytes x 4 copies)."""
-    sample = min(n_cells, UMAP_MAX_CELLS)
-    working = 64 * n_cells + sample * n_latent * 12 * 2 + sample * 15 * 16 * 4
-    return request_mb((PLOTTING_MB + UMAP_LIBRARY_MB) * 1e6 + working)

@@ -13,8 +13,8 @@ import logging
 import nibabel as nib
 import numpy as np
 
-from .errors import InputError
-from .lnm.nifti import AFFINE_ATOL_MM, load_image, read_data, squeeze_to_3d
+from ..errors import InputError
+from ..lnm.nifti import AFFINE_ATOL_MM, load_image, read_data, squeeze_to_3d
 from .plotting import label_colorbar, plt, save_png
 
 log = logging.getLogger(__name__)

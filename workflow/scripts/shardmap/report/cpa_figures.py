@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .plotting import plt, save_png
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def read_latent_sample(latents_path, obsm_keys, obs_columns, max_cells=20_000, s
     by rows (never the whole matrices)."""
     import h5py
 
-    from .cpa import h5ad_rows
+    from ..cpa import h5ad_rows
 
     obs = h5ad_rows.read_obs(latents_path, obs_columns)
     rows = subsample(len(obs), max_cells, seed)
@@ -168,7 +168,7 @@ def latent_umaps(latents_path, cfg, out_pngs, max_cells=20_000, seed=0):
 def prediction_figure(means_path, out_png, max_panels=36):
     """Predicted vs observed mean (log-normalised) expression of every gene, one panel per
     evaluated (condition, dosage, covariates) group, top-20 DEGs highlighted, R^2 in the title."""
-    from .cpa.scores import r_squared
+    from ..cpa.scores import r_squared
 
     with np.load(means_path, allow_pickle=False) as data:
         groups = list(zip(data["condition"], data["dosage"], data["covariates"]))

@@ -8,7 +8,7 @@ matplotlib.use("Agg")  # before pyplot: no display on a cluster node
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .atomic import atomic_path  # noqa: E402
+from ..atomic import atomic_path  # noqa: E402
 
 DPI = 110
 # Metadata without a time stamp: the same inputs give the same bytes (a cluster run and a

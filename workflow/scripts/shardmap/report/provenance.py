@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .atomic import atomic_open
+from ..atomic import atomic_open
 
 # The packages whose versions decide the results (PyPI names).
 PACKAGES = ("snakemake", "numpy", "scipy", "pandas", "nibabel", "nilearn", "torch", "lightning", "scvi-tools",
