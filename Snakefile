@@ -1,4 +1,4 @@
-# shardmap: sharded, streaming lesion network mapping (and, later, perturbation modelling).
+# shardmap: sharded, streaming lesion network mapping and perturbation modelling (CPA).
 # Run the embedded demo with `snakemake --cores 2`; see README.md and config/README.md.
 import os
 import sys
@@ -53,7 +53,11 @@ if config["report"]:
     include: "workflow/rules/report.smk"
 
 
+# The default targets: each enabled arm's results and, with `report: true`, the report's
+# figures (the *_outputs() helpers of lnm_helpers.smk, cpa_helpers.smk and report.smk).
 rule all:
     input:
-        final_outputs(),
+        lnm_outputs() if config["lnm"]["enabled"] else [],
+        cpa_outputs() if config["cpa"]["enabled"] else [],
+        report_outputs() if config["report"] else [],
     default_target: True

@@ -1,14 +1,16 @@
 # The perturbation arm: train CPA once, infer latents shard by shard (row ranges of the
 # .h5ad), merge them into one file, predict counterfactuals, evaluate held-out conditions.
 
-from shardmap.cpa import resources as cpa_res
+
+include: "cpa_helpers.smk"
+
 
 CPA_LOGS = f"{OUT}/logs/cpa"
 CPA_SHARDS = cpa_shards()
 CPA_COUNTERFACTUALS = cpa_counterfactuals()
 
 
-if _cpa_is_demo():
+if cpa_is_demo():
 
     rule cpa_demo_data:
         output:

@@ -3,7 +3,9 @@
 # maps of each lesion and the group maps. Memory and runtime requests are functions of
 # the data (see shardmap/lnm/resources.py and config/README.md).
 
-from shardmap.lnm import resources as lnm_res
+
+include: "lnm_helpers.smk"
+
 
 LNM_LOGS = f"{OUT}/logs/lnm"
 CONNECTOME = f"{OUT}/lnm/connectome"

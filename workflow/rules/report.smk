@@ -2,7 +2,8 @@
 # own rules from the maps, tables and model files, so `report: false` skips all of them.
 # Captions are in workflow/report/; requests are documented in config/README.md.
 
-from shardmap.report import resources as report_res
+
+include: "report_helpers.smk"
 
 
 rule report_software:
@@ -32,7 +33,7 @@ rule report_software:
         "../scripts/report_software.py"
 
 
-if LNM["enabled"]:
+if config["lnm"]["enabled"]:
 
     rule report_lesion_figure:
         input:
@@ -104,7 +105,7 @@ if LNM["enabled"]:
             "../scripts/report_group_figures.py"
 
 
-if CPA["enabled"]:
+if config["cpa"]["enabled"]:
 
     rule report_cpa_training:
         input:

@@ -179,8 +179,3 @@ def chunks(items, size):
     if size < 1:
         raise InputError(f"a batch or shard size must be >= 1, got {size}.")
     return [list(items[start:start + size]) for start in range(0, len(items), size)]
-
-
-def chunk_name(index):
-    """The zero-padded name of batch or shard ``index`` used in file names."""
-    return f"{index:04d}"

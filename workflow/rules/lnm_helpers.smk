@@ -1,0 +1,128 @@
+# The lesion arm's helpers (included by lnm.smk): its sample sheets, their split into
+# lesion batches and subject shards, and the files each rule reads and writes. They run
+# in the Snakemake process while the job graph is built (standard library only).
+from shardmap.lnm import resources as lnm_res
+from shardmap.lnm.sheets import chunks, read_lesions, read_subjects
+
+LNM = config["lnm"]
+
+
+def load_sheets():
+    """(lesions, subjects) of the two sheets; with the demo on, their files are made by
+    rule lnm_demo_data, so they need not exist yet (but must lie inside demo.dir)."""
+    try:
+        demo = config["demo"]
+        if not demo["enabled"]:
+            return read_lesions(LNM["lesions"]), read_subjects(LNM["connectome"]["subjects"])
+        lesions = read_lesions(LNM["lesions"], check_files=False)
+        subjects = read_subjects(LNM["connectome"]["subjects"], check_files=False)
+        generated = [LNM["connectome"]["mask"]]
+        generated += [run for s in subjects for run in s.runs] + [les.path for les in lesions]
+        outside = [p for p in generated if not is_inside(p, demo["dir"])]
+        if outside:
+            raise InputError(
+                f"demo.enabled is true, so the demo generator would write {outside[:3]}, which "
+                f"lie outside demo.dir '{demo['dir']}'. It never writes elsewhere: set "
+                "demo.enabled: false to map your own data."
+            )
+        return lesions, subjects
+    except InputError as err:
+        raise WorkflowError(str(err)) from None
+
+
+LESIONS, SUBJECTS = load_sheets()
+
+
+def lesion_batches():
+    """Lists of sheets.Lesion, lnm.lesion_batch_size at a time, in sheet order."""
+    return chunks(LESIONS, LNM["lesion_batch_size"]) if LESIONS else []
+
+
+def subject_shards():
+    """Lists of sheets.Subject, lnm.subject_shard_size at a time, in sheet order."""
+    return chunks(SUBJECTS, LNM["subject_shard_size"]) if SUBJECTS else []
+
+
+BATCHES = {chunk_name(i): batch for i, batch in enumerate(lesion_batches())}
+SHARDS = {chunk_name(i): shard for i, shard in enumerate(subject_shards())}
+BATCH_OF_LESION = {les.lesion_id: name for name, batch in BATCHES.items() for les in batch}
+GROUPS = sorted({les.group for les in LESIONS if les.group is not None})
+LESION_BY_ID = {les.lesion_id: les for les in LESIONS}
+
+
+def lesion_of(wildcards):
+    """The sheets.Lesion named by the ``lesion`` wildcard."""
+    if wildcards.lesion not in LESION_BY_ID:
+        raise WorkflowError(f"lesion '{wildcards.lesion}' is not in the lesion sheet '{LNM['lesions']}'.")
+    return LESION_BY_ID[wildcards.lesion]
+
+
+def lesions_of_batch(wildcards):
+    """(lesion_id, path, group) triples of a batch, for the lesion preparation task."""
+    return [(les.lesion_id, les.path, les.group) for les in BATCHES[wildcards.batch]]
+
+
+def lesion_paths_of_batch(wildcards):
+    return [les.path for les in BATCHES[wildcards.batch]]
+
+
+def subjects_of_shard(wildcards):
+    """(subject_id, runs) pairs of a shard, for the connectome preparation task."""
+    return [(s.subject_id, list(s.runs)) for s in SHARDS[wildcards.shard]]
+
+
+def runs_of_shard(wildcards):
+    return [run for s in SHARDS[wildcards.shard] for run in s.runs]
+
+
+def batch_of_lesion(wildcards):
+    return BATCH_OF_LESION[lesion_of(wildcards).lesion_id]
+
+
+def merged_stats_of_lesion(wildcards):
+    batch = batch_of_lesion(wildcards)
+    return {"sums": f"{OUT}/lnm/stats/batch-{batch}.npy", "info": f"{OUT}/lnm/stats/batch-{batch}.json"}
+
+
+def partial_stats_of_batch(wildcards):
+    prefix = f"{OUT}/lnm/partial/batch-{wildcards.batch}/shard-"
+    return {
+        "sums": [f"{prefix}{shard}.npy" for shard in SHARDS],
+        "infos": [f"{prefix}{shard}.json" for shard in SHARDS],
+    }
+
+
+def merged_stats_files():
+    return {
+        "sums": [f"{OUT}/lnm/stats/batch-{b}.npy" for b in BATCHES],
+        "infos": [f"{OUT}/lnm/stats/batch-{b}.json" for b in BATCHES],
+    }
+
+
+def lesion_map_files():
+    return [
+        f"{OUT}/lnm/maps/{les.lesion_id}_{name}.nii.gz"
+        for les in LESIONS
+        for name in ("AvgR", "AvgR_Fz", "T")
+    ]
+
+
+GROUP_MAP_NAMES = ("sensitivity_pos", "sensitivity_neg", "mean_AvgR_Fz")
+
+
+def group_map_layout():
+    """(group, map name) of every group map; group "" is all lesions together."""
+    return [(group, name) for group in [""] + GROUPS for name in GROUP_MAP_NAMES]
+
+
+def group_map_files():
+    """The group map files, in the order of group_map_layout()."""
+    return [
+        f"{OUT}/lnm/group/{group}/{name}.nii.gz" if group else f"{OUT}/lnm/group/{name}.nii.gz"
+        for group, name in group_map_layout()
+    ]
+
+
+def lnm_outputs():
+    """The lesion arm's targets of the default run."""
+    return lesion_map_files() + group_map_files() + [f"{OUT}/lnm/qc/lesions.tsv"]
