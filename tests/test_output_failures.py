@@ -12,9 +12,8 @@ import pytest
 from shardmap.atomic import atomic_open
 from shardmap.errors import OutputError, check_writable_folder
 from shardmap.task import snakemake_task
+from projects import REPO, SNAKEMAKE, TEMPORARY_MARK, assert_every_file_is_whole, write_project
 from synthetic import make_dataset
-from test_faults import TEMPORARY_MARK, assert_every_file_is_whole
-from test_workflow import REPO, SNAKEMAKE, write_project
 
 COMMAND = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--cores", "2", "--configfile", "my.yaml"]
 

@@ -5,28 +5,11 @@ import subprocess
 import anndata as ad
 import numpy as np
 import pytest
-import yaml
 
 from shardmap.cpa import CPA
-from shardmap.cpa.simulate import simulate_screen
-from test_workflow import REPO, SNAKEMAKE
+from projects import REPO, SNAKEMAKE, write_cpa_project
 
 pytestmark = pytest.mark.workflow
-
-
-def write_cpa_project(workdir, n_cells, n_genes, seed, **cpa):
-    """A simulated screen (screen.h5ad) and my.yaml with the perturbation arm alone;
-    ``cpa`` overrides the small defaults here. Returns the AnnData."""
-    adata = simulate_screen(n_cells=n_cells, n_genes=n_genes, seed=seed)
-    del adata.uns["truth"]
-    adata.write_h5ad(workdir / "screen.h5ad")
-    config = {"outdir": "out", "report": False, "lnm": {"enabled": False},
-              "cpa": {"enabled": True, "adata": "screen.h5ad", "covariate_keys": ["cell_type"],
-                      "holdout": ["drug00+drug01"], "model": {"n_latent": 8, "n_hidden": 32},
-                      "train": {"max_epochs": 3, "batch_size": 128, "accelerator": "cpu"},
-                      "threads": 1, **cpa}}
-    (workdir / "my.yaml").write_text(yaml.safe_dump(config))
-    return adata
 
 
 @pytest.fixture(scope="module")

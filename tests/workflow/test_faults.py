@@ -10,7 +10,6 @@ target task has finished is a miss, and each test asserts that it hit a running 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,21 +17,17 @@ import subprocess
 import time
 from pathlib import Path
 
-import h5py
-import nibabel as nib
 import numpy as np
 import pytest
 
+from projects import REPO, SNAKEMAKE, TEMPORARY_MARK, assert_every_file_is_whole, write_cpa_project, write_project
 from synthetic import make_dataset
-from test_cpa_workflow import write_cpa_project
-from test_workflow import REPO, SNAKEMAKE, write_project
 
 pytestmark = pytest.mark.workflow
 
 COMMAND = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--cores", "2", "--configfile", "my.yaml"]
 # --configfile takes several values, so targets and options go before it
 PREFIX, SUFFIX = COMMAND[:-2], COMMAND[-2:]
-TEMPORARY_MARK = ".tmp-"
 
 
 def run(workdir, *args):
@@ -99,26 +94,6 @@ def run_and_kill(workdir, script, delay_s, whole_run=False, wait_for=None, targe
                 os.kill(pid, signal.SIGKILL)
         log.close()
     return hit, returncode
-
-
-def assert_every_file_is_whole(out):
-    """Every file under its final name opens completely (temporaries may lie around)."""
-    for path in out.rglob("*"):
-        if not path.is_file() or TEMPORARY_MARK in path.name or "logs" in path.parts:
-            continue
-        name = path.name
-        if name.endswith(".npy"):
-            np.load(path, mmap_mode="r")[...].sum()
-        elif name.endswith(".npz"):
-            with np.load(path) as data:
-                [data[key] for key in data.files]
-        elif name.endswith(".json"):
-            json.loads(path.read_text())
-        elif name.endswith(".nii.gz"):
-            np.asarray(nib.load(str(path)).dataobj).sum()
-        elif name.endswith(".h5ad"):
-            with h5py.File(path, "r") as handle:
-                handle.visit(lambda key: None)
 
 
 def result_files(out):

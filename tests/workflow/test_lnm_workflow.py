@@ -1,46 +1,17 @@
 """The workflow end to end through the Snakemake command line, run from another folder."""
 
 import csv
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-import yaml
 
+from projects import REPO, SNAKEMAKE, snakemake, write_project
 from reference import reference_maps
-from synthetic import make_dataset, write_sheet
+from synthetic import make_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 pytestmark = pytest.mark.workflow
-
-
-def snakemake(workdir, *args, configfile="my.yaml"):
-    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
-    if configfile:
-        cmd += ["--configfile", configfile]
-    return subprocess.run(cmd + list(args), cwd=workdir, capture_output=True, text=True, timeout=600)
-
-
-def write_project(workdir, dataset, report=False, **lnm):
-    """Sheets and config with paths relative to ``workdir``. The report's figures are off
-    unless asked for (they are tested on the demo, tests/test_demo.py)."""
-    rel = lambda p: os.path.relpath(p, workdir)  # noqa: E731
-    write_sheet(workdir / "sheets" / "lesions.tsv", ["lesion_id", "path", "group"],
-                [(i, rel(p), g) for i, p, g in dataset["lesions"]])
-    write_sheet(workdir / "sheets" / "subjects.tsv", ["subject_id", "path"],
-                [(s, rel(run)) for s, runs in dataset["subjects"] for run in runs])
-    config = {"outdir": "out", "report": report,
-              "lnm": {"lesions": "sheets/lesions.tsv",
-                      "connectome": {"subjects": "sheets/subjects.tsv", "mask": rel(dataset["mask"])},
-                      "lesion_batch_size": 3, "subject_shard_size": 2, "sensitivity_threshold": 2.0,
-                      **lnm}}
-    (workdir / "my.yaml").write_text(yaml.safe_dump(config))
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -184,14 +155,3 @@ def test_config_errors(tmp_path, change, fragment):
     result = snakemake(tmp_path, "-n")
     assert result.returncode != 0
     assert fragment in result.stdout + result.stderr, result.stdout + result.stderr
-
-
-def test_default_config_dry_run_and_lint():
-    """The embedded demo config builds its job graph, and --lint is clean."""
-    dry = subprocess.run(SNAKEMAKE + ["-n", "--forceall", "--cores", "2"], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
-    assert dry.returncode == 0, dry.stderr[-3000:]
-    assert "lnm_demo_data" in dry.stdout and "cpa_demo_data" in dry.stdout
-    lint = subprocess.run(SNAKEMAKE + ["--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    assert "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr

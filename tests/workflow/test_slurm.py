@@ -22,9 +22,9 @@ import yaml
 
 from shardmap import resources as res
 from shardmap.lnm import resources as lnm_res
-from test_cluster_profile import LOCAL_PROFILE, SLURM_PROFILE, run_snakemake, write_cluster_project
+from projects import write_project
 from synthetic import make_dataset
-from test_workflow import write_project
+from test_cluster_profile import LOCAL_PROFILE, SLURM_PROFILE, run_snakemake, write_cluster_project
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 

@@ -19,8 +19,8 @@ from shardmap.cpa import resources as cpa_res
 from shardmap.lnm import resources as lnm_res
 from shardmap.report import resources as report_res
 from shardmap.cpa.simulate import simulate_screen
+from projects import REPO, SNAKEMAKE, write_project
 from synthetic import make_dataset
-from test_workflow import REPO, SNAKEMAKE, write_project
 
 pytestmark = pytest.mark.workflow
 

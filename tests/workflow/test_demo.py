@@ -14,7 +14,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from projects import REPO
+
 pytestmark = pytest.mark.workflow
 
 

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-REPO = Path(__file__).resolve().parents[1]
+from projects import REPO
+
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
 CHANNELS = ["conda-forge", "bioconda", "nodefaults"]
 # conda-forge name -> PyPI name, where they differ.

@@ -2,7 +2,6 @@
 
 import json
 import struct
-from importlib import metadata
 
 import nibabel as nib
 import numpy as np
@@ -12,7 +11,6 @@ from shardmap.cpa.tasks.evaluate import write_group_means
 from shardmap.errors import InputError
 from shardmap.report.cpa_figures import prediction_figure, subsample, training_figure
 from shardmap.report.lnm_figures import lesion_cut, lesion_figure, qc_figure, sensitivity_figure
-from shardmap.report.provenance import conda_pins, write_versions
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -124,15 +122,3 @@ def test_subsample_is_seeded_sorted_and_bounded():
     assert first.size == 20_000 and np.array_equal(first, again)
     assert np.all(np.diff(first) > 0)
     assert np.array_equal(subsample(50, 20_000), np.arange(50))
-
-
-def test_versions_table_lists_installed_and_pinned_versions(tmp_path):
-    from test_envs import REPO
-
-    write_versions(tmp_path / "v.tsv", REPO / "envs")
-    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in (tmp_path / "v.tsv").read_text().splitlines()}
-    for package in ("python", "numpy", "nibabel", "nilearn", "torch", "scvi-tools", "anndata", "snakemake"):
-        assert package in rows, package
-    assert rows["nilearn"][0] == metadata.version("nilearn")  # installed here
-    assert "lnm.yaml: " + metadata.version("nilearn") in rows["nilearn"][1]  # and pinned in the env
-    assert "report.yaml" in conda_pins(REPO / "envs")["matplotlib"]
