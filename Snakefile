@@ -23,8 +23,11 @@ if not workflow.overwrite_configfiles:
 # Every problem at once, named by key (with the nearest valid key for a typo); then
 # Snakemake's validate fills in the schema's defaults.
 try:
-    check_config_against(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"),
-                         workflow.overwrite_configfiles or ["config/config.yaml"])
+    check_config_against(
+        config,
+        os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"),
+        workflow.overwrite_configfiles or ["config/config.yaml"],
+    )
 except InputError as err:
     raise WorkflowError(str(err)) from None
 validate(config, "workflow/schemas/config.schema.yaml")
@@ -56,8 +59,8 @@ if config["report"]:
 # The default targets: each enabled arm's results and, with `report: true`, the report's
 # figures (the *_outputs() helpers of lnm_helpers.smk, cpa_helpers.smk and report.smk).
 rule all:
+    default_target: True
     input:
         lnm_outputs() if config["lnm"]["enabled"] else [],
         cpa_outputs() if config["cpa"]["enabled"] else [],
         report_outputs() if config["report"] else [],
-    default_target: True

@@ -15,9 +15,6 @@ if cpa_is_demo():
     rule cpa_demo_data:
         output:
             adata=CPA["adata"],
-        params:
-            n_cells=config["demo"]["cpa_cells"],
-            n_genes=config["demo"]["cpa_genes"],
         log:
             f"{CPA_LOGS}/demo_data.log",
         conda:
@@ -25,6 +22,9 @@ if cpa_is_demo():
         resources:
             mem_mb=res.fixed_mb(1400),
             runtime=10,
+        params:
+            n_cells=config["demo"]["cpa_cells"],
+            n_genes=config["demo"]["cpa_genes"],
         script:
             "../scripts/cpa_demo_data.py"
 
@@ -37,16 +37,16 @@ rule cpa_check_inputs:
         adata=CPA["adata"],
     output:
         summary=f"{OUT}/cpa/checked/adata.tsv",
-    params:
-        cfg=CPA,
     log:
         f"{CPA_LOGS}/check_inputs.log",
+    priority: 10
     conda:
         "../../envs/cpa.yaml"
-    priority: 10
     resources:
         mem_mb=lambda wc, input: cpa_res.check_mem_mb(CPA, input.adata),
         runtime=lambda wc: cpa_res.check_runtime(cpa_cell_count()),
+    params:
+        cfg=CPA,
     script:
         "../scripts/cpa_check_inputs.py"
 
@@ -59,9 +59,6 @@ rule cpa_train:
         model=f"{OUT}/cpa/model/model.pt",
         history=f"{OUT}/cpa/model/history.json",
         splits=f"{OUT}/cpa/splits.tsv",
-    params:
-        cfg=CPA,
-        accelerator=cpa_training_accelerator(),
     log:
         f"{CPA_LOGS}/train.log",
     conda:
@@ -71,6 +68,9 @@ rule cpa_train:
         mem_mb=lambda wc, input: cpa_res.train_mem_mb(input.size_mb, CPA),
         runtime=lambda wc: cpa_res.train_runtime(cpa_cell_count(), CPA),
         gpu=1 if cpa_training_accelerator() == "gpu" else 0,
+    params:
+        cfg=CPA,
+        accelerator=cpa_training_accelerator(),
     script:
         "../scripts/cpa_train.py"
 
@@ -81,9 +81,6 @@ rule cpa_infer:
         model=rules.cpa_train.output.model,
     output:
         latents=temp(f"{OUT}/cpa/shards/shard-{{shard}}.npz"),
-    params:
-        cfg=CPA,
-        rows=lambda wc: CPA_SHARDS[wc.shard],
     log:
         f"{CPA_LOGS}/infer/shard-{{shard}}.log",
     conda:
@@ -92,6 +89,9 @@ rule cpa_infer:
     resources:
         mem_mb=lambda wc, input: cpa_res.shard_mem_mb(CPA, input.adata),
         runtime=lambda wc: cpa_res.infer_runtime(CPA),
+    params:
+        cfg=CPA,
+        rows=lambda wc: CPA_SHARDS[wc.shard],
     script:
         "../scripts/cpa_infer.py"
 
@@ -119,10 +119,6 @@ rule cpa_predict:
         model=rules.cpa_train.output.model,
     output:
         counterfactual=f"{OUT}/cpa/counterfactuals/{{counterfactual}}.h5ad",
-    params:
-        cfg=CPA,
-        perturbation=lambda wc: CPA_COUNTERFACTUALS[wc.counterfactual][0],
-        dosage=lambda wc: CPA_COUNTERFACTUALS[wc.counterfactual][1],
     log:
         f"{CPA_LOGS}/predict/{{counterfactual}}.log",
     conda:
@@ -131,6 +127,10 @@ rule cpa_predict:
     resources:
         mem_mb=lambda wc, input: cpa_res.shard_mem_mb(CPA, input.adata, with_output=True),
         runtime=lambda wc: cpa_res.infer_runtime(CPA, cpa_cell_count()),
+    params:
+        cfg=CPA,
+        perturbation=lambda wc: CPA_COUNTERFACTUALS[wc.counterfactual][0],
+        dosage=lambda wc: CPA_COUNTERFACTUALS[wc.counterfactual][1],
     script:
         "../scripts/cpa_predict.py"
 
@@ -149,8 +149,6 @@ rule cpa_evaluate:
             labels={"figure": "metrics table"},
         ),
         means=f"{OUT}/cpa/evaluation_means.npz",
-    params:
-        cfg=CPA,
     log:
         f"{CPA_LOGS}/evaluate.log",
     conda:
@@ -159,5 +157,7 @@ rule cpa_evaluate:
     resources:
         mem_mb=lambda wc, input: cpa_res.shard_mem_mb(CPA, input.adata, with_output=True, copies=2),
         runtime=lambda wc: cpa_res.infer_runtime(CPA, cpa_cell_count()),
+    params:
+        cfg=CPA,
     script:
         "../scripts/cpa_evaluate.py"

@@ -73,7 +73,6 @@ def cpa_training_accelerator():
 
 def cpa_outputs():
     """The perturbation arm's targets of the default run."""
-    return (
-        [f"{OUT}/cpa/latents.h5ad", f"{OUT}/cpa/metrics.tsv"]
-        + [f"{OUT}/cpa/counterfactuals/{name}.h5ad" for name in cpa_counterfactuals()]
-    )
+    return [f"{OUT}/cpa/latents.h5ad", f"{OUT}/cpa/metrics.tsv"] + [
+        f"{OUT}/cpa/counterfactuals/{name}.h5ad" for name in cpa_counterfactuals()
+    ]

@@ -59,16 +59,16 @@ rule lnm_check_inputs:
         lesion_qc=[f"{OUT}/lnm/lesions/batch-{b}.qc.tsv" for b in BATCHES],
     output:
         runs=f"{OUT}/lnm/checked/runs.tsv",
-    params:
-        subjects=[(s.subject_id, list(s.runs)) for s in SUBJECTS],
     log:
         f"{LNM_LOGS}/check_inputs.log",
+    priority: 10
     conda:
         "../../envs/lnm.yaml"
-    priority: 10
     resources:
         mem_mb=lambda wc, input: lnm_res.check_runs_mem_mb(res.read_json(input.mask_info)),
         runtime=lambda wc, input: lnm_res.check_runs_runtime(input.runs),
+    params:
+        subjects=[(s.subject_id, list(s.runs)) for s in SUBJECTS],
     script:
         "../scripts/lnm_check_inputs.py"
 
@@ -83,9 +83,6 @@ rule lnm_prepare_connectome:
         data=f"{CONNECTOME}/shard-{{shard}}.npy",
         norms=f"{CONNECTOME}/shard-{{shard}}.norms.npy",
         info=f"{CONNECTOME}/shard-{{shard}}.json",
-    params:
-        subjects=subjects_of_shard,
-        dtype=LNM["connectome"]["dtype"],
     log:
         f"{LNM_LOGS}/prepare_connectome/shard-{{shard}}.log",
     conda:
@@ -95,6 +92,9 @@ rule lnm_prepare_connectome:
             res.read_json(input.mask_info), input.runs, len(SHARDS[wc.shard])
         ),
         runtime=lambda wc, input: lnm_res.prepare_shard_runtime(input.runs),
+    params:
+        subjects=subjects_of_shard,
+        dtype=LNM["connectome"]["dtype"],
     script:
         "../scripts/lnm_prepare_connectome.py"
 
@@ -107,8 +107,6 @@ rule lnm_prepare_lesions:
     output:
         batch=f"{OUT}/lnm/lesions/batch-{{batch}}.npz",
         qc=f"{OUT}/lnm/lesions/batch-{{batch}}.qc.tsv",
-    params:
-        lesions=lesions_of_batch,
     log:
         f"{LNM_LOGS}/prepare_lesions/batch-{{batch}}.log",
     conda:
@@ -116,6 +114,8 @@ rule lnm_prepare_lesions:
     resources:
         mem_mb=lambda wc, input: lnm_res.lesion_batch_mem_mb(res.read_json(input.mask_info), input.lesions),
         runtime=res.MIN_RUNTIME_MIN,
+    params:
+        lesions=lesions_of_batch,
     script:
         "../scripts/lnm_prepare_lesions.py"
 
@@ -133,8 +133,6 @@ rule lnm_map:
         f"{LNM_LOGS}/map/batch-{{batch}}_shard-{{shard}}.log",
     conda:
         "../../envs/lnm.yaml"
-    params:
-        device=LNM["device"],
     threads: LNM["threads"]
     resources:
         mem_mb=lambda wc, input: lnm_res.mapping_mem_mb(
@@ -144,6 +142,8 @@ rule lnm_map:
             res.read_json(input.info), len(BATCHES[wc.batch]), threads, LNM["device"]
         ),
         gpu=1 if LNM["device"] == "cuda" else 0,
+    params:
+        device=LNM["device"],
     script:
         "../scripts/lnm_map.py"
 
@@ -195,10 +195,6 @@ rule lnm_group_maps:
         mask_info=rules.lnm_mask_info.output.info,
     output:
         group_map_files(),
-    params:
-        groups={les.lesion_id: les.group for les in LESIONS},
-        threshold=LNM["sensitivity_threshold"],
-        layout=group_map_layout(),
     log:
         f"{LNM_LOGS}/group_maps.log",
     conda:
@@ -206,6 +202,10 @@ rule lnm_group_maps:
     resources:
         mem_mb=lambda wc, input: lnm_res.maps_mem_mb(res.read_json(input.mask_info), copies=2),
         runtime=lambda wc, input: res.MIN_RUNTIME_MIN + len(LESIONS) // 2000,
+    params:
+        groups={les.lesion_id: les.group for les in LESIONS},
+        threshold=LNM["sensitivity_threshold"],
+        layout=group_map_layout(),
     script:
         "../scripts/lnm_group_maps.py"
 

@@ -100,11 +100,7 @@ def merged_stats_files():
 
 
 def lesion_map_files():
-    return [
-        f"{OUT}/lnm/maps/{les.lesion_id}_{name}.nii.gz"
-        for les in LESIONS
-        for name in ("AvgR", "AvgR_Fz", "T")
-    ]
+    return [f"{OUT}/lnm/maps/{les.lesion_id}_{name}.nii.gz" for les in LESIONS for name in ("AvgR", "AvgR_Fz", "T")]
 
 
 GROUP_MAP_NAMES = ("sensitivity_pos", "sensitivity_neg", "mean_AvgR_Fz")

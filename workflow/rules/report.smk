@@ -49,10 +49,6 @@ if config["lnm"]["enabled"]:
                 subcategory="Lesions",
                 labels={"lesion": "{lesion}", "figure": "lesion, T map, glass brain"},
             ),
-        params:
-            threshold=LNM["sensitivity_threshold"],
-            group=lambda wc: lesion_of(wc).group,
-            n_subjects=len(SUBJECTS),
         log:
             f"{REPORT_LOGS}/lesions/{{lesion}}.log",
         conda:
@@ -60,6 +56,10 @@ if config["lnm"]["enabled"]:
         resources:
             mem_mb=lambda wc, input: report_res.brain_figure_mem_mb(res.read_json(input.mask_info), input.lesion),
             runtime=report_res.FIGURE_RUNTIME_MIN,
+        params:
+            threshold=LNM["sensitivity_threshold"],
+            group=lambda wc: lesion_of(wc).group,
+            n_subjects=len(SUBJECTS),
         script:
             "../scripts/report_lesion_figure.py"
 
@@ -87,13 +87,6 @@ if config["lnm"]["enabled"]:
                 subcategory="QC",
                 labels={"figure": "lesion QC"},
             ),
-        params:
-            threshold=LNM["sensitivity_threshold"],
-            layout=group_map_layout(),
-            figures=sensitivity_figure_files(),
-            n_lesions={
-                group: sum(1 for les in LESIONS if not group or les.group == group) for group in [""] + GROUPS
-            },
         log:
             f"{REPORT_LOGS}/group_figures.log",
         conda:
@@ -101,6 +94,11 @@ if config["lnm"]["enabled"]:
         resources:
             mem_mb=lambda wc, input: report_res.brain_figure_mem_mb(res.read_json(input.mask_info)),
             runtime=lambda wc: res.MIN_RUNTIME_MIN + len(GROUPS) // 20,
+        params:
+            threshold=LNM["sensitivity_threshold"],
+            layout=group_map_layout(),
+            figures=sensitivity_figure_files(),
+            n_lesions={group: sum(1 for les in LESIONS if not group or les.group == group) for group in [""] + GROUPS},
         script:
             "../scripts/report_group_figures.py"
 
@@ -118,8 +116,6 @@ if config["cpa"]["enabled"]:
                 subcategory="Training",
                 labels={"figure": "training curves"},
             ),
-        params:
-            covariate_keys=list(CPA["covariate_keys"]),
         log:
             f"{REPORT_LOGS}/cpa_training.log",
         conda:
@@ -127,6 +123,8 @@ if config["cpa"]["enabled"]:
         resources:
             mem_mb=res.fixed_mb(100),
             runtime=res.MIN_RUNTIME_MIN,
+        params:
+            covariate_keys=list(CPA["covariate_keys"]),
         script:
             "../scripts/report_cpa_training.py"
 
@@ -148,10 +146,6 @@ if config["cpa"]["enabled"]:
                 subcategory="Latent space",
                 labels={"figure": "UMAP of the full latent"},
             ),
-        params:
-            cfg=CPA,
-            figures=CPA_LATENT_FIGURES,
-            max_cells=report_res.UMAP_MAX_CELLS,
         log:
             f"{REPORT_LOGS}/cpa_umap.log",
         conda:
@@ -159,6 +153,10 @@ if config["cpa"]["enabled"]:
         resources:
             mem_mb=lambda wc: report_res.umap_mem_mb(cpa_cell_count(), CPA["model"]["n_latent"]),
             runtime=report_res.UMAP_RUNTIME_MIN,
+        params:
+            cfg=CPA,
+            figures=CPA_LATENT_FIGURES,
+            max_cells=report_res.UMAP_MAX_CELLS,
         script:
             "../scripts/report_cpa_umap.py"
 
