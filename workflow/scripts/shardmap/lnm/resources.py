@@ -59,7 +59,6 @@ def _read_nifti_header(path):
     return tuple(int(d) for d in dims[1:1 + ndim]), max(1, bitpix // 8)
 
 
-
 def mask_info_mem_mb(mask_size_mb):
     """The mask read whole (a gzip-compressed mask expands by up to about 40 x)."""
     return request_mb(40 * mask_size_mb * 1e6)
