@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from shardmap.atomic import atomic_open
-from shardmap.errors import OutputError, check_writable_folder
+from shardmap.errors import InputError, check_writable_folder
 from shardmap.task import snakemake_task
 from projects import REPO, SNAKEMAKE, TEMPORARY_MARK, assert_every_file_is_whole, write_project
 from synthetic import make_dataset
@@ -112,15 +112,42 @@ class FakeSnakemake:
             return []
 
 
+def fake_task(log_path):
+    """A stand-in for the snakemake object of a task that logs to ``log_path``."""
+    return type("FakeTask", (FakeSnakemake,), {"log": [str(log_path)]})
+
+
 @pytest.mark.parametrize("code, fragment", [(errno.ENOSPC, "no space left on the file system holding 'x.npy'"),
                                             (errno.EDQUOT, "no space left on the file system holding 'x.npy'"),
                                             (errno.EROFS, "cannot write 'x.npy'"),
                                             (errno.EACCES, "cannot write 'x.npy'")])
-def test_task_reports_an_unwritable_output_in_plain_words(code, fragment):
-    with pytest.raises(OutputError) as info:
-        with snakemake_task(FakeSnakemake):
+def test_task_reports_an_unwritable_output_in_plain_words(tmp_path, capsys, code, fragment):
+    with pytest.raises(SystemExit) as info:
+        with snakemake_task(fake_task(tmp_path / "task.log")):
             raise OSError(code, os.strerror(code), "x.npy")
-    assert fragment in str(info.value) and "rerun the same command" in str(info.value)
+    assert info.value.code == 1
+    shown = capsys.readouterr().err
+    assert fragment in shown and "rerun the same command" in shown
+    assert "Traceback" not in shown and "Traceback" in (tmp_path / "task.log").read_text()
+
+
+def test_bad_input_in_a_task_shows_the_message_alone_and_logs_the_traceback(tmp_path, capsys):
+    """Snakemake shows a task's stderr: an InputError gives its message there, without a
+    Python traceback (that goes to the task's log, for a bug report), and exit status 1."""
+    with pytest.raises(SystemExit) as info:
+        with snakemake_task(fake_task(tmp_path / "task.log")):
+            raise InputError("lesion 'x' ('x.nii.gz') is empty; fix it.")
+    assert info.value.code == 1
+    shown = capsys.readouterr().err
+    assert "lesion 'x' ('x.nii.gz') is empty; fix it." in shown and "Traceback" not in shown
+    log = (tmp_path / "task.log").read_text()
+    assert "is empty; fix it." in log and "Traceback" in log and "raise InputError" in log
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+    with pytest.raises(ZeroDivisionError):
+        with snakemake_task(fake_task(tmp_path / "task.log")):
+            1 / 0
 
 
 def test_other_os_errors_pass_through_unchanged():

@@ -17,7 +17,13 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 @contextlib.contextmanager
 def snakemake_task(smk):
-    """Set up logging and threads for a Snakemake ``script:`` job; log any error, then re-raise."""
+    """Set up logging and threads for a Snakemake ``script:`` job.
+
+    A bad input (InputError) or an output that cannot be written (OutputError, or an
+    OSError that says so) is the user's to fix, not a bug: its message alone goes to
+    stderr, which Snakemake shows, and the traceback only to the task's log; the task then
+    exits with status 1. Any other error is logged and re-raised with its traceback.
+    """
     for name in _THREAD_VARIABLES:
         os.environ[name] = str(max(1, int(smk.threads)))
     handlers = [logging.StreamHandler(sys.stderr)]
@@ -30,15 +36,29 @@ def snakemake_task(smk):
     try:
         yield log
     except OSError as err:
-        from .errors import OutputError, describe_write_error
+        from .errors import describe_write_error
 
         message = describe_write_error(err)
         if message is None:
             log.error("%s: %s", type(err).__name__, err)
             raise
-        log.error("%s", message)
-        raise OutputError(message) from err
+        _stop_for_the_user(log, handlers, message)
     except Exception as err:
+        from .errors import InputError, OutputError
+
+        if isinstance(err, (InputError, OutputError)):
+            _stop_for_the_user(log, handlers, str(err))
         log.error("%s: %s", type(err).__name__, err)
         raise
     log.info("done")
+
+
+def _stop_for_the_user(log, handlers, message):
+    """Log ``message`` (stderr and the log file), append the traceback to the log file
+    only, and end the task with exit status 1 (SystemExit prints no traceback)."""
+    log.error("%s", message)
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "the traceback, for a bug report:", None,
+                            sys.exc_info())
+    for handler in handlers[1:]:  # the log file only
+        handler.handle(record)
+    raise SystemExit(1) from None
