@@ -16,8 +16,10 @@ from shardmap.lnm.stats import merge_files
 
 
 def run_library(dataset, outdir, lesion_batch_size=2, subject_shard_size=2, dtype="float32", device="cpu",
-                threads=1):
-    """Run prepare -> map -> merge -> maps; return {lesion_id: {map name: 3D array}}."""
+                threads=1, lesion_rules=None):
+    """Run prepare -> map -> merge -> maps; return {lesion_id: {map name: 3D array}}.
+    ``lesion_rules``: the lnm config keys lesion_values, lesion_threshold, ... (defaults
+    otherwise)."""
     outdir = Path(outdir)
     shards = []
     for index, subjects in enumerate(chunks(dataset["subjects"], subject_shard_size)):
@@ -27,7 +29,7 @@ def run_library(dataset, outdir, lesion_batch_size=2, subject_shard_size=2, dtyp
     maps = {}
     for b, lesions in enumerate(chunks(dataset["lesions"], lesion_batch_size)):
         batch = outdir / f"batch-{b}.npz"
-        prepare_lesion_batch_files(dataset["mask"], lesions, batch, outdir / f"batch-{b}.qc.tsv")
+        prepare_lesion_batch_files(dataset["mask"], lesions, batch, outdir / f"batch-{b}.qc.tsv", lesion_rules)
         parts = []
         for s, shard in enumerate(shards):
             part = (str(outdir / f"part-{b}-{s}.npy"), str(outdir / f"part-{b}-{s}.json"))

@@ -14,11 +14,16 @@ from nilearn.image import resample_to_img
 CLIP = 1.0 - 1e-7
 
 
-def lesion_voxels(lesion_path, mask_img):
-    """Boolean mask-shaped lesion after nearest-neighbour resampling onto the mask grid."""
+def lesion_weights(lesion_path, mask_img, lesion_values="binary", threshold=0.5):
+    """Mask-shaped seed weights of a lesion after nearest-neighbour resampling of its values
+    onto the mask grid: 1 on lesioned voxels (value > 0, or >= ``threshold`` with
+    ``lesion_values`` 'threshold'), or the value itself ('weighted'); 0 elsewhere."""
     resampled = resample_to_img(nib.load(lesion_path), mask_img, interpolation="nearest",
                                 force_resample=True, copy_header=True)
-    return (np.asarray(resampled.dataobj) > 0) & (np.asarray(mask_img.dataobj) > 0)
+    values = np.asarray(resampled.dataobj, dtype=np.float64) * (np.asarray(mask_img.dataobj) > 0)
+    if lesion_values == "weighted":
+        return values
+    return (values >= threshold if lesion_values == "threshold" else values > 0).astype(np.float64)
 
 
 def subject_series(run_paths, inside):
@@ -41,15 +46,17 @@ def pearson_with_seed(series, seed):
     return r
 
 
-def reference_maps(mask_path, subjects, lesion_paths):
-    """{lesion path: {"AvgR_Fz", "AvgR", "T"} as full 3D float64 volumes}."""
+def reference_maps(mask_path, subjects, lesion_paths, lesion_values="binary", threshold=0.5):
+    """{lesion path: {"AvgR_Fz", "AvgR", "T"} as full 3D float64 volumes}. The seed is the
+    mean time course of the lesion's voxels, weighted by their values with
+    ``lesion_values`` 'weighted' (sum of w x over sum of w)."""
     mask_img = nib.load(mask_path)
     inside = np.asarray(mask_img.dataobj) > 0
     series = [subject_series(runs, inside) for _, runs in subjects]
     out = {}
     for path in lesion_paths:
-        lesion = lesion_voxels(path, mask_img)[inside]
-        z = np.stack([np.arctanh(np.clip(pearson_with_seed(x, x[lesion].mean(axis=0)), -CLIP, CLIP))
+        w = lesion_weights(path, mask_img, lesion_values, threshold)[inside]
+        z = np.stack([np.arctanh(np.clip(pearson_with_seed(x, (w @ x) / w.sum()), -CLIP, CLIP))
                       for x in series])
         mean = z.mean(axis=0)
         sd = z.std(axis=0, ddof=1)

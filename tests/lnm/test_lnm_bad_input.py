@@ -10,7 +10,8 @@ import pytest
 
 from shardmap.lnm.connectome.shards import prepare_shard_files, shard_paths
 from shardmap.errors import InputError
-from shardmap.lnm.lesions import prepare_lesion_batch_files
+from shardmap.lnm.lesions import prepare_lesion_batch_files, read_qc_table
+from shardmap.lnm.nifti import load_mask
 from shardmap.lnm.sheets import read_lesions, read_subjects
 from synthetic import MASK_AFFINE, MASK_SHAPE, make_mask, save, write_sheet
 
@@ -178,8 +179,8 @@ def test_unreadable_lesion(tmp_path, mask):
 def test_partly_outside_lesion_is_reported_not_refused(tmp_path, mask):
     edge = sphere_lesion(tmp_path, "input-edge.nii.gz", (0, 6, 5), radius=2.5)
     prepare_lesion_batch_files(mask, [("edge", edge, None)], tmp_path / "b.npz", tmp_path / "b.tsv")
-    row = open(tmp_path / "b.tsv").read().splitlines()[1].split("\t")
-    assert 0.0 < float(row[6]) < 1.0
+    (row,) = read_qc_table(tmp_path / "b.tsv")
+    assert 0.0 < float(row["fraction_outside_mask"]) < 1.0
 
 
 # ---- sample sheets ---------------------------------------------------------------------
@@ -272,6 +273,53 @@ def test_sheet_saved_with_a_byte_order_mark(tmp_path, mask):
     sheet = tmp_path / "lesions.tsv"
     sheet.write_bytes("\ufefflesion_id\tpath\na\t".encode() + mask.encode() + b"\n")
     assert [les.lesion_id for les in read_lesions(sheet)] == ["a"]
+
+
+def test_sheets_exported_by_a_spreadsheet_program_are_read(tmp_path, mask):
+    """Windows line ends, a byte order mark, quoted fields and empty columns at the end of
+    every line (a trailing tab in the header too) are what spreadsheet programs export."""
+    sheet = tmp_path / "lesions.tsv"
+    sheet.write_bytes(("\ufefflesion_id\tpath\tgroup\t\t\r\n"
+                       f'a\t"{mask}"\tg1\t\t\r\n'
+                       f"b\t{mask}\tg2\t\r\n\t\t\t\t\r\n").encode())
+    lesions = read_lesions(sheet)
+    assert [(les.lesion_id, les.path, les.group) for les in lesions] == [("a", mask, "g1"), ("b", mask, "g2")]
+
+
+def test_an_unnamed_column_is_named_by_its_place(tmp_path, mask):
+    sheet = tmp_path / "lesions.tsv"
+    sheet.write_text(f"lesion_id\t\tpath\na\tx\t{mask}\n")
+    with pytest.raises(InputError, match=r"lesions.tsv', line 1: column 2 has no name \(two tabs in a row\?\)"):
+        read_lesions(sheet)
+    sheet.write_text(f"lesion_id\tpath\t\na\t{mask}\tstroke\n")
+    with pytest.raises(InputError, match=r"line 2: value 'stroke' in column 3, but line 1 \(the header\) names "
+                                         r"only 2 column\(s\)"):
+        read_lesions(sheet)
+
+
+def test_a_directory_where_a_file_belongs_is_called_a_directory(tmp_path, mask):
+    folder = tmp_path / "lesions"
+    folder.mkdir()
+    sheet = write_sheet(tmp_path / "lesions.tsv", ["lesion_id", "path"], [("a", str(folder))])
+    with pytest.raises(InputError, match=r"line 2: lesion 'a' file '.*lesions' is a directory, not a file"):
+        read_lesions(sheet)
+    prepare_lesions_expect(tmp_path, mask, [("a", str(folder), None)], "is a directory, not a file")
+    with pytest.raises(InputError, match=r"brain mask '.*lesions' is a directory, not a file"):
+        load_mask(folder)
+
+
+def test_a_nifti_named_against_its_compression_is_told_to_rename(tmp_path, mask):
+    plain = nib.Nifti1Image(np.ones((3, 3, 3), np.uint8), MASK_AFFINE)
+    nib.save(plain, str(tmp_path / "input-plain.nii"))
+    gzipped = tmp_path / "input-gzipped.nii"
+    gzipped.write_bytes(gzip.compress((tmp_path / "input-plain.nii").read_bytes()))
+    prepare_lesions_expect(tmp_path, mask, [("g", str(gzipped), None)],
+                           "is gzip-compressed but named 'input-gzipped.nii'; rename it to 'input-gzipped.nii.gz'")
+    named_gz = tmp_path / "input-plain-named.nii.gz"
+    named_gz.write_bytes((tmp_path / "input-plain.nii").read_bytes())
+    with pytest.raises(InputError, match=r"is named 'input-plain-named.nii.gz' but is not gzip-compressed; "
+                                         r"rename it to 'input-plain-named.nii'"):
+        load_mask(named_gz)
 
 
 def test_stale_temporary_of_a_killed_task_is_removed(tmp_path):

@@ -30,8 +30,45 @@ def test_run_headers_are_listed_when_all_are_good(tmp_path, mask):
     other = save(run_img(4, np.random.default_rng(1)), tmp_path / "other.nii.gz")
     check_run_headers_files(mask, [("s1", [good]), ("s2", [good, other])], tmp_path / "runs.tsv")
     rows = (tmp_path / "runs.tsv").read_text().splitlines()
-    assert rows[0] == "subject_id\tpath\tshape\tframes"
+    assert rows[0] == "subject_id\tpath\tshape\tframes\ttr_s\ttr_note"
     assert rows[3].split("\t")[0] == "s2" and rows[3].split("\t")[3] == "4"
+
+
+def timed_run(path, tr, unit="sec", n_frames=8, seed=0):
+    img = run_img(n_frames, np.random.default_rng(seed))
+    img.header.set_zooms((4.0, 4.0, 4.0, tr))
+    img.header.set_xyzt_units("mm", unit)
+    return save(img, path)
+
+
+def test_repetition_times_are_read_in_seconds_and_recorded(tmp_path, mask):
+    runs = [timed_run(tmp_path / "a.nii.gz", 3.0), timed_run(tmp_path / "b.nii.gz", 3000.0, "msec"),
+            timed_run(tmp_path / "c.nii.gz", 3.0, "unknown"), timed_run(tmp_path / "d.nii.gz", 0.0)]
+    check_run_headers_files(mask, [("s1", runs[:2]), ("s2", runs[2:])], tmp_path / "runs.tsv")
+    rows = [line.split("\t") for line in (tmp_path / "runs.tsv").read_text().splitlines()[1:]]
+    assert [row[4] for row in rows] == ["3", "3", "3", ""]
+    assert rows[3][5] == "TR not recorded in the header" and not any(row[5] for row in rows[:3])
+
+
+def test_runs_of_one_subject_with_different_repetition_times_stop_the_check(tmp_path, mask):
+    fast, slow = timed_run(tmp_path / "fast.nii.gz", 0.72), timed_run(tmp_path / "slow.nii.gz", 3.0)
+    good = timed_run(tmp_path / "good.nii.gz", 3.0)
+    with pytest.raises(InputError) as info:
+        check_run_headers_files(mask, [("s1", [good]), ("s2", [slow, fast])], tmp_path / "runs.tsv")
+    text = str(info.value)
+    assert "subject 's2' has runs with different repetition times (TR)" in text
+    assert f"'{slow}' 3 s, '{fast}' 0.72 s" in text and "subject 's1'" not in text
+    assert not (tmp_path / "runs.tsv").exists()
+
+
+def test_a_subject_with_another_tr_than_the_majority_is_named_not_refused(tmp_path, mask, caplog):
+    subjects = [(f"s{k}", [timed_run(tmp_path / f"r{k}.nii.gz", 3.0, seed=k)]) for k in range(4)]
+    subjects.append(("odd", [timed_run(tmp_path / "odd.nii.gz", 2.0)]))
+    with caplog.at_level("WARNING"):
+        check_run_headers_files(mask, subjects, tmp_path / "runs.tsv")
+    assert "1 subject(s) have another repetition time (TR) than the majority's 3 s: odd (2 s)" in caplog.text
+    rows = [line.split("\t") for line in (tmp_path / "runs.tsv").read_text().splitlines()[1:]]
+    assert [row[5] for row in rows] == [""] * 4 + ["TR differs from the majority's 3 s"]
 
 
 def test_every_bad_run_is_reported_at_once(tmp_path, mask):

@@ -162,17 +162,39 @@ def test_shard_reader_prefetch_yields_every_subject_as_stored(tmp_path, dtype):
             np.testing.assert_allclose(norm, np.linalg.norm(runs[index], axis=1))
 
 
-def _lesion_batch(sizes, n_voxels, seed):
+def _lesion_batch(sizes, n_voxels, seed, weighted=False):
     from shardmap.lnm.lesions import LesionBatch
 
     rng = np.random.default_rng(seed)
     positions = np.concatenate([np.sort(rng.choice(n_voxels, size, replace=False)) for size in sizes])
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    return LesionBatch([f"l{i}" for i in range(len(sizes))], offsets, positions.astype(np.int64), "mask")
+    weights = rng.uniform(0.05, 3.0, positions.size) if weighted else None
+    return LesionBatch([f"l{i}" for i in range(len(sizes))], offsets, positions.astype(np.int64), "mask", weights)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_numpy_seeds_are_the_weighted_mean_time_courses(weighted):
+    """Against the definition in float64: seed = sum of w * x over the lesion's voxels
+    (x the centred time course, w its weight, 1 for a binary lesion), scaled to unit norm."""
+    from shardmap.lnm.kernels.cpu import lesion_seeds
+
+    rng = np.random.default_rng(12)
+    n_voxels = 500
+    batch = _lesion_batch([1, 7, 40], n_voxels, seed=13, weighted=weighted)
+    centred = rng.standard_normal((30, n_voxels))
+    centred -= centred.mean(axis=0)
+    norm = np.linalg.norm(centred, axis=0)
+    frames = (centred / norm).astype(np.float32)
+    seeds = lesion_seeds(frames, norm, batch)
+    for index in range(len(batch)):
+        positions, weights = batch.positions_of(index), batch.weights_of(index)
+        expected = (frames[:, positions].astype(np.float64) * norm[positions]) @ weights
+        np.testing.assert_allclose(seeds[:, index], expected / np.linalg.norm(expected), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["binary", "weighted"])
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_torch_kernel_builds_the_seeds_of_the_numpy_kernel(device, monkeypatch):
+def test_torch_kernel_builds_the_seeds_of_the_numpy_kernel(device, monkeypatch, weighted):
     """Seeds built on the device from chunks of lesion voxels (a chunk here holds parts of
     several lesions, and one lesion spans several chunks) equal the NumPy seeds; a lesion
     whose voxels are all constant has a zero seed, exactly. Subjects of different lengths
@@ -185,7 +207,7 @@ def test_torch_kernel_builds_the_seeds_of_the_numpy_kernel(device, monkeypatch):
     monkeypatch.setattr(gpu_kernel, "SEED_CHUNK", 7)
     monkeypatch.setattr(gpu_kernel, "STAGING_ELEMENTS", 3 * 2001)  # 3 rows: an odd number of values
     n_voxels = 2001
-    batch = _lesion_batch([1, 5, 30, 4, 12], n_voxels, seed=8)
+    batch = _lesion_batch([1, 5, 30, 4, 12], n_voxels, seed=8, weighted=weighted)
     rng = np.random.default_rng(9)
     by_lesions, by_seeds = np.zeros((5, 2, n_voxels)), np.zeros((5, 2, n_voxels))
     with gpu_kernel.TorchMapper(by_lesions, device) as mapper, \

@@ -101,6 +101,7 @@ def test_bad_lesion_fails_cleanly(tmp_path):
     result = snakemake(tmp_path)
     assert result.returncode != 0
     assert "lesion 'far-away'" in result.stderr and "no voxel inside the brain mask" in result.stderr
+    assert "Traceback" not in result.stderr  # the message alone; the traceback is in the task's log
     maps = tmp_path / "out" / "lnm" / "maps"
     assert not any(p.name.startswith("far-away") for p in maps.glob("*")) if maps.exists() else True
     assert not (tmp_path / "out" / "lnm" / "group" / "sensitivity_pos.nii.gz").exists()
@@ -141,6 +142,32 @@ def test_sheet_errors_stop_before_any_job(tmp_path):
     result = snakemake(tmp_path, "-n")
     assert result.returncode != 0
     assert "lesion_id 'sphere-ras3' appears on lines 2 and 6" in result.stdout + result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_lesion_rules_of_the_config_reach_the_lesion_task(tmp_path):
+    dataset = make_dataset(tmp_path / "data", np.random.default_rng(6))
+    img = nib.load(dataset["lesions"][0][1])
+    soft = np.asarray(img.dataobj).astype(np.float32) * 0.7
+    nib.save(nib.Nifti1Image(soft, img.affine), str(tmp_path / "data" / "soft.nii.gz"))
+    dataset["lesions"][0] = ("soft", str(tmp_path / "data" / "soft.nii.gz"), "g1")
+    write_project(tmp_path, dataset, lesion_values="threshold", lesion_threshold=0.6,
+                  lesion_resampling="coverage", lesion_coverage=0.5)
+    result = snakemake(tmp_path, "--until", "lnm_qc_table")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "out" / "lnm" / "qc" / "lesions.tsv"), delimiter="\t"))
+    assert {(row["lesion_values"], row["resampling"]) for row in rows} == {("threshold>=0.6", "coverage>=0.5")}
+    assert rows[0]["lesion_id"] == "soft" and rows[0]["value_max"] == "0.7"
+
+
+@pytest.mark.parametrize("group", ["sensitivity_pos.nii.gz", "mean_AvgR_Fz.nii.gz", "all"])
+def test_group_names_taken_by_the_outputs_are_refused_before_any_job(tmp_path, group):
+    dataset = make_dataset(tmp_path / "data", np.random.default_rng(6))
+    dataset["lesions"][1] = (*dataset["lesions"][1][:2], group)
+    write_project(tmp_path, dataset)
+    result = snakemake(tmp_path, "-n")
+    assert result.returncode != 0
+    assert f"group name(s) ['{group}'] are taken by the outputs for all lesions" in result.stdout + result.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -58,7 +58,13 @@ rule lnm_check_inputs:
         runs=[run for s in SUBJECTS for run in s.runs],
         lesion_qc=[f"{OUT}/lnm/lesions/batch-{b}.qc.tsv" for b in BATCHES],
     output:
-        runs=f"{OUT}/lnm/checked/runs.tsv",
+        runs=report(
+            f"{OUT}/lnm/checked/runs.tsv",
+            caption="../report/runs_table.rst",
+            category=LNM_CATEGORY,
+            subcategory="QC",
+            labels={"figure": "connectome runs"},
+        ),
     log:
         f"{LNM_LOGS}/check_inputs.log",
     priority: 10
@@ -112,10 +118,13 @@ rule lnm_prepare_lesions:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: lnm_res.lesion_batch_mem_mb(res.read_json(input.mask_info), input.lesions),
+        mem_mb=lambda wc, input: lnm_res.lesion_batch_mem_mb(
+            res.read_json(input.mask_info), input.lesions, LNM["lesion_resampling"] == "coverage"
+        ),
         runtime=res.MIN_RUNTIME_MIN,
     params:
         lesions=lesions_of_batch,
+        rules={key: LNM[key] for key in ("lesion_values", "lesion_threshold", "lesion_resampling", "lesion_coverage")},
     script:
         "../scripts/lnm_prepare_lesions.py"
 

@@ -106,6 +106,21 @@ def lesion_map_files():
 GROUP_MAP_NAMES = ("sensitivity_pos", "sensitivity_neg", "mean_AvgR_Fz")
 
 
+def check_group_names():
+    """A group's maps go to a folder named after it beside the group maps of all lesions,
+    and its figure beside theirs (sensitivity_all.png): names that would collide are refused."""
+    taken = {f"{name}.nii.gz" for name in GROUP_MAP_NAMES} | {"all"}
+    clash = sorted(set(GROUPS) & taken)
+    if clash:
+        raise WorkflowError(
+            f"lesion sheet '{LNM['lesions']}': group name(s) {clash} are taken by the outputs for all "
+            f"lesions (names {sorted(taken)} are reserved); rename the group(s)."
+        )
+
+
+check_group_names()
+
+
 def group_map_layout():
     """(group, map name) of every group map; group "" is all lesions together."""
     return [(group, name) for group in [""] + GROUPS for name in GROUP_MAP_NAMES]

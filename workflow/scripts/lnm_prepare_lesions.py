@@ -5,4 +5,4 @@ with snakemake_task(snakemake):
     from shardmap.lnm.lesions import prepare_lesion_batch_files
 
     prepare_lesion_batch_files(snakemake.input.mask, snakemake.params.lesions,
-                               snakemake.output.batch, snakemake.output.qc)
+                               snakemake.output.batch, snakemake.output.qc, snakemake.params.rules)

@@ -7,6 +7,7 @@ the voxels where the brain mask is > 0. ``BrainMask`` converts between the two.
 from __future__ import annotations
 
 import functools
+import gzip
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +27,49 @@ def load_image(path, what):
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} '{path}' does not exist; fix the path in the sample sheet or config.")
+    if path.is_dir():
+        raise InputError(f"{what} '{path}' is a directory, not a file; give the path of the NIfTI file "
+                         "(.nii or .nii.gz) inside it.")
     try:
         img = nib.load(str(path))
     except Exception as err:  # nibabel raises many types for broken files
+        misnamed = _compression_mismatch(path)
+        if misnamed:
+            raise InputError(f"{what} '{path}' {misnamed}") from err
         raise InputError(f"{what} '{path}' is not a readable NIfTI image ({err}); "
                          "re-export it as .nii or .nii.gz.") from err
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{what} '{path}' is a {type(img).__name__}, not NIfTI; convert it to .nii.gz.")
     return img
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+NIFTI_HEADER_SIZES = (348, 540)  # sizeof_hdr of NIfTI-1 and NIfTI-2, the first 4 bytes
+
+
+def _looks_like_nifti(first_bytes):
+    return any(int.from_bytes(first_bytes[:4], order) in NIFTI_HEADER_SIZES for order in ("little", "big"))
+
+
+def _compression_mismatch(path):
+    """What is wrong when a NIfTI file's name and its gzip compression disagree, else None."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(4)
+        gzipped = start[:2] == GZIP_MAGIC
+        if gzipped:
+            with gzip.open(path, "rb") as handle:
+                start = handle.read(4)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if not _looks_like_nifti(start):
+        return None
+    if gzipped and not path.name.endswith(".gz"):
+        return f"is gzip-compressed but named '{path.name}'; rename it to '{path.name}.gz'."
+    if not gzipped and path.name.endswith(".gz"):
+        return (f"is named '{path.name}' but is not gzip-compressed; rename it to "
+                f"'{path.name[:-3]}' (or compress it with gzip).")
+    return None
 
 
 def read_data(img, path, what, dtype=None):

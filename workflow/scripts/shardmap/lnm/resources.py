@@ -92,9 +92,13 @@ def prepare_shard_runtime(run_paths):
     return runtime_minutes(total * 4 / PREPARE_BYTES_PER_S)  # gzip expands about 4 x
 
 
-def lesion_batch_mem_mb(mask_info, lesion_paths):
+def lesion_batch_mem_mb(mask_info, lesion_paths, coverage=False):
+    """The largest lesion as read and as float64 copies, the mask grid and its voxel
+    coordinates; with the coverage rule, also 64 sampled values per mask voxel (at most
+    every mask voxel is near a lesion) and one chunk of sample points (12 MiB)."""
     largest = max(math.prod(nifti_header(p)[0][:3]) for p in lesion_paths)
-    return request_mb(8 * (largest * 6 + math.prod(mask_info["shape"]) * 4 + mask_info["n_voxels"] * 8))
+    sampling = mask_info["n_voxels"] * 64 * 8 + 12 * 2 ** 20 if coverage else 0
+    return request_mb(8 * (largest * 6 + math.prod(mask_info["shape"]) * 4 + mask_info["n_voxels"] * 8) + sampling)
 
 
 def mapping_mem_mb(shard_info, n_lesions, device="cpu"):

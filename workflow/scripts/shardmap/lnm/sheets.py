@@ -58,12 +58,33 @@ def _read_rows(sheet, kind):
     if len(header) == 1 and ("," in header[0] or " " in header[0].strip()):
         raise InputError(f"{kind} sheet '{sheet}' has a single column '{header[0]}'; "
                          "columns must be separated by tabs, not commas or spaces.")
+    # Spreadsheet programs export empty columns at the ends of lines: unnamed columns at the
+    # end of the header are dropped as long as no row has a value in them.
+    named = len(header)
+    while named and header[named - 1] == "":
+        named -= 1
+    if "" in header[:named]:
+        raise InputError(f"{kind} sheet '{sheet}', line {lines[0][0]}: column {header.index('') + 1} has no "
+                         "name (two tabs in a row?); name it or delete it.")
+    header = header[:named]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise InputError(f"{kind} sheet '{sheet}', line {lines[0][0]}: column(s) {repeated} appear more than "
+                         "once in the header; keep one of each.")
     rows = []
     for (number, _), values in zip(lines[1:], reader):
-        if len(values) != len(header):
+        extra = [(column, value) for column, value in enumerate(values[named:], start=named + 1) if value.strip()]
+        if extra:
+            column, value = extra[0]
+            raise InputError(f"{kind} sheet '{sheet}', line {number}: value '{value.strip()}' in column {column}, "
+                             f"but line {lines[0][0]} (the header) names only {named} column(s); name the "
+                             "column in the header or delete the value (and check the tabs).")
+        if len(values) < named:
             raise InputError(f"{kind} sheet '{sheet}', line {number}: {len(values)} fields but the "
-                             f"header has {len(header)}; separate columns with single tabs.")
+                             f"header has {named}; separate columns with single tabs.")
         row = {name: value.strip() for name, value in zip(header, values)}
+        if row.get("path", "").startswith("~"):
+            row["path"] = os.path.expanduser(row["path"])  # as a shell would: ~ is the home folder
         rows.append((number, {k: v for k, v in row.items() if v != ""}))
     if not rows:
         raise InputError(f"{kind} sheet '{sheet}' has a header but no rows; add one row per "
@@ -103,7 +124,10 @@ def _check_file(sheet, number, what, path, generated):
     if not os.path.exists(path):
         raise InputError(f"sheet '{sheet}', line {number}: {what} file '{path}' does not exist "
                          f"(relative paths are resolved against '{os.getcwd()}'); fix the path.")
-    if not os.access(path, os.R_OK) or os.path.isdir(path):
+    if os.path.isdir(path):
+        raise InputError(f"sheet '{sheet}', line {number}: {what} file '{path}' is a directory, not a "
+                         "file; give the path of the NIfTI file (.nii or .nii.gz) inside it.")
+    if not os.access(path, os.R_OK):
         raise InputError(f"sheet '{sheet}', line {number}: {what} file '{path}' is not a readable "
                          "file; check its permissions.")
 

@@ -43,6 +43,49 @@ def check_run_header(img, path, subject_id, mask):
     return n_frames
 
 
+# NIfTI time units -> seconds. A header that leaves the unit unknown is read as seconds,
+# the unit almost every tool writes.
+SECONDS_PER_TIME_UNIT = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}
+# Two repetition times closer than this (relative) are the same TR.
+TR_RTOL = 1e-3
+
+
+def repetition_time(img):
+    """The run's repetition time in seconds (pixdim[4] in its time unit), or None when the
+    header does not record one (0) or records it in a unit that is not a time."""
+    _, unit = img.header.get_xyzt_units()
+    zooms = img.header.get_zooms()
+    if len(zooms) < 4 or not zooms[3] > 0 or unit not in SECONDS_PER_TIME_UNIT:
+        return None
+    return round(float(zooms[3]) * SECONDS_PER_TIME_UNIT[unit], 6)
+
+
+def same_tr(first, second):
+    return abs(first - second) <= TR_RTOL * max(first, second)
+
+
+def check_subject_trs(subject, run_trs):
+    """Runs of one subject are concatenated in time, so they must share a TR."""
+    known = [(path, tr) for path, tr in zip(subject.runs, run_trs) if tr is not None]
+    if any(not same_tr(tr, known[0][1]) for _, tr in known):
+        listed = ", ".join(f"'{path}' {tr:g} s" for path, tr in known)
+        raise InputError(f"subject '{subject.subject_id}' has runs with different repetition times (TR): "
+                         f"{listed}. Its runs are concatenated in time, so they must share a TR: drop or "
+                         "resample the odd run(s).")
+
+
+def majority_tr(rows):
+    """The TR most subjects have (their first run's), or None if no header records one."""
+    by_subject = {}
+    for row in rows:
+        if row["tr_s"] is not None:
+            by_subject.setdefault(row["subject_id"], row["tr_s"])
+    values = sorted(by_subject.values())
+    if not values:
+        return None
+    return max(values, key=lambda tr: sum(same_tr(tr, other) for other in values))
+
+
 def check_subject_frames(subject, run_frames):
     total = sum(run_frames)
     if total < MIN_FRAMES:
@@ -97,20 +140,23 @@ def check_run_headers(mask, subjects):
     """
     rows, problems = [], []
     for subject in subjects:
-        frames = []
+        frames, trs = [], []
         for path in subject.runs:
             try:
                 img = load_image(path, f"run of subject '{subject.subject_id}'")
                 frames.append(check_run_header(img, path, subject.subject_id, mask))
+                trs.append(repetition_time(img))
                 rows.append({"subject_id": subject.subject_id, "path": str(path),
-                             "shape": "x".join(str(n) for n in img.shape), "frames": frames[-1]})
+                             "shape": "x".join(str(n) for n in img.shape), "frames": frames[-1],
+                             "tr_s": trs[-1]})
             except InputError as err:
                 problems.append(str(err))
         if len(frames) == len(subject.runs):
-            try:
-                check_subject_frames(subject, frames)
-            except InputError as err:
-                problems.append(str(err))
+            for check, values in ((check_subject_frames, frames), (check_subject_trs, trs)):
+                try:
+                    check(subject, values)
+                except InputError as err:
+                    problems.append(str(err))
     if problems:
         shown = "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN])
         more = f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
@@ -124,8 +170,35 @@ def check_run_headers_files(mask_path, subjects, out_path):
     rows as a TSV (the run inventory) once every run passed."""
     subjects = as_subjects(subjects)
     rows = check_run_headers(load_mask(mask_path), subjects)
+    for row, note in zip(rows, tr_notes(rows)):
+        row["tr_note"] = note
     with atomic_open(out_path, "w") as handle:
-        handle.write("subject_id\tpath\tshape\tframes\n")
+        handle.write("subject_id\tpath\tshape\tframes\ttr_s\ttr_note\n")
         for row in rows:
-            handle.write(f"{row['subject_id']}\t{row['path']}\t{row['shape']}\t{row['frames']}\n")
+            tr = "" if row["tr_s"] is None else f"{row['tr_s']:g}"
+            handle.write(f"{row['subject_id']}\t{row['path']}\t{row['shape']}\t{row['frames']}\t{tr}\t"
+                         f"{row['tr_note']}\n")
     log.info("%d runs of %d subjects checked", len(rows), len(subjects))
+    return rows
+
+
+def tr_notes(rows):
+    """Per run: '' where its TR is the majority's, else what differs. Subjects whose TR
+    differs from the majority are allowed (connectomes are pooled knowingly), but each is
+    named in a warning in the log and in the run inventory the report shows."""
+    majority = majority_tr(rows)
+    notes, odd = [], {}
+    for row in rows:
+        if row["tr_s"] is None:
+            notes.append("TR not recorded in the header")
+        elif majority is not None and not same_tr(row["tr_s"], majority):
+            notes.append(f"TR differs from the majority's {majority:g} s")
+            odd[row["subject_id"]] = row["tr_s"]
+        else:
+            notes.append("")
+    if odd:
+        shown = ", ".join(f"{subject} ({tr:g} s)" for subject, tr in list(odd.items())[:MAX_PROBLEMS_SHOWN])
+        log.warning("%d subject(s) have another repetition time (TR) than the majority's %g s: %s%s. They "
+                    "are pooled with the others; check that this is intended (lnm/checked/runs.tsv lists "
+                    "every run's TR).", len(odd), majority, shown, " ..." if len(odd) > MAX_PROBLEMS_SHOWN else "")
+    return notes

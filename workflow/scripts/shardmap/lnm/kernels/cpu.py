@@ -59,14 +59,15 @@ def lesion_seeds(frames, norm, batch):
     whose seed has no variance).
 
     ``frames`` holds the stored unit time courses; multiplying by ``norm`` restores
-    each voxel's centred scale, so a seed is the plain mean of the lesion's centred
-    time courses, as in the definition.
+    each voxel's centred scale, so a seed is the mean of the lesion's centred time
+    courses, as in the definition, weighted by the lesion's values when they are weights
+    (the weights are all 1 otherwise, and the product with them is exact).
     """
     seeds = np.empty((frames.shape[0], len(batch)))
     for index in range(len(batch)):
-        positions = batch.positions_of(index)
+        positions, weights = batch.positions_of(index), batch.weights_of(index)
         block = frames[:, positions].astype(np.float64)
-        seeds[:, index] = block @ norm[positions] / positions.size
+        seeds[:, index] = block @ (norm[positions] * weights) / weights.sum()
     seed_norm = np.sqrt(np.einsum("tl,tl->l", seeds, seeds))
     inverse = np.divide(1.0, seed_norm, out=np.zeros_like(seed_norm), where=seed_norm > 0)
     return seeds * inverse

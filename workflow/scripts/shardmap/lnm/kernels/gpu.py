@@ -95,17 +95,19 @@ class TorchMapper:
     # --- lesion seeds on the device ----------------------------------------------------
     def _plan_seeds(self, batch):
         """Per chunk of lesion voxels: its positions, the lesions it touches and, for each
-        voxel, its lesion's column among those; plus 1 / lesion size per voxel."""
+        voxel, its lesion's column among those; plus each voxel's weight over its lesion's
+        total weight (1 / lesion size unless the lesion values are weights)."""
         torch = self.torch
         counts = np.diff(batch.offsets)
         owner = np.repeat(np.arange(len(batch)), counts)
+        totals = np.bincount(owner, weights=batch.weights, minlength=len(batch))
         chunks = []
         for start in range(0, owner.size, SEED_CHUNK):
             stop = min(start + SEED_CHUNK, owner.size)
             first, last = int(owner[start]), int(owner[stop - 1]) + 1
             chunks.append((start, stop, first, last, torch.from_numpy(owner[start:stop] - first).to(self.device)))
         self._seed_plan = (batch, torch.from_numpy(np.asarray(batch.positions, dtype=np.int64)).to(self.device),
-                           1.0 / np.maximum(counts, 1)[owner], chunks)
+                           batch.weights / np.maximum(totals, 1e-300)[owner], chunks)
 
     def lesion_seeds(self, frames_dev, norm, batch):
         """(T, L) float64 unit-norm (or zero) seeds, as cpu.lesion_seeds computes
@@ -113,8 +115,8 @@ class TorchMapper:
         torch = self.torch
         if self._seed_plan is None or self._seed_plan[0] is not batch:
             self._plan_seeds(batch)
-        _, positions, inv_size, chunks = self._seed_plan
-        weights = torch.from_numpy(norm[batch.positions] * inv_size).to(self.device)
+        _, positions, share, chunks = self._seed_plan
+        weights = torch.from_numpy(norm[batch.positions] * share).to(self.device)
         seeds = torch.zeros((frames_dev.shape[0], len(batch)), dtype=torch.float64, device=self.device)
         for start, stop, first, last, column in chunks:
             # (T, voxels) @ (voxels, lesions): each voxel's weight in its lesion's column.
