@@ -14,6 +14,7 @@ from projects import snakemake
 from shardmap.cpa.simulate import simulate_screen
 from shardmap.cpa.tasks.check_inputs import check_inputs
 from shardmap.cpa.tasks.merge import merge_latents
+from shardmap.cpa.values import check_values
 from shardmap.errors import InputError
 
 
@@ -177,6 +178,9 @@ def test_missing_or_empty_cpa_shard_at_merge(tmp_path, screen):
     ([{"perturbation": "drug04"}], "cpa.counterfactuals[0] ('drug04') has no dosage"),
     ([{"perturbation": "drug04", "dosage": "1"}, {"perturbation": "drug05", "dosage": "1", "name": "drug04_at_1"}],
      "cpa.counterfactuals has two entries named 'drug04_at_1'"),
+    ([{"perturbation": "drug04 + drug05", "dosage": "1+1"}],
+     "cpa.counterfactuals[0]: its output would be named 'drug04 + drug05_at_1+1' (from its perturbation and "
+     "dosage), but names may hold only letters, digits"),
 ])
 def test_counterfactual_entries_are_checked_when_the_job_graph_is_built(tmp_path, screen, counterfactuals,
                                                                       fragment):
@@ -195,3 +199,55 @@ def test_a_split_without_train_cells(tmp_path, screen):
     data = with_obs(screen, "split", ["test"] * screen.n_obs)
     with pytest.raises(InputError, match="no cell is in the train split; check cpa.split_key or cpa.holdout"):
         check(tmp_path, data, {"split_key": "split"})
+
+
+# --- what a model could not have learnt, and cells without counts ----------------------
+
+@pytest.mark.parametrize("cfg, untrained, uses", [
+    ({"holdout": ["drug03", "drug02+drug03"]}, "['drug03']", "'drug02+drug03', 'drug03'"),
+    ({"holdout": ["drug00+drug01", "drug02+drug03", "drug02", "drug03"],
+      "counterfactuals": [{"perturbation": "drug03+drug05", "dosage": "1+1"}]},
+     "['drug02', 'drug03']", "cpa.counterfactuals[0] (drug03+drug05)"),
+])
+def test_a_holdout_that_leaves_a_drug_untrained_stops_before_training(tmp_path, screen, cfg, untrained, uses):
+    with pytest.raises(InputError) as info:
+        check(tmp_path, screen, cfg)
+    text = str(info.value)
+    assert f"cpa.holdout (and the random valid split) leaves drug(s) {untrained} without any training cell" in text
+    assert uses in text and "Hold out fewer conditions" in text
+
+
+def test_every_non_control_condition_held_out_by_the_split_key(tmp_path, screen):
+    split = np.where(screen.obs["condition"].astype(str) == "control", "train", "test")
+    with pytest.raises(InputError, match=r"obs\['split'\] leaves drug\(s\) \['drug00', 'drug01', .*without any "
+                                         r"training cell"):
+        check(tmp_path, with_obs(screen, "split", split), {"split_key": "split"})
+
+
+def test_training_refuses_an_untrained_drug_too(tmp_path, screen):
+    from shardmap.cpa.splits import assign_splits
+
+    with pytest.raises(InputError, match=r"leaves drug\(s\) \['drug03'\] without any training cell"):
+        assign_splits(screen.obs, {**CFG, "holdout": ["drug03", "drug02+drug03"]})
+
+
+def test_cells_without_counts_stop_the_check_with_their_number(tmp_path, screen):
+    data = screen.copy()
+    X = data.X.toarray() if sparse.issparse(data.X) else np.asarray(data.X).copy()
+    X[[3, 150, 299]] = 0
+    data.X = sparse.csr_matrix(X)
+    text = f"cpa.adata '{tmp_path / 'screen.h5ad'}' X has 3 cell(s) whose counts are all 0 (the first is " \
+           f"'{data.obs_names[3]}')"
+    with pytest.raises(InputError) as info:
+        check(tmp_path, data)  # in chunks of 100 rows: the three cells lie in three chunks
+    assert text in str(info.value) and "scanpy.pp.filter_cells(adata, min_counts=1)" in str(info.value)
+    with pytest.raises(InputError, match="has 3 cell"):
+        check_values(data.X, True, where="X", obs_names=data.obs_names, rows_per_chunk=100)
+    check(tmp_path, data, {"model": {"recon_loss": "gauss"}})  # log-normalised data may hold empty cells
+
+
+def test_a_dose_that_is_nan_names_the_dose_column(tmp_path, screen):
+    doses = screen.obs["dose"].astype(str).to_numpy().copy()
+    doses[np.flatnonzero(~screen.obs["condition"].astype(str).str.contains(r"\+|control"))[0]] = "nan"
+    with pytest.raises(InputError, match=r"^obs\['dose'\]: dosage 'nan' of condition '.*': dose nan must be finite"):
+        check(tmp_path, with_obs(screen, "dose", doses))

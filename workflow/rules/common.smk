@@ -17,6 +17,7 @@ except InputError as err:
     raise WorkflowError(str(err)) from None
 
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+COUNTERFACTUAL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
 
 
 def chunk_name(index):
@@ -30,7 +31,7 @@ wildcard_constraints:
     shard=r"\d{4}",
     lesion=ID_PATTERN,
     group=ID_PATTERN,
-    counterfactual=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
+    counterfactual=COUNTERFACTUAL_PATTERN,
 
 
 # The categories of `snakemake --report`, shared by the arms' tables and the figures.

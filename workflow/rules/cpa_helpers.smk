@@ -1,6 +1,8 @@
 # The perturbation arm's helpers (included by cpa.smk): the cells of cpa.adata split into
 # inference shards, the configured counterfactuals, the training accelerator and the
 # arm's targets. They run in the Snakemake process while the job graph is built.
+import re
+
 from shardmap.cpa import resources as cpa_res
 
 CPA = config["cpa"]
@@ -57,6 +59,12 @@ def cpa_counterfactuals():
                 "dose per drug, joined by '+', e.g. dosage: \"1.0+0.5\"."
             )
         name = counterfactual_name(item)
+        if not re.fullmatch(COUNTERFACTUAL_PATTERN, name):
+            raise WorkflowError(
+                f"cpa.counterfactuals[{number}]: its output would be named '{name}' (from its perturbation "
+                "and dosage), but names may hold only letters, digits, '.', '_', '+' and '-'. Give the "
+                "entry a `name`, or write the perturbation and dosage without spaces."
+            )
         if name in named:
             raise WorkflowError(f"cpa.counterfactuals has two entries named '{name}'; give one a `name`.")
         named[name] = (item["perturbation"], item.get("dosage"))

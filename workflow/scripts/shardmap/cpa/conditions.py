@@ -18,12 +18,14 @@ from ..errors import InputError
 SEPARATOR = "+"
 
 
-def parse_condition(condition, dosage, control_group, where=""):
+def parse_condition(condition, dosage, control_group, where="", dose_where=None):
     """Parse one condition and dosage string into a sorted tuple of (drug, dose) pairs.
 
     The control group gives (). Doses must be finite and >= 0, there must be as many
-    doses as drugs, and a drug may appear once per cell.
+    doses as drugs, and a drug may appear once per cell. ``where`` prefixes messages about
+    the condition, ``dose_where`` (default ``where``) those about a dose's value.
     """
+    dose_where = where if dose_where is None else dose_where
     condition = str(condition).strip()
     if condition == control_group:
         return ()
@@ -41,10 +43,10 @@ def parse_condition(condition, dosage, control_group, where=""):
         try:
             value = float(dose)
         except ValueError:
-            raise InputError(f"{where}dosage '{dosage}' of condition '{condition}': '{dose}' is not "
+            raise InputError(f"{dose_where}dosage '{dosage}' of condition '{condition}': '{dose}' is not "
                              "a number.") from None
         if not math.isfinite(value) or value < 0:
-            raise InputError(f"{where}dosage '{dosage}' of condition '{condition}': dose {value} "
+            raise InputError(f"{dose_where}dosage '{dosage}' of condition '{condition}': dose {value} "
                              "must be finite and >= 0.")
         values.append(value)
     if len(set(drugs)) != len(drugs):
@@ -68,8 +70,8 @@ def parse_obs(obs, perturbation_key, dosage_key, control_group):
     dosages = obs[dosage_key].astype(str).to_numpy()
     keys = pd.MultiIndex.from_arrays([conditions, dosages])
     codes, uniques = pd.factorize(keys)
-    parsed = [parse_condition(c, d, control_group, where=f"obs['{perturbation_key}']: ")
-              for c, d in uniques]
+    parsed = [parse_condition(c, d, control_group, where=f"obs['{perturbation_key}']: ",
+                              dose_where=f"obs['{dosage_key}']: ") for c, d in uniques]
     return parsed, codes
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .conditions import canonical_conditions, condition_class, parse_condition
+from .conditions import SEPARATOR, canonical_conditions, condition_class, parse_condition, parse_obs
 
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "validation": "valid",
@@ -23,7 +23,33 @@ def assign_splits(obs, cfg):
     split = _split_labels(obs, cfg)
     if not (split == "train").any():
         raise InputError("no cell is in the train split; check cpa.split_key or cpa.holdout.")
+    check_every_drug_is_trained(obs, cfg, split)
     return split
+
+
+def check_every_drug_is_trained(obs, cfg, split):
+    """InputError naming every drug without a training cell, and where it would be used:
+    its embedding and dose response would never be trained, so the held-out conditions,
+    the evaluated groups and the counterfactuals that contain it would be predicted from
+    the initial random weights."""
+    control = cfg["control_group"]
+    parsed, codes = parse_obs(obs, cfg["perturbation_key"], cfg["dosage_key"], control)
+    drugs_of = [{drug for drug, _ in pairs} for pairs in parsed]
+    trained = set().union(*(drugs_of[code] for code in np.unique(codes[split == "train"])))
+    untrained = sorted(set().union(*drugs_of) - trained)
+    if not untrained:
+        return
+    uses = sorted({condition_class(parsed[code], control) for code in np.unique(codes[split != "train"])
+                   if drugs_of[code] & set(untrained)})
+    for number, item in enumerate(cfg.get("counterfactuals") or []):
+        drugs = {drug.strip() for drug in str(item["perturbation"]).split(SEPARATOR)}
+        if item["perturbation"] != control and drugs & set(untrained):
+            uses.append(f"cpa.counterfactuals[{number}] ({item['perturbation']})")
+    how = f"obs['{cfg['split_key']}']" if cfg.get("split_key") else "cpa.holdout (and the random valid split)"
+    raise InputError(f"{how} leaves drug(s) {untrained} without any training cell: their embeddings would "
+                     f"never be trained, yet {uses[:10]}{' ...' if len(uses) > 10 else ''} use them. Hold out "
+                     "fewer conditions, so that every drug is in the train split alone or in another "
+                     "combination.")
 
 
 def _split_labels(obs, cfg):

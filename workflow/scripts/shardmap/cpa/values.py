@@ -11,10 +11,30 @@ from ..errors import InputError
 COUNT_CHECK_ROWS = 20_000
 
 
-def check_values(matrix, count_data, where="X", obs_names=None, rows_per_chunk=COUNT_CHECK_ROWS):
+def empty_cells(matrix, obs_names=None, start=0):
+    """(number of cells whose counts are all 0, name of the first) of a block of rows that
+    starts at row ``start`` of the file."""
+    totals = np.asarray(matrix.sum(axis=1)).ravel()
+    empty = np.flatnonzero(totals == 0)
+    if empty.size == 0:
+        return 0, None
+    return int(empty.size), (obs_names[start + empty[0]] if obs_names is not None else start + int(empty[0]))
+
+
+def empty_cells_message(where, n_empty, first):
+    return (f"{where} has {n_empty} cell(s) whose counts are all 0 (the first is '{first}'); a count "
+            "likelihood (nb, zinb) models counts given each cell's library size, which must be > 0, "
+            "and such cells would lower the observed means and give all-zero predictions. Remove them "
+            "first, e.g. scanpy.pp.filter_cells(adata, min_counts=1).")
+
+
+def check_values(matrix, count_data, where="X", obs_names=None, rows_per_chunk=COUNT_CHECK_ROWS,
+                 empty_cells_allowed=False):
     """Raise InputError naming the first bad cell unless ``matrix`` is finite and, for a
-    count likelihood, holds non-negative integers (checked in chunks of rows; sparse
-    chunks are checked on their stored values only)."""
+    count likelihood, holds non-negative integers and no cell without counts (checked in
+    chunks of rows; sparse chunks are checked on their stored values only). With
+    ``empty_cells_allowed`` the caller counts cells without counts itself (over a file
+    read in blocks, to give the total)."""
     fix_counts = ("a count likelihood (nb, zinb) needs raw counts: point `layer` at the counts, or "
                   "use recon_loss: gauss for log-normalised data")
     for start in range(0, matrix.shape[0], rows_per_chunk):
@@ -39,3 +59,9 @@ def check_values(matrix, count_data, where="X", obs_names=None, rows_per_chunk=C
                 cell = obs_names[start + row] if obs_names is not None else start + row
                 raise InputError(f"{where} holds {what} (first at cell '{cell}', gene column {column}); "
                                  f"{fix}.")
+    if count_data and not empty_cells_allowed:
+        found = [empty_cells(matrix[start:start + rows_per_chunk], obs_names, start)
+                 for start in range(0, matrix.shape[0], rows_per_chunk)]
+        n_empty = sum(n for n, _ in found)
+        if n_empty:
+            raise InputError(empty_cells_message(where, n_empty, next(first for n, first in found if n)))

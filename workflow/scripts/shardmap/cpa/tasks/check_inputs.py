@@ -13,7 +13,7 @@ from .. import h5ad_rows
 from ..conditions import parse_condition, parse_obs
 from ..config_keys import obs_keys
 from ..splits import assign_splits
-from ..values import check_values
+from ..values import check_values, empty_cells, empty_cells_message
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,14 @@ def load_and_validate(adata_path, cfg):
 
 
 def check_no_missing_values(obs, cfg, adata_path):
-    """InputError naming the first configured obs column with missing values."""
+    """InputError naming the first configured obs column with missing values. A control
+    cell's dose is never used, so it may be missing (screens often leave it empty)."""
+    control = obs[cfg["perturbation_key"]].astype(str).str.strip() == cfg["control_group"]
     for key in obs_keys(cfg):
-        n_missing = int(obs[key].isna().sum())
+        missing = obs[key].isna()
+        if key == cfg["dosage_key"]:
+            missing &= ~control
+        n_missing = int(missing.sum())
         if n_missing:
             raise InputError(f"cpa.adata '{adata_path}': obs['{key}'] has missing values in {n_missing} "
                              "cells; fill or drop them.")
@@ -53,8 +58,9 @@ def check_inputs(adata_path, cfg, out_path, rows_per_chunk=20_000):
     key or value: the obs keys exist and have no missing values; every condition and
     dosage parses (one dose per drug, numbers >= 0); the control group is present and is
     not every cell; the holdout conditions and split labels exist; every counterfactual
-    names known drugs with one dose each; the matrix is finite and, for a count
-    likelihood (nb, zinb), holds non-negative integers.
+    names known drugs with one dose each; every drug has training cells; the matrix is
+    finite and, for a count likelihood (nb, zinb), holds non-negative integers and no cell
+    whose counts are all 0.
     """
     control = cfg["control_group"]
     if not Path(adata_path).exists():
@@ -85,14 +91,18 @@ def check_inputs(adata_path, cfg, out_path, rows_per_chunk=20_000):
                              f"was treated with; known drugs: {sorted(drugs)[:20]}.")
     count_data = (cfg.get("model") or {}).get("recon_loss", "nb") in ("nb", "zinb")
     where = f"cpa.adata '{adata_path}' " + (f"layers['{cfg['layer']}']" if cfg.get("layer") else "X")
-    n_genes = 0
+    n_genes, n_empty, first_empty = 0, 0, None
     for start in range(0, total, rows_per_chunk):
         stop = min(start + rows_per_chunk, total)
         block = h5ad_rows.read_matrix(adata_path, start, stop, cfg.get("layer"))
         n_genes = block.shape[1]
-        check_values(block, count_data, where=where, obs_names=obs.index[start:stop])
+        check_values(block, count_data, where=where, obs_names=obs.index[start:stop], empty_cells_allowed=True)
+        n, first = empty_cells(block, obs.index, start)
+        n_empty, first_empty = n_empty + n, first_empty if first_empty is not None else first
     if n_genes == 0:
         raise InputError(f"{where} has no genes.")
+    if count_data and n_empty:
+        raise InputError(empty_cells_message(where, n_empty, first_empty))
     summary = {"cells": total, "genes": n_genes, "drugs": len(drugs),
                "conditions": len(parsed), "train_cells": int((splits == "train").sum()),
                "valid_cells": int((splits == "valid").sum()), "test_cells": int((splits == "test").sum())}
