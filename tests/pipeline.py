@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from shardmap.lnm.connectome.shards import prepare_shard_files, shard_paths
-from shardmap.lnm.maps import write_lesion_map_files
+from shardmap.lnm.maps import write_batch_lesion_map_files
 from shardmap.lnm.lesions import prepare_lesion_batch_files
 from shardmap.lnm.mapping import map_batch_files
 from shardmap.lnm.sheets import chunks
@@ -37,9 +37,9 @@ def run_library(dataset, outdir, lesion_batch_size=2, subject_shard_size=2, dtyp
             parts.append(part)
         merged = (str(outdir / f"merged-{b}.npy"), str(outdir / f"merged-{b}.json"))
         merge_files(parts, *merged)
-        for lesion_id, _, _ in lesions:
-            files = {name: str(outdir / f"{lesion_id}_{name}.nii.gz") for name in ("AvgR", "AvgR_Fz", "T")}
-            write_lesion_map_files(*merged, lesion_id, dataset["mask"], files)
-            maps[lesion_id] = {name: np.asarray(nib.load(p).dataobj, dtype=np.float64)
-                               for name, p in files.items()}
+        files = {(lesion_id, name): str(outdir / f"{lesion_id}_{name}.nii.gz")
+                 for lesion_id, _, _ in lesions for name in ("AvgR", "AvgR_Fz", "T")}
+        write_batch_lesion_map_files(*merged, [lesion_id for lesion_id, _, _ in lesions], dataset["mask"], files)
+        for (lesion_id, name), path in files.items():
+            maps.setdefault(lesion_id, {})[name] = np.asarray(nib.load(path).dataobj, dtype=np.float64)
     return maps

@@ -42,6 +42,59 @@ def test_lesion_figure_is_a_readable_png(dataset, tmp_path):
     assert out.stat().st_size > 50_000  # slices, glass brain and colour bars, not an empty canvas
 
 
+def test_one_job_draws_its_lesions_with_the_template_loaded_once(dataset, tmp_path, monkeypatch):
+    from shardmap.report import lnm_figures
+
+    loads = []
+    real_template = lnm_figures._template
+    monkeypatch.setattr(lnm_figures, "_template", lambda: loads.append(1) or real_template())
+    t_path = t_map_on_mask(dataset, tmp_path / "t.nii.gz")
+    items = [(lesion_id, group, path, t_path, tmp_path / f"{lesion_id}.png") for lesion_id, path, group
+             in dataset["lesions"][:3]]
+    lnm_figures.lesion_figures(items, dataset["mask"], threshold=5.0, n_subjects=5)
+    assert len(loads) == 1
+    assert all(png_size(png)[0] >= 1000 for *_, png in items)
+
+
+@pytest.fixture(scope="module")
+def mapped(dataset, tmp_path_factory):
+    from pipeline import run_library
+
+    folder = tmp_path_factory.mktemp("mapped")
+    return folder, run_library(dataset, folder, lesion_batch_size=3, subject_shard_size=5)
+
+
+def test_the_lesion_summary_holds_every_lesion_s_peak_and_extent(dataset, mapped):
+    """Against the T maps written to NIfTI (float32), lesion by lesion."""
+    from shardmap.report.lnm_figures import lesion_summaries
+
+    folder, maps = mapped
+    stats = [(folder / f"merged-{b}.npy", folder / f"merged-{b}.json") for b in range(2)]
+    rows, n_voxels = lesion_summaries(stats, threshold=2.0)
+    inside = np.asarray(nib.load(dataset["mask"]).dataobj) > 0
+    assert n_voxels == int(inside.sum()) and set(rows) == set(maps)
+    for lesion_id, (peak, above, below) in rows.items():
+        t = maps[lesion_id]["T"][inside]
+        assert peak == pytest.approx(np.abs(t).max(), rel=1e-6)
+        assert (above, below) == (int((t > 2.0).sum()), int((t < -2.0).sum()))
+
+
+def test_the_lesion_summary_says_how_many_lesions_have_a_figure(dataset, mapped, tmp_path, monkeypatch):
+    from shardmap.lnm.lesions import concat_qc_tables
+    from shardmap.report import lnm_figures
+
+    folder, _ = mapped
+    concat_qc_tables([folder / f"batch-{b}.qc.tsv" for b in range(2)], tmp_path / "qc.tsv")
+    titles = []
+    real_save = lnm_figures.save_png
+    monkeypatch.setattr(lnm_figures, "save_png",
+                        lambda figure, path: titles.append(figure._suptitle.get_text()) or real_save(figure, path))
+    stats = [(folder / f"merged-{b}.npy", folder / f"merged-{b}.json") for b in range(2)]
+    lnm_figures.lesion_summary_figure(stats, tmp_path / "qc.tsv", tmp_path / "summary.png", 2.0, n_figures=2, cap=2)
+    assert "2 of 4 lesions have a figure of their own (report_lesion_figures: 2); every lesion is here" in titles[0]
+    assert png_size(tmp_path / "summary.png")[0] >= 1200
+
+
 def test_lesion_figure_refuses_a_map_off_the_mask_grid(dataset, tmp_path):
     lesion_id, lesion_path, _ = dataset["lesions"][0]
     mask = nib.load(dataset["mask"])

@@ -60,12 +60,13 @@ def dry_run_requests(workdir, *args):
 
 def parse_job_resources(text):
     """{rule: [resources of each job]} from Snakemake's job listing (grouped jobs are
-    indented); a job without a resources line gets {}."""
+    indented); a job without a resources line gets {}. The rules each lesion batch has of
+    its own (lnm_lesion_maps_0000, ...) are listed under their common name."""
     requests, rule = {}, None
     for line in text.splitlines():
         found = re.match(r"^\s*rule (\w+):$", line)
         if found:
-            rule = found.group(1)
+            rule = re.sub(r"_\d{4}$", "", found.group(1))
             requests.setdefault(rule, []).append({})
             continue
         found = re.match(r"^\s+resources: (.*)$", line)
@@ -106,8 +107,9 @@ def test_slurm_profile_requests_memory_and_runtime_for_every_job(finished):
     mask = json.loads((out / "connectome" / "mask.json").read_text())
     assert {int(j["mem_mb"]) for j in requests["lnm_map"]} == {lnm_res.mapping_mem_mb(shard, 2)}
     assert {int(j["runtime"]) for j in requests["lnm_map"]} == {lnm_res.mapping_runtime(shard, 2, threads=2)}
+    assert len(requests["lnm_lesion_maps"]) == 2  # one job per lesion batch
     assert {int(j["mem_mb"]) for j in requests["lnm_lesion_maps"]} == {lnm_res.maps_mem_mb(mask)}
-    assert {int(j["runtime"]) for j in requests["lnm_lesion_maps"]} == {lnm_res.LESION_MAPS_RUNTIME_MIN}
+    assert {int(j["runtime"]) for j in requests["lnm_lesion_maps"]} == {lnm_res.lesion_maps_runtime(2)}
     assert {int(j["mem_mb"]) for j in requests["lnm_merge"]} == {lnm_res.merge_mem_mb(2, mask["n_voxels"])}
     size_mb = os.path.getsize(workdir / "screen.h5ad") / 2 ** 20  # Snakemake's input.size_mb
     assert {int(j["mem_mb"]) for j in requests["cpa_train"]} == {cpa_res.train_mem_mb(size_mb, config["cpa"])}
@@ -137,17 +139,17 @@ def test_report_figure_rules_request_memory_and_runtime(finished):
     """The figure rules (report: true) have computed requests too (config/README.md)."""
     workdir, config = finished
     requests = dry_run_requests(workdir, "--forceall", "--config", "report=True")
-    rules = {"report_lesion_figure", "report_group_figures", "report_software", "report_cpa_training",
-             "report_cpa_umap", "report_cpa_prediction"}
+    rules = {"report_lesion_figures", "report_lesion_summary", "report_group_figures", "report_software",
+             "report_cpa_training", "report_cpa_umap", "report_cpa_prediction"}
     assert rules <= set(requests), rules - set(requests)
     for rule in rules:
         for job in requests[rule]:
             assert job["mem_mb"].isdigit() and int(job["mem_mb"]) >= res.SNAKEMAKE_MB + res.BASE_MB, (rule, job)
             assert job["runtime"].isdigit(), (rule, job)
-    assert len(requests["report_lesion_figure"]) == 4
+    assert len(requests["report_lesion_figures"]) == 2  # one job per lesion batch, for its 2 lesions
     mask = json.loads((workdir / "out" / "lnm" / "connectome" / "mask.json").read_text())
     assert {int(j["mem_mb"]) for j in requests["report_group_figures"]} == {report_res.brain_figure_mem_mb(mask)}
-    assert {int(j["runtime"]) for j in requests["report_lesion_figure"]} == {report_res.FIGURE_RUNTIME_MIN}
+    assert {int(j["runtime"]) for j in requests["report_lesion_figures"]} == {report_res.lesion_figures_runtime(2)}
     assert {int(j["mem_mb"]) for j in requests["report_cpa_umap"]} == {report_res.umap_mem_mb(1000, 8)}
     assert {int(j["runtime"]) for j in requests["report_cpa_umap"]} == {report_res.UMAP_RUNTIME_MIN}
 
@@ -171,9 +173,9 @@ def test_slurm_profile_names_what_a_user_must_edit():
     assert profile["executor"] == "slurm"
     assert profile["default-resources"]["slurm_account"].startswith("EDIT")
     assert profile["default-resources"]["slurm_partition"].startswith("EDIT")
-    # one cluster job per lesion batch for the tiny per-lesion tasks, sized by `cores`
-    assert set(profile["groups"]) == {"lnm_merge=lnm_batch", "lnm_lesion_maps=lnm_batch",
-                                      "report_lesion_figure=lnm_batch"}
+    # one cluster job per lesion batch: its merge joins the batch's map and figure rules
+    # (group lnm_batch in the rules themselves), sized by `cores`
+    assert set(profile["groups"]) == {"lnm_merge=lnm_batch"}
     assert isinstance(profile["cores"], int) and profile["cores"] >= 2
     readme = (REPO / "README.md").read_text()
     for needle in ("profiles/slurm/config.yaml", "slurm_account", "slurm_partition",

@@ -172,6 +172,30 @@ def test_deleted_partial_sum_is_recomputed_to_identical_maps(lnm_projects, tmp_p
     assert_same_results(project, reference)
 
 
+def test_a_killed_lesion_maps_job_leaves_no_map_of_its_batch(tmp_path_factory):
+    """One job writes the maps of a whole lesion batch (here 24 lesions, 72 files): killed
+    once some of them are written, it leaves none of them under its final name, and the
+    rerun writes them all, the same bytes as an uninterrupted run."""
+    base = tmp_path_factory.mktemp("lnm-wide")
+    dataset = make_dataset(base / "data", np.random.default_rng(22))
+    lesion_files = [path for _, path, _ in dataset["lesions"]]
+    dataset["lesions"] = [(f"les-{k:02d}", lesion_files[k % len(lesion_files)], "g1") for k in range(24)]
+    write_project(base, dataset, lesion_batch_size=24)
+    merged = run(base, "out/lnm/stats/batch-0000.npy")
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    reference = copy_project(base, tmp_path_factory.mktemp("lnm-wide-reference") / "p")
+    assert run(reference).returncode == 0
+    maps = base / "out" / "lnm" / "maps"
+    hit, returncode = run_and_kill(base, "lnm_lesion_maps.py", 0.0,
+                                   wait_for=lambda: len(list(maps.glob("les-*.nii.gz"))) >= 3)
+    assert hit and returncode != 0, "the kill missed the maps job"
+    assert not list(maps.glob("les-*.nii.gz")) if maps.exists() else True, "a killed job left maps behind"
+    assert (base / "out" / "logs" / "lnm" / "lesion_maps" / "batch-0000.log").exists()
+    rerun = run(base)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_same_results(base, reference)
+
+
 # --- CPA inference ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

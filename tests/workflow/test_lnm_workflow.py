@@ -1,11 +1,13 @@
 """The workflow end to end through the Snakemake command line, run from another folder."""
 
 import csv
+import re
 import subprocess
 
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from projects import REPO, SNAKEMAKE, snakemake, write_project
 from reference import reference_maps
@@ -158,6 +160,24 @@ def test_the_lesion_rules_of_the_config_reach_the_lesion_task(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "lnm" / "qc" / "lesions.tsv"), delimiter="\t"))
     assert {(row["lesion_values"], row["resampling"]) for row in rows} == {("threshold>=0.6", "coverage>=0.5")}
     assert rows[0]["lesion_id"] == "soft" and rows[0]["value_max"] == "0.7"
+
+
+@pytest.mark.parametrize("cap, figured", [(2, ["sphere-ras3", "edge-ras25"]), ("all", None), (0, [])])
+def test_per_lesion_figures_honour_the_cap_and_the_summary_covers_every_lesion(tmp_path, cap, figured):
+    dataset = make_dataset(tmp_path / "data", np.random.default_rng(6))
+    config = write_project(tmp_path, dataset, report=True)
+    config["report_lesion_figures"] = cap
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "-n", "--forceall")
+    assert result.returncode == 0, result.stderr[-3000:]
+    figured = [lesion for lesion, _, _ in dataset["lesions"]] if figured is None else figured
+    pngs = sorted(set(re.findall(r"out/figures/lnm/lesions/([\w.-]+)\.png", result.stdout)))
+    assert pngs == sorted(figured)
+    # one job per lesion batch with figures (batches of 3: the first holds the first three lesions)
+    jobs = re.findall(r"^rule (report_lesion_figures_\d{4}):", result.stdout, re.M)
+    assert sorted(jobs) == sorted({f"report_lesion_figures_{0 if k < 3 else 1:04d}"
+                                   for k, (lesion, _, _) in enumerate(dataset["lesions"]) if lesion in figured})
+    assert "out/figures/lnm/lesions_summary.png" in result.stdout
 
 
 @pytest.mark.parametrize("group", ["sensitivity_pos.nii.gz", "mean_AvgR_Fz.nii.gz", "all"])

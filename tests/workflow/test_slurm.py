@@ -146,14 +146,13 @@ def test_jobs_were_submitted_with_their_requests(runs):
     assert not any(c.startswith("rule_lnm_lesion_maps") or c.startswith("rule_lnm_merge") for c in comments)
     groups = [call for comment, call in calls if comment.startswith("rule_lnm_batch")]
     assert len(groups) == 2, comments
-    # Each group: the merge, then its batch's two 1-CPU map tasks side by side (cores = 2):
-    # two CPUs, the larger of the merge's memory and two map tasks' added up, and the
-    # runtimes of the two steps one after the other.
+    # Each group: the merge, then the one job that writes its batch's two lesions' maps: one
+    # CPU, the larger of the two memory requests, and the two runtimes one after the other.
     mask = json.loads((remote / "out" / "lnm" / "connectome" / "mask.json").read_text())
-    memory = max(lnm_res.merge_mem_mb(2, mask["n_voxels"]), 2 * lnm_res.maps_mem_mb(mask))
-    minutes = res.MIN_RUNTIME_MIN + lnm_res.LESION_MAPS_RUNTIME_MIN
+    memory = max(lnm_res.merge_mem_mb(2, mask["n_voxels"]), lnm_res.maps_mem_mb(mask))
+    minutes = res.MIN_RUNTIME_MIN + lnm_res.lesion_maps_runtime(2)
     for call in groups:
-        assert "--cpus-per-task=2" in call and f" --mem {memory} " in call and f" -t {minutes} " in call, call
+        assert "--cpus-per-task=1" in call and f" --mem {memory} " in call and f" -t {minutes} " in call, call
 
 
 def test_a_failing_task_is_reported_as_failed_and_its_log_kept(slurm_cluster, tmp_path):

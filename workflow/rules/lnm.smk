@@ -177,24 +177,35 @@ rule lnm_merge:
         "../scripts/lnm_merge.py"
 
 
-rule lnm_lesion_maps:
-    input:
-        unpack(merged_stats_of_lesion),
-        mask=LNM["connectome"]["mask"],
-        mask_info=rules.lnm_mask_info.output.info,
-    output:
-        avg_r=f"{OUT}/lnm/maps/{{lesion}}_AvgR.nii.gz",
-        avg_r_fz=f"{OUT}/lnm/maps/{{lesion}}_AvgR_Fz.nii.gz",
-        t=f"{OUT}/lnm/maps/{{lesion}}_T.nii.gz",
-    log:
-        f"{LNM_LOGS}/lesion_maps/{{lesion}}.log",
-    conda:
-        "../../envs/lnm.yaml"
-    resources:
-        mem_mb=lambda wc, input: lnm_res.maps_mem_mb(res.read_json(input.mask_info)),
-        runtime=lnm_res.LESION_MAPS_RUNTIME_MIN,
-    script:
-        "../scripts/lnm_lesion_maps.py"
+# One job per lesion batch writes the maps of all its lesions (their files are known from
+# the sheet, so each batch has a rule of its own), reading the batch's merged sums once.
+# On a cluster it travels with its batch's merge and figures (group lnm_batch).
+for batch, batch_lesions in BATCHES.items():
+
+    rule:
+        name:
+            f"lnm_lesion_maps_{batch}"
+        input:
+            sums=f"{OUT}/lnm/stats/batch-{batch}.npy",
+            info=f"{OUT}/lnm/stats/batch-{batch}.json",
+            mask=LNM["connectome"]["mask"],
+            mask_info=rules.lnm_mask_info.output.info,
+        output:
+            lesion_map_files(batch_lesions),
+        log:
+            f"{LNM_LOGS}/lesion_maps/batch-{batch}.log",
+        group:
+            "lnm_batch"
+        conda:
+            "../../envs/lnm.yaml"
+        resources:
+            mem_mb=lambda wc, input: lnm_res.maps_mem_mb(res.read_json(input.mask_info)),
+            runtime=lnm_res.lesion_maps_runtime(len(batch_lesions)),
+        params:
+            lesion_ids=[les.lesion_id for les in batch_lesions],
+            layout=lesion_map_layout(batch_lesions),
+        script:
+            "../scripts/lnm_lesion_maps.py"
 
 
 rule lnm_group_maps:

@@ -45,16 +45,7 @@ def subject_shards():
 
 BATCHES = {chunk_name(i): batch for i, batch in enumerate(lesion_batches())}
 SHARDS = {chunk_name(i): shard for i, shard in enumerate(subject_shards())}
-BATCH_OF_LESION = {les.lesion_id: name for name, batch in BATCHES.items() for les in batch}
 GROUPS = sorted({les.group for les in LESIONS if les.group is not None})
-LESION_BY_ID = {les.lesion_id: les for les in LESIONS}
-
-
-def lesion_of(wildcards):
-    """The sheets.Lesion named by the ``lesion`` wildcard."""
-    if wildcards.lesion not in LESION_BY_ID:
-        raise WorkflowError(f"lesion '{wildcards.lesion}' is not in the lesion sheet '{LNM['lesions']}'.")
-    return LESION_BY_ID[wildcards.lesion]
 
 
 def lesions_of_batch(wildcards):
@@ -75,15 +66,6 @@ def runs_of_shard(wildcards):
     return [run for s in SHARDS[wildcards.shard] for run in s.runs]
 
 
-def batch_of_lesion(wildcards):
-    return BATCH_OF_LESION[lesion_of(wildcards).lesion_id]
-
-
-def merged_stats_of_lesion(wildcards):
-    batch = batch_of_lesion(wildcards)
-    return {"sums": f"{OUT}/lnm/stats/batch-{batch}.npy", "info": f"{OUT}/lnm/stats/batch-{batch}.json"}
-
-
 def partial_stats_of_batch(wildcards):
     prefix = f"{OUT}/lnm/partial/batch-{wildcards.batch}/shard-"
     return {
@@ -99,8 +81,17 @@ def merged_stats_files():
     }
 
 
-def lesion_map_files():
-    return [f"{OUT}/lnm/maps/{les.lesion_id}_{name}.nii.gz" for les in LESIONS for name in ("AvgR", "AvgR_Fz", "T")]
+LESION_MAP_NAMES = ("AvgR", "AvgR_Fz", "T")
+
+
+def lesion_map_layout(lesions):
+    """(lesion id, map name) of every map of ``lesions``, in the order of lesion_map_files()."""
+    return [(les.lesion_id, name) for les in lesions for name in LESION_MAP_NAMES]
+
+
+def lesion_map_files(lesions=None):
+    """The map files of ``lesions`` (default: every lesion of the sheet)."""
+    return [f"{OUT}/lnm/maps/{lesion}_{name}.nii.gz" for lesion, name in lesion_map_layout(lesions or LESIONS)]
 
 
 GROUP_MAP_NAMES = ("sensitivity_pos", "sensitivity_neg", "mean_AvgR_Fz")

@@ -35,33 +35,77 @@ rule report_software:
 
 if config["lnm"]["enabled"]:
 
-    rule report_lesion_figure:
+    # The figures of a lesion batch's first report_lesion_figures lesions are drawn by one
+    # job (the template is loaded once); each batch has a rule of its own, since its
+    # figures are known from the sheet. On a cluster the job travels with its batch's merge
+    # and maps (group lnm_batch).
+    FIGURED = {les.lesion_id for les in figure_lesions()}
+    for batch, batch_lesions in BATCHES.items():
+        shown = [les for les in batch_lesions if les.lesion_id in FIGURED]
+        if not shown:
+            continue
+
+        rule:
+            name:
+                f"report_lesion_figures_{batch}"
+            input:
+                lesions=[les.path for les in shown],
+                t=[f"{OUT}/lnm/maps/{les.lesion_id}_T.nii.gz" for les in shown],
+                mask=LNM["connectome"]["mask"],
+                mask_info=rules.lnm_mask_info.output.info,
+            output:
+                [
+                    report(
+                        lesion_figure_file(les),
+                        caption="../report/lesion.rst",
+                        category=LNM_CATEGORY,
+                        subcategory="Lesions",
+                        labels={"lesion": les.lesion_id, "figure": "lesion, T map, glass brain"},
+                    )
+                    for les in shown
+                ],
+            log:
+                f"{REPORT_LOGS}/lesions/batch-{batch}.log",
+            group:
+                "lnm_batch"
+            conda:
+                "../../envs/report.yaml"
+            resources:
+                mem_mb=lambda wc, input: report_res.brain_figure_mem_mb(res.read_json(input.mask_info), *input.lesions),
+                runtime=report_res.lesion_figures_runtime(len(shown)),
+            params:
+                lesions=[(les.lesion_id, les.group) for les in shown],
+                threshold=LNM["sensitivity_threshold"],
+                n_subjects=len(SUBJECTS),
+            script:
+                "../scripts/report_lesion_figures.py"
+
+    # Every lesion at a glance, from the merged sums: how strong and how wide its map is.
+    rule report_lesion_summary:
         input:
-            lesion=lambda wc: lesion_of(wc).path,
-            t=f"{OUT}/lnm/maps/{{lesion}}_T.nii.gz",
-            mask=LNM["connectome"]["mask"],
-            mask_info=rules.lnm_mask_info.output.info,
+            unpack(lambda wc: merged_stats_files()),
+            qc=f"{OUT}/lnm/qc/lesions.tsv",
         output:
             png=report(
-                f"{FIGURES}/lnm/lesions/{{lesion}}.png",
-                caption="../report/lesion.rst",
+                f"{FIGURES}/lnm/lesions_summary.png",
+                caption="../report/lesions_summary.rst",
                 category=LNM_CATEGORY,
                 subcategory="Lesions",
-                labels={"lesion": "{lesion}", "figure": "lesion, T map, glass brain"},
+                labels={"lesion": "all lesions", "figure": "summary of every lesion's T map"},
             ),
         log:
-            f"{REPORT_LOGS}/lesions/{{lesion}}.log",
+            f"{REPORT_LOGS}/lesions_summary.log",
         conda:
             "../../envs/report.yaml"
         resources:
-            mem_mb=lambda wc, input: report_res.brain_figure_mem_mb(res.read_json(input.mask_info), input.lesion),
-            runtime=report_res.FIGURE_RUNTIME_MIN,
+            mem_mb=lambda wc, input: report_res.lesion_summary_mem_mb(res.read_json(input.infos[0])),
+            runtime=lambda wc: res.MIN_RUNTIME_MIN + len(LESIONS) // 5000,
         params:
             threshold=LNM["sensitivity_threshold"],
-            group=lambda wc: lesion_of(wc).group,
-            n_subjects=len(SUBJECTS),
+            n_figures=len(figure_lesions()),
+            cap=config["report_lesion_figures"],
         script:
-            "../scripts/report_lesion_figure.py"
+            "../scripts/report_lesion_summary.py"
 
     rule report_group_figures:
         input:

@@ -6,8 +6,19 @@ REPORT_LOGS = f"{OUT}/logs/report"
 CPA_LATENT_FIGURES = {"X_cpa_basal": "umap_basal", "X_cpa": "umap_latent"}
 
 
+def figure_lesions():
+    """The lesions that get a figure of their own: the first report_lesion_figures of the
+    sheet (all with 'all'); every lesion is in the summary figure."""
+    cap = config["report_lesion_figures"]
+    return LESIONS if cap == "all" else LESIONS[:cap]
+
+
+def lesion_figure_file(lesion):
+    return f"{FIGURES}/lnm/lesions/{lesion.lesion_id}.png"
+
+
 def lesion_figure_files():
-    return [f"{FIGURES}/lnm/lesions/{les.lesion_id}.png" for les in LESIONS]
+    return [lesion_figure_file(les) for les in figure_lesions()]
 
 
 def sensitivity_figure_files():
@@ -20,7 +31,7 @@ def report_outputs():
     files = [f"{OUT}/report/software.tsv", f"{OUT}/report/config.yaml"]
     if config["lnm"]["enabled"]:
         files += lesion_figure_files() + list(sensitivity_figure_files().values())
-        files += [f"{FIGURES}/lnm/qc.png"]
+        files += [f"{FIGURES}/lnm/qc.png", f"{FIGURES}/lnm/lesions_summary.png"]
     if config["cpa"]["enabled"]:
         files += [f"{FIGURES}/cpa/training.png", f"{FIGURES}/cpa/predicted_vs_observed.png"]
         files += [f"{FIGURES}/cpa/{name}.png" for name in CPA_LATENT_FIGURES.values()]

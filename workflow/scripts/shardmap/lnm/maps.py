@@ -80,11 +80,16 @@ def write_group_maps(result, mask, paths):
         write_map(path, result[label][name], mask, description=f"shardmap {name}")
 
 
-def write_lesion_map_files(stats_npy, stats_json, lesion_id, mask_path, paths):
+def write_batch_lesion_map_files(stats_npy, stats_json, lesion_ids, mask_path, paths):
+    """Write the AvgR, AvgR_Fz and T maps of ``lesion_ids`` (the lesions of one batch) from
+    the batch's merged statistics, read once through a memory map; ``paths`` maps
+    (lesion id, map name) -> file."""
     from .nifti import load_mask
 
+    mask = load_mask(mask_path)
     stats = SufficientStats.load(stats_npy, stats_json, mmap=True)
-    write_lesion_maps(stats, lesion_id, load_mask(mask_path), paths)
+    for lesion_id in lesion_ids:
+        write_lesion_maps(stats, lesion_id, mask, {name: paths[(lesion_id, name)] for name in MAP_NAMES})
 
 
 def write_group_map_files(stats_files, groups, threshold, mask_path, paths):

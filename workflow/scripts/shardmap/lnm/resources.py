@@ -135,6 +135,11 @@ def maps_mem_mb(mask_info, copies=1):
     return request_mb(copies * (12 * mask_info["n_voxels"] * 8 + 3 * math.prod(mask_info["shape"]) * 4))
 
 
-# Writing one lesion's three maps takes seconds (one row of sums, three gzip-compressed
-# images); one minute of margin more for a slow shared filesystem.
-LESION_MAPS_RUNTIME_MIN = 2
+# Writing one lesion's three maps takes a fraction of a second (one row of sums, three
+# gzip-compressed images); 2 s each leaves room for a slow shared filesystem.
+LESION_MAPS_SECONDS = 2.0
+
+
+def lesion_maps_runtime(n_lesions):
+    """One job writes the maps of a lesion batch."""
+    return runtime_minutes(n_lesions * LESION_MAPS_SECONDS)
