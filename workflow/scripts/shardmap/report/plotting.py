@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: no display on a cluster node
@@ -31,3 +33,12 @@ def label_colorbar(display, label):
     if axes is not None:
         axes.set_ylabel(label, fontsize=10, rotation=90, labelpad=4)
         axes.yaxis.set_label_position("left")
+
+
+def skip_imported_objects_in_collections():
+    """nilearn calls gc.collect() each time it reads an image's data (about 17 times per
+    lesion figure); with every object of the imported libraries to scan, that took two
+    thirds of a figure's time. Objects frozen here (those alive now) are left out of every
+    later collection: lesion figures became 4 x faster."""
+    gc.collect()
+    gc.freeze()
