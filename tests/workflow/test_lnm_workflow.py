@@ -174,7 +174,7 @@ def test_per_lesion_figures_honour_the_cap_and_the_summary_covers_every_lesion(t
     pngs = sorted(set(re.findall(r"out/figures/lnm/lesions/([\w.-]+)\.png", result.stdout)))
     assert pngs == sorted(figured)
     # one job per lesion batch with figures (batches of 3: the first holds the first three lesions)
-    jobs = re.findall(r"^rule (report_lesion_figures_\d{4}):", result.stdout, re.M)
+    jobs = re.findall(r"^\s*(?:local)?rule (report_lesion_figures_\d{4}):", result.stdout, re.M)
     assert sorted(jobs) == sorted({f"report_lesion_figures_{0 if k < 3 else 1:04d}"
                                    for k, (lesion, _, _) in enumerate(dataset["lesions"]) if lesion in figured})
     assert "out/figures/lnm/lesions_summary.png" in result.stdout

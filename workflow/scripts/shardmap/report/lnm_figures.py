@@ -258,7 +258,7 @@ def lesion_summary_figure(stats_files, qc_path, out_png, threshold, n_figures=No
     axes[1].axhline(0, color="grey", linewidth=0.8)
     axes[1].set_ylabel("mask voxels beyond (%)")
     axes[1].set_title("share of the brain mask beyond the threshold, positive above and negative below")
-    axes[1].legend(fontsize=9, loc="upper right")
+    axes[1].legend(fontsize=9, loc="best")
     for ax in axes[:2]:
         ax.set_xlabel("lesion (sheet order)")
         if len(table) <= 60:
@@ -270,6 +270,6 @@ def lesion_summary_figure(stats_files, qc_path, out_png, threshold, n_figures=No
     axes[2].set_title("map extent against lesion size")
     if len(colours) > 1:
         axes[0].legend(handles=[plt.Line2D([], [], marker="o", linestyle="", color=c) for c in colours.values()],
-                       labels=[f"group {g}" for g in colours], fontsize=9, loc="upper right")
+                       labels=[f"group {g}" for g in colours], fontsize=9, loc="best")
     save_png(figure, out_png)
     log.info("summary of %d lesions: %s", len(table), out_png)
