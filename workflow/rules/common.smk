@@ -1,8 +1,9 @@
 # What all the rules need: the outdir (refused before any job if it cannot be written),
 # the request arithmetic both arms share, batch and shard names, wildcard constraints and
 # the report's categories. Each arm's helpers are next to its rules (lnm_helpers.smk,
-# cpa_helpers.smk, report_helpers.smk). Everything here runs in the Snakemake process while the job graph is
-# built, so it only uses the standard library and shardmap's stdlib-only modules.
+# cpa_helpers.smk, report_helpers.smk). Everything here runs in the Snakemake process
+# while the job graph is built, so it only uses the standard library and shardmap's
+# stdlib-only modules.
 import os
 
 from snakemake.exceptions import WorkflowError

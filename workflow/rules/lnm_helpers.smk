@@ -2,6 +2,7 @@
 # lesion batches and subject shards, and the files each rule reads and writes. They run
 # in the Snakemake process while the job graph is built (standard library only).
 from shardmap.lnm import resources as lnm_res
+from shardmap.lnm.map_names import GROUP_MAP_NAMES, MAP_NAMES
 from shardmap.lnm.sheets import chunks, read_lesions, read_subjects
 
 LNM = config["lnm"]
@@ -81,20 +82,14 @@ def merged_stats_files():
     }
 
 
-LESION_MAP_NAMES = ("AvgR", "AvgR_Fz", "T")
-
-
 def lesion_map_layout(lesions):
     """(lesion id, map name) of every map of ``lesions``, in the order of lesion_map_files()."""
-    return [(les.lesion_id, name) for les in lesions for name in LESION_MAP_NAMES]
+    return [(les.lesion_id, name) for les in lesions for name in MAP_NAMES]
 
 
 def lesion_map_files(lesions=None):
     """The map files of ``lesions`` (default: every lesion of the sheet)."""
     return [f"{OUT}/lnm/maps/{lesion}_{name}.nii.gz" for lesion, name in lesion_map_layout(lesions or LESIONS)]
-
-
-GROUP_MAP_NAMES = ("sensitivity_pos", "sensitivity_neg", "mean_AvgR_Fz")
 
 
 def check_group_names():

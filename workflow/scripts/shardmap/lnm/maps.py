@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .map_names import MAP_NAMES
 from .nifti import write_map
 from .stats import SufficientStats, lesion_maps
-
-MAP_NAMES = ("AvgR", "AvgR_Fz", "T")
-GROUP_MAP_NAMES = ("sensitivity_pos", "sensitivity_neg", "mean_AvgR_Fz")
 
 
 def write_lesion_maps(stats, lesion_id, mask, paths):

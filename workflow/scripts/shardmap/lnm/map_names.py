@@ -1,0 +1,7 @@
+"""The names of the lesion arm's maps, shared by the library that writes them and the rules
+that declare them (standard library only: the rules import it while the job graph is built)."""
+
+# Per lesion: {lesion_id}_{name}.nii.gz
+MAP_NAMES = ("AvgR", "AvgR_Fz", "T")
+# Per group of lesions (and all lesions): {name}.nii.gz
+GROUP_MAP_NAMES = ("sensitivity_pos", "sensitivity_neg", "mean_AvgR_Fz")
