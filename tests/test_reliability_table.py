@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ROW = re.compile(r"^\| (\d+) \| (\w+) \| (.+?) \| (job graph|check rule|task) \| `(.+)` \| `(tests/[\w/]+\.py)::(\w+)` \|$")
+ROW = re.compile(r"^\| (\d+) \| (\w+) \| (.+?) \| (job graph|check rule|task) \| `(.+)` "
+                 r"\| `(tests/[\w/]+\.py)::(\w+)` \|$")
 
 
 def table_rows():

@@ -21,12 +21,14 @@ pytestmark = pytest.mark.workflow
 
 def expected_report_files(lesion_sheet):
     """Every file the report must show for the demo: per lesion (12 lesions, below the cap
-    of report_lesion_figures), summary, group and QC figures and the QC table; training, UMAP and prediction figures and the metrics; config and versions."""
+    of report_lesion_figures), summary, group and QC figures and the QC table; training,
+    UMAP and prediction figures and the metrics; config and versions."""
     lesions = [row["lesion_id"] for row in csv.DictReader(open(lesion_sheet), delimiter="\t")]
     groups = sorted({row["group"] for row in csv.DictReader(open(lesion_sheet), delimiter="\t")})
     files = [f"results/figures/lnm/lesions/{lesion}.png" for lesion in lesions]
     files += [f"results/figures/lnm/sensitivity_{group}.png" for group in ["all"] + groups]
-    files += ["results/figures/lnm/qc.png", "results/figures/lnm/lesions_summary.png", "results/lnm/qc/lesions.tsv"]
+    files += ["results/figures/lnm/qc.png", "results/figures/lnm/lesions_summary.png",
+              "results/lnm/qc/lesions.tsv"]
     files += [f"results/figures/cpa/{name}.png" for name in ("training", "umap_basal", "umap_latent",
                                                               "predicted_vs_observed")]
     files += ["results/cpa/metrics.tsv", "results/report/software.tsv", "results/report/config.yaml"]

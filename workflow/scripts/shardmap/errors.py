@@ -15,6 +15,17 @@ class InputError(ValueError):
     """Bad user input: the message names the file, id or key and says how to fix it."""
 
 
+MAX_PROBLEMS_SHOWN = 20
+
+
+def problems_error(headline, problems):
+    """One InputError for several bad inputs found in one pass: ``headline``, then the first
+    MAX_PROBLEMS_SHOWN of ``problems`` as a list, and how many more there are."""
+    shown = "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN])
+    more = f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
+    return InputError(f"{headline}:\n{shown}{more}")
+
+
 class OutputError(OSError):
     """An output could not be written (disk full, quota, read-only or unwritable folder)."""
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..atomic import atomic_open
-from ..errors import InputError
+from ..errors import InputError, problems_error
 from .nifti import load_image, read_data, squeeze_to_3d
 
 QC_COLUMNS = ["lesion_id", "group", "path", "lesion_values", "resampling", "value_min", "value_max",
@@ -38,7 +38,6 @@ RESAMPLING_RULES = ("nearest", "coverage")
 # sampled at 0.5 mm.
 SUPERSAMPLING = 4
 COVERAGE_CHUNK = 8192  # mask voxels sampled at a time: 8192 x 64 points, 12 MiB of coordinates
-MAX_PROBLEMS_SHOWN = 20
 
 
 # Where a point lies exactly halfway between two voxel centres, the nearest voxel is
@@ -145,11 +144,11 @@ def lesion_on_mask(lesion, mask, mask_volume=None, rules=LesionRules()):
     """
     what = f"lesion '{lesion.lesion_id}'"
     img = load_image(lesion.path, what)
-    raw = squeeze_to_3d(read_data(img, lesion.path, what), lesion.path, what)
+    raw = np.asarray(squeeze_to_3d(read_data(img, lesion.path, what), lesion.path, what))
     values = lesion_values(raw, rules, what, lesion.path)
     lesioned = values > 0
     n_input = int(lesioned.sum())
-    nonzero = np.asarray(raw)[np.asarray(raw) > 0]
+    nonzero = raw[raw > 0]
     if nonzero.size == 0:
         raise InputError(f"{what} ('{lesion.path}') has no voxel > 0; it is empty. "
                          "Check the file or remove the lesion from the sheet.")
@@ -158,10 +157,9 @@ def lesion_on_mask(lesion, mask, mask_volume=None, rules=LesionRules()):
                          f"({rules.threshold:g}); its largest value is {nonzero.max():g}. Lower "
                          "lnm.lesion_threshold or check the file.")
     if mask_volume is None:
-        mask_volume = np.zeros(int(np.prod(mask.shape)), dtype=bool)
-        mask_volume[mask.flat_index] = True
-        mask_volume = mask_volume.reshape(mask.shape)
+        mask_volume = mask.to_volume(True, fill=False, dtype=bool)
 
+    lesion_world = _world(np.argwhere(lesioned), img.affine)
     if rules.resampling == "nearest":
         # Pull: every mask voxel takes the value of the nearest lesion voxel.
         sampled = _sample(values, _world(mask.ijk, mask.affine), img.affine)
@@ -169,13 +167,11 @@ def lesion_on_mask(lesion, mask, mask_volume=None, rules=LesionRules()):
         weights = sampled[positions]
         best_coverage = None
     else:
-        positions, weights, best_coverage = _covered_mask_voxels(values, img.affine, mask, rules)
+        positions, weights, best_coverage = _covered_mask_voxels(values, img.affine, lesion_world, mask, rules)
     if rules.values != "weighted":
         weights = np.ones(positions.size)
 
     # QC on the lesion's own grid: where do its voxel centres fall on the mask grid?
-    lesion_ijk = np.argwhere(lesioned)
-    lesion_world = _world(lesion_ijk, img.affine)
     mijk, minside = _nearest_voxel(lesion_world, mask.affine, mask.shape)
     in_mask = np.zeros(n_input, dtype=bool)
     in_mask[minside] = mask_volume[mijk[minside, 0], mijk[minside, 1], mijk[minside, 2]]
@@ -219,14 +215,14 @@ def lesion_on_mask(lesion, mask, mask_volume=None, rules=LesionRules()):
     return LesionOnMask(lesion.lesion_id, positions, weights, qc)
 
 
-def _covered_mask_voxels(values, affine, mask, rules):
+def _covered_mask_voxels(values, affine, lesion_world, mask, rules):
     """(positions, weights, largest coverage) of the coverage rule: every mask voxel near
-    the lesion is sampled at SUPERSAMPLING^3 points through its volume."""
-    lesioned = np.argwhere(values > 0)
+    the lesion (whose voxel centres are ``lesion_world``) is sampled at SUPERSAMPLING^3
+    points through its volume."""
     corners = _world(np.array([[i, j, k] for i in (-0.5, 0.5) for j in (-0.5, 0.5) for k in (-0.5, 0.5)]),
-                     affine)
-    low = _world(lesioned, affine).min(axis=0) + (corners - affine[:3, 3]).min(axis=0)
-    high = _world(lesioned, affine).max(axis=0) + (corners - affine[:3, 3]).max(axis=0)
+                     affine) - affine[:3, 3]
+    low = lesion_world.min(axis=0) + corners.min(axis=0)
+    high = lesion_world.max(axis=0) + corners.max(axis=0)
     # Only mask voxels whose volume can meet the lesion's bounding box are sampled.
     reach = np.abs(mask.affine[:3, :3]).sum(axis=1) / 2
     centres = _world(mask.ijk, mask.affine)
@@ -288,9 +284,7 @@ def prepare_lesion_batch(lesions, mask, batch_path, qc_path, rules=LesionRules()
     Every lesion is checked; one error names every bad lesion of the batch (up to
     MAX_PROBLEMS_SHOWN), and then nothing is written.
     """
-    mask_volume = np.zeros(int(np.prod(mask.shape)), dtype=bool)
-    mask_volume[mask.flat_index] = True
-    mask_volume = mask_volume.reshape(mask.shape)
+    mask_volume = mask.to_volume(True, fill=False, dtype=bool)
     resampled, problems = [], []
     for lesion in lesions:
         try:
@@ -300,10 +294,8 @@ def prepare_lesion_batch(lesions, mask, batch_path, qc_path, rules=LesionRules()
     if len(problems) == 1:
         raise InputError(problems[0])
     if problems:
-        shown = "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN])
-        more = f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
-        raise InputError(f"{len(problems)} of the {len(lesions)} lesions of this batch are unusable; nothing "
-                         f"was mapped:\n{shown}{more}")
+        raise problems_error(f"{len(problems)} of the {len(lesions)} lesions of this batch are unusable; "
+                             "nothing was mapped", problems)
     sizes = [item.mask_positions.size for item in resampled]
     batch = LesionBatch([item.lesion_id for item in resampled],
                         np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from ...atomic import atomic_open
-from ...errors import InputError
+from ...errors import MAX_PROBLEMS_SHOWN, InputError, problems_error
 from ..nifti import load_image, load_mask, read_data
 from ..sheets import as_subjects
 
@@ -128,9 +128,6 @@ def load_subject(subject, mask):
     return series, sum(energy for _, energy in loaded), [run.shape[1] for run in runs]
 
 
-MAX_PROBLEMS_SHOWN = 20
-
-
 def check_run_headers(mask, subjects):
     """Check the header of every run of ``subjects``; return one row per run.
 
@@ -158,10 +155,7 @@ def check_run_headers(mask, subjects):
                 except InputError as err:
                     problems.append(str(err))
     if problems:
-        shown = "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN])
-        more = f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
-        raise InputError(f"{len(problems)} problem(s) in the connectome's runs; nothing was mapped:\n"
-                         f"{shown}{more}")
+        raise problems_error(f"{len(problems)} problem(s) in the connectome's runs; nothing was mapped", problems)
     return rows
 
 
