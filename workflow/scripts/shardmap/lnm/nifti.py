@@ -174,3 +174,38 @@ def write_mask_info(mask_path, info_path):
     with atomic_open(info_path, "w") as handle:
         json.dump(info, handle, indent=1)
     return info
+
+
+def values_on_mask(path, mask, what):
+    """The values of a 3D NIfTI image at the mask's voxels, taken by world coordinates.
+
+    On the mask's own grid the values are read as they are; on any other grid they are
+    interpolated (trilinear) at the mask voxels' centres. Raises InputError naming the file
+    when its field of view leaves mask voxels uncovered, or its values there are not finite.
+    """
+    from scipy.ndimage import map_coordinates
+
+    img = load_image(path, what)
+    data = squeeze_to_3d(read_data(img, path, what, dtype=np.float64), path, what)
+    if mask.same_grid(img):
+        values = data.ravel(order="C")[mask.flat_index]
+    else:
+        world = mask.affine[:3, :3] @ mask.ijk.T + mask.affine[:3, 3:4]
+        inverse = np.linalg.inv(img.affine)
+        coords = inverse[:3, :3] @ world + inverse[:3, 3:4]
+        shape = np.array(data.shape)[:, np.newaxis]
+        outside = np.any((coords < -0.5) | (coords > shape - 0.5), axis=0)
+        if outside.any():
+            raise InputError(
+                f"{what} '{path}' (grid {data.shape}, voxel size "
+                f"{np.round(np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0)), 2).tolist()} mm) does not cover "
+                f"{int(outside.sum())} of the {mask.n_voxels} voxels of the brain mask '{mask.path}', so it "
+                "cannot be resampled to the mask; give a map in the mask's space (e.g. MNI152) that covers "
+                "the whole brain.")
+        values = map_coordinates(data, coords, order=1, mode="nearest")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise InputError(f"{what} '{path}' is NaN or Inf at {int(bad.sum())} voxel(s) of the brain mask "
+                         f"'{mask.path}'; a map needs a finite value at every mask voxel (set them to 0 or "
+                         "use a mask that excludes them).")
+    return values

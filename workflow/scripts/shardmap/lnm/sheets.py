@@ -21,6 +21,28 @@ class Lesion:
     lesion_id: str
     path: str
     group: str | None = None
+    # The sheet's other columns (covariates, clinical notes) as (name, value) pairs; a
+    # value left empty in the sheet is absent.
+    columns: tuple[tuple[str, str], ...] = ()
+
+    def column(self, name):
+        """The value of the sheet's column ``name`` for this lesion, or None where empty."""
+        return dict(self.columns).get(name)
+
+
+@dataclass(frozen=True)
+class LesionMap:
+    """A row of the lesion map sheet (lnm.specificity.maps): a network map made elsewhere."""
+
+    lesion_id: str
+    map_path: str
+    group: str
+    path: str | None = None  # the lesion mask, for the volume and centrality covariates
+    columns: tuple[tuple[str, str], ...] = ()
+
+    def column(self, name):
+        """The value of the sheet's column ``name`` for this lesion, or None where empty."""
+        return dict(self.columns).get(name)
 
 
 @dataclass(frozen=True)
@@ -92,13 +114,34 @@ def _read_rows(sheet, kind):
     return header, rows
 
 
+def _misspelt_columns(header, known):
+    """(column, known name) for each column of ``header`` that is not a known name but
+    looks like one that the header lacks (``lesoin_id`` for ``lesion_id``)."""
+    import difflib
+
+    absent = [name for name in known if name not in header]
+    found = []
+    for name in header:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name.lower(), absent, n=1, cutoff=0.75)
+        if close:
+            found.append((name, close[0]))
+    return found
+
+
 def _validate_rows(sheet, kind, header, rows, schema_name):
     import jsonschema
 
     schema = _load_schema(schema_name)
     known = set(schema["properties"])
+    misspelt = _misspelt_columns(header, sorted(known))
+    if misspelt:
+        named = ", ".join(f"'{name}' (did you mean '{close}'?)" for name, close in misspelt)
+        raise InputError(f"{kind} sheet '{sheet}': column(s) {named} look like misspellings of "
+                         f"{kind} sheet columns; rename them (columns: {sorted(known)}).")
     unknown = [name for name in header if name not in known]
-    if unknown:
+    if unknown and not schema.get("additionalProperties", False):
         raise InputError(f"{kind} sheet '{sheet}' has unknown column(s) {unknown}; "
                          f"allowed columns are {sorted(known)}.")
     missing = [name for name in schema["required"] if name not in header]
@@ -107,7 +150,7 @@ def _validate_rows(sheet, kind, header, rows, schema_name):
                          f"the header must name {schema['required']} (tab-separated).")
     validator = jsonschema.Draft202012Validator(schema)
     for number, row in rows:
-        for error in validator.iter_errors(row):
+        for error in validator.iter_errors({k: v for k, v in row.items() if k in known}):
             column = error.path[0] if error.path else None
             if column is None:  # a required value is empty
                 column = next((c for c in schema["required"] if c not in row), "?")
@@ -132,12 +175,18 @@ def _check_file(sheet, number, what, path, generated):
                          "file; check its permissions.")
 
 
+STANDARD_LESION_COLUMNS = ("lesion_id", "path", "group")
+
+
 def read_lesions(sheet, check_files=True, generated=frozenset()):
     """Read and validate the lesion sheet.
 
+    Columns other than lesion_id, path and group (covariates, clinical notes) are kept in
+    ``Lesion.columns``; a column that looks like a misspelt standard one is an error.
+
     Parameters
     ----------
-    sheet : path of the tab-separated sheet (columns lesion_id, path [, group]).
+    sheet : path of the tab-separated sheet (columns lesion_id, path [, group], any others).
     check_files : whether every path must exist now.
     generated : paths that a rule of the workflow creates (they need not exist yet).
 
@@ -157,13 +206,46 @@ def read_lesions(sheet, check_files=True, generated=frozenset()):
         seen[lesion_id] = number
         if check_files:
             _check_file(sheet, number, f"lesion '{lesion_id}'", row["path"], generated)
-        lesions.append(Lesion(lesion_id, row["path"], row.get("group")))
+        other = tuple((name, value) for name, value in row.items() if name not in STANDARD_LESION_COLUMNS)
+        lesions.append(Lesion(lesion_id, row["path"], row.get("group"), other))
     if "group" in header:
         missing = [les.lesion_id for les in lesions if les.group is None]
         if missing:
             raise InputError(f"lesion sheet '{sheet}' has a group column but no group for "
                              f"{missing[:5]}; give every lesion a group or drop the column.")
     return lesions
+
+
+def read_lesion_maps(sheet, check_files=True):
+    """Read and validate the lesion map sheet (columns lesion_id, map, group [, path], any
+    others, which are kept in ``LesionMap.columns``).
+
+    Returns
+    -------
+    list of LesionMap, in sheet order.
+    """
+    header, rows = _read_rows(sheet, "lesion map")
+    _validate_rows(sheet, "lesion map", header, rows, "lesion_maps.schema.yaml")
+    seen = {}
+    maps = []
+    for number, row in rows:
+        lesion_id = row["lesion_id"]
+        if lesion_id in seen:
+            raise InputError(f"lesion map sheet '{sheet}': lesion_id '{lesion_id}' appears on lines "
+                             f"{seen[lesion_id]} and {number}; lesion ids must be unique.")
+        seen[lesion_id] = number
+        if row.get("map", "").startswith("~"):
+            row["map"] = os.path.expanduser(row["map"])
+        if check_files:
+            _check_file(sheet, number, f"map of lesion '{lesion_id}'", row["map"], frozenset())
+            if "path" in row:
+                _check_file(sheet, number, f"lesion '{lesion_id}'", row["path"], frozenset())
+        other = tuple((name, value) for name, value in row.items() if name not in LESION_MAP_COLUMNS)
+        maps.append(LesionMap(lesion_id, row["map"], row["group"], row.get("path"), other))
+    return maps
+
+
+LESION_MAP_COLUMNS = ("lesion_id", "map", "group", "path")
 
 
 def read_subjects(sheet, check_files=True, generated=frozenset()):

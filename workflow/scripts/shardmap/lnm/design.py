@@ -1,0 +1,192 @@
+"""The design of the specificity GLM: which lesions are cases and which controls, and the
+covariates that enter the model beside the case-control variable.
+
+``select_design_lesions`` and ``sheet_covariate_values`` use only the standard library:
+the workflow runs them while it builds the job graph, so that a bad design stops the
+run before any task starts. ``build_design`` (NumPy) z-scores the covariates and checks
+that the model can be fitted.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+
+from ..errors import InputError
+
+# Covariates computed by the workflow itself rather than read from the sheet.
+BUILT_IN_COVARIATES = ("volume", "centrality")
+# A covariate this correlated with the case-control variable would leave it nothing to test.
+MAX_CASE_CORRELATION = 0.9
+
+
+@dataclass(frozen=True)
+class DesignSpec:
+    """The parts of lnm.specificity that define the design."""
+
+    cases: tuple[str, ...]
+    controls: tuple[str, ...]
+    covariates: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, spec):
+        return cls(tuple(spec.get("cases", ())), tuple(spec.get("controls", ())),
+                   tuple(spec.get("covariates", ())))
+
+    @property
+    def sheet_covariates(self):
+        """The covariates read from the sheet's columns (all but the built-in ones)."""
+        return tuple(name for name in self.covariates if name not in BUILT_IN_COVARIATES)
+
+
+def select_design_lesions(lesions, spec, sheet):
+    """The lesions of the design, in sheet order, with 1 for a case and 0 for a control.
+
+    ``lesions`` are sheets.Lesion or sheets.LesionMap rows (anything with ``lesion_id``
+    and ``group``). Lesions of other groups are left out of the GLM. Raises InputError
+    when a group is both a case and a control group, names no lesion, or when cases or
+    controls number fewer than 2.
+    """
+    both = sorted(set(spec.cases) & set(spec.controls))
+    if both:
+        raise InputError(f"lnm.specificity: group(s) {both} are listed in both cases and controls; "
+                         "a lesion is either a case or a control, so list each group once.")
+    for key, names in (("cases", spec.cases), ("controls", spec.controls)):
+        if not names:
+            raise InputError(f"lnm.specificity.{key} is empty; name the group(s) of the {key} "
+                             f"(values of the group column of '{sheet}').")
+    present = {les.group for les in lesions if les.group is not None}
+    absent = [name for name in spec.cases + spec.controls if name not in present]
+    if absent:
+        raise InputError(f"lnm.specificity names group(s) {absent}, but no lesion of '{sheet}' is in them "
+                         f"(the sheet's groups: {sorted(present) or 'none, it has no group column'}); "
+                         "fix lnm.specificity.cases / controls or the sheet's group column.")
+    selected = [(les, 1 if les.group in spec.cases else 0) for les in lesions
+                if les.group in spec.cases or les.group in spec.controls]
+    for key, value in (("cases", 1), ("controls", 0)):
+        count = sum(1 for _, case in selected if case == value)
+        if count < 2:
+            raise InputError(f"lnm.specificity.{key} ({list(getattr(spec, key))}) hold(s) {count} lesion(s) "
+                             f"in '{sheet}'; the GLM needs at least 2 {key} (and more for any power).")
+    return selected
+
+
+def _parse_number(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def sheet_covariate_values(selected, spec, sheet):
+    """Numeric values of the sheet's covariates for the selected lesions.
+
+    Returns
+    -------
+    dict covariate name -> list of float, in the order of ``selected``.
+
+    Raises InputError naming the sheet, the column and the lesion when a declared
+    covariate is not a column of the sheet, or a value is missing or not a number.
+    """
+    values = {}
+    columns = {name for les, _ in selected for name, _ in les.columns}
+    for name in spec.sheet_covariates:
+        if name not in columns:
+            raise InputError(
+                f"lnm.specificity.covariates names '{name}', which is neither a built-in covariate "
+                f"{list(BUILT_IN_COVARIATES)} nor a column of '{sheet}' with values for the cases and "
+                f"controls (its other columns: {sorted(columns) or 'none'}); add the column or fix the name.")
+        missing = [les.lesion_id for les, _ in selected if les.column(name) is None]
+        if missing:
+            raise InputError(f"'{sheet}': covariate '{name}' is empty for lesion(s) {missing[:5]}"
+                             f"{' and more' if len(missing) > 5 else ''}; every case and control needs a "
+                             "value (or drop the covariate, or the lesions, from the design).")
+        column = []
+        for les, _ in selected:
+            text = les.column(name)
+            try:
+                column.append(_parse_number(text))
+            except ValueError:
+                raise InputError(f"'{sheet}': covariate '{name}' of lesion '{les.lesion_id}' is '{text}', "
+                                 "not a finite number; covariates must be numeric, with a decimal point "
+                                 "(not a comma), and categories coded as 0/1 columns.") from None
+        values[name] = column
+    return values
+
+
+@dataclass
+class Design:
+    """The design matrix of the GLM: intercept, case (1) vs control (0), z-scored covariates."""
+
+    lesion_ids: list
+    groups: list
+    case: object  # (n,) float64 of 0/1
+    covariate_names: list
+    covariates: object  # (n, k) float64, z-scored
+    raw_covariates: object  # (n, k) float64, as read or computed
+
+    @property
+    def n_lesions(self):
+        return len(self.lesion_ids)
+
+    def matrix(self):
+        """(n, 2 + k): intercept, case, covariates."""
+        import numpy as np
+
+        return np.column_stack([np.ones(self.n_lesions), self.case, self.covariates])
+
+
+def build_design(selected, covariates):
+    """Z-score the covariates and check that the case effect can be estimated.
+
+    Parameters
+    ----------
+    selected : list of (lesion, 1 or 0) from select_design_lesions.
+    covariates : dict name -> values in the order of ``selected`` (sheet and built-in).
+
+    Raises InputError naming the covariate when it is constant over the design's lesions,
+    correlated with the case-control variable beyond |r| = MAX_CASE_CORRELATION, or a linear
+    combination of the other columns.
+    """
+    import numpy as np
+
+    case = np.array([float(is_case) for _, is_case in selected])
+    names = list(covariates)
+    raw = np.column_stack([np.asarray(covariates[name], dtype=np.float64) for name in names]) if names \
+        else np.zeros((len(selected), 0))
+    scored = np.empty_like(raw)
+    for j, name in enumerate(names):
+        column = raw[:, j]
+        sd = column.std()
+        if not np.isfinite(sd) or sd <= 1e-12 * max(1.0, abs(column.mean())):
+            raise InputError(f"lnm.specificity: covariate '{name}' is constant ({column[0]:g}) over the "
+                             "cases and controls, so it cannot be told from the intercept; drop it.")
+        scored[:, j] = (column - column.mean()) / sd
+        r = float(np.corrcoef(scored[:, j], case)[0, 1])
+        if abs(r) > MAX_CASE_CORRELATION:
+            raise InputError(f"lnm.specificity: covariate '{name}' correlates with case vs control at r = "
+                             f"{r:.3f} (|r| > {MAX_CASE_CORRELATION}), so the GLM could not separate the two; "
+                             "drop the covariate or balance it between the groups.")
+    design = Design([les.lesion_id for les, _ in selected], [les.group for les, _ in selected], case,
+                    names, scored, raw)
+    full = design.matrix()
+    if np.linalg.matrix_rank(full) < full.shape[1]:
+        raise InputError(f"lnm.specificity: the covariates {names} are linearly dependent (with each other, "
+                         "the intercept or case vs control); drop the redundant one(s).")
+    return design
+
+
+def write_design(path, design):
+    """Write the design matrix as a TSV: one row per lesion, the columns the GLM used
+    (covariates z-scored), then each covariate's raw value."""
+    from ..atomic import atomic_open
+
+    with atomic_open(path, "w") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["lesion_id", "group", "intercept", "case"] + design.covariate_names
+                        + [f"{name}_raw" for name in design.covariate_names])
+        for i, lesion_id in enumerate(design.lesion_ids):
+            writer.writerow([lesion_id, design.groups[i], 1, int(design.case[i])]
+                            + [f"{v:.10g}" for v in design.covariates[i]]
+                            + [f"{v:.10g}" for v in design.raw_covariates[i]])

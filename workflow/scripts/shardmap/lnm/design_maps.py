@@ -1,0 +1,70 @@
+"""Where the lesion maps of the specificity GLM come from.
+
+Either this run mapped the lesions (the merged statistics of each lesion batch, and the
+batch files that hold each lesion's voxels), or the maps were made elsewhere and are
+listed in a lesion map sheet (lnm.specificity.maps): NIfTI maps on any grid, resampled to
+the mask, with the lesion masks optional. Both yield, lesion by lesion, a ``DesignMap``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+
+
+@dataclass
+class DesignMap:
+    lesion_id: str
+    values: np.ndarray  # (n_voxels,) the map that enters the GLM
+    t_map: np.ndarray  # (n_voxels,) the map the sensitivity threshold applies to
+    positions: np.ndarray | None  # mask positions of the lesion's voxels, if known
+
+
+def maps_from_this_run(stats_files, batch_files, lesion_ids, map_name):
+    """DesignMap of each of ``lesion_ids`` from the merged batch statistics (pairs of npy and
+    json) and the prepared lesion batches (npz), which list the same batches in order."""
+    from .lesions import LesionBatch
+    from .stats import SufficientStats, lesion_maps
+
+    wanted = set(lesion_ids)
+    for (npy, info), batch_file in zip(stats_files, batch_files):
+        stats = SufficientStats.load(npy, info, mmap=True)
+        batch = LesionBatch.load(batch_file)
+        for index, lesion_id in enumerate(stats.lesion_ids):
+            if lesion_id not in wanted:
+                continue
+            maps = lesion_maps(stats, index)
+            positions = batch.positions_of(batch.lesion_ids.index(lesion_id))
+            yield DesignMap(lesion_id, maps[map_name], maps["T"], positions)
+
+
+def maps_from_sheet(lesion_maps, mask, lesion_rules, sheet):
+    """DesignMap of each sheets.LesionMap, its map resampled to ``mask`` (nifti.BrainMask)
+    and, where the sheet gives the lesion's mask, its voxels taken onto the mask grid under
+    ``lesion_rules`` (lesions.LesionRules). The given map serves both the GLM and the
+    sensitivity threshold."""
+    from .lesions import lesion_on_mask
+    from .nifti import values_on_mask
+    from .sheets import Lesion
+
+    mask_volume = mask.to_volume(True, fill=False, dtype=bool)
+    for item in lesion_maps:
+        values = values_on_mask(item.map_path, mask, f"map of lesion '{item.lesion_id}' (sheet '{sheet}')")
+        positions = None
+        if item.path is not None:
+            lesion = Lesion(item.lesion_id, item.path, item.group)
+            positions = lesion_on_mask(lesion, mask, mask_volume, lesion_rules).mask_positions
+        yield DesignMap(item.lesion_id, values, values, positions)
+
+
+def centrality(values, positions):
+    """The mean of a lesion's map outside the lesion's own voxels (lnm-toolkit's "centrality")."""
+    outside = np.ones(values.size, dtype=bool)
+    outside[positions] = False
+    if not outside.any():
+        raise InputError("a lesion covers the whole brain mask, so its centrality (the mean of its map "
+                         "outside the lesion) is undefined; drop the centrality covariate.")
+    return float(values[outside].mean())

@@ -1,0 +1,190 @@
+"""The specificity test of a study, as two tasks around the permutation tasks.
+
+``prepare_specificity`` gathers the lesion maps of the cases and controls, builds the
+design (with the built-in covariates volume and centrality), stores the maps' residuals
+tile by tile for the permutation tasks, and computes the observed t (and TFCE).
+``finish_specificity`` merges what the permutation tasks found into p maps, the
+conjunction with the cases' sensitivity map and the null distribution's table.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+
+import numpy as np
+
+from ..atomic import atomic_open, atomic_path
+from ..errors import InputError
+from .design import BUILT_IN_COVARIATES, build_design, write_design
+from .design_maps import centrality
+from .glm import VOXEL_TILE, PreparedGLM, observed_t, prepare_glm, residualise_tile
+from .nifti import write_map
+from .permutations import exceedance_thresholds, merge_null_shards, tile_count
+
+log = logging.getLogger(__name__)
+
+
+def prepare_specificity(design_maps, selected, sheet_covariates, covariate_names, mask, sensitivity_threshold,
+                        tfce, design_path, residuals_path, glm_path):
+    """Write the design table, the residuals (n_tiles, n_lesions, VOXEL_TILE) and the GLM file.
+
+    Parameters
+    ----------
+    design_maps : iterable of design_maps.DesignMap, one for each selected lesion (any order).
+    selected : list of (lesion, 1 for a case or 0) from design.select_design_lesions.
+    sheet_covariates : dict name -> values (design.sheet_covariate_values).
+    covariate_names : every covariate, in the design's column order (sheet or built-in).
+    mask : nifti.BrainMask.
+    """
+    n_lesions, n_voxels = len(selected), mask.n_voxels
+    n_tiles = tile_count(n_voxels)
+    row_of = {les.lesion_id: row for row, (les, _) in enumerate(selected)}
+    is_case = np.array([case for _, case in selected], dtype=bool)
+    built_in = {name: np.full(n_lesions, np.nan) for name in BUILT_IN_COVARIATES if name in covariate_names}
+    above = np.zeros(n_voxels, dtype=np.int64)
+    below = np.zeros(n_voxels, dtype=np.int64)
+    seen = np.zeros(n_lesions, dtype=bool)
+    padded = np.zeros(n_tiles * VOXEL_TILE)
+    with atomic_path(residuals_path) as tmp:
+        residuals = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64,
+                                              shape=(n_tiles, n_lesions, VOXEL_TILE))
+        for item in design_maps:
+            row = row_of[item.lesion_id]
+            seen[row] = True
+            padded[:n_voxels] = item.values
+            residuals[:, row, :] = padded.reshape(n_tiles, VOXEL_TILE)
+            if is_case[row]:
+                above += item.t_map > sensitivity_threshold
+                below += item.t_map < -sensitivity_threshold
+            if built_in:
+                if item.positions is None:
+                    raise InputError(f"covariate(s) {sorted(built_in)} need the mask of lesion '{item.lesion_id}', "
+                                     "but the lesion map sheet gives no path for it; add the path column "
+                                     "or drop these covariates.")
+                if "volume" in built_in:
+                    built_in["volume"][row] = item.positions.size
+                if "centrality" in built_in:
+                    built_in["centrality"][row] = centrality(item.values, item.positions)
+        if not seen.all():
+            missing = [les.lesion_id for (les, _), ok in zip(selected, seen) if not ok]
+            raise InputError(f"no map was found for lesion(s) {missing[:5]} of the design")
+        covariates = {name: sheet_covariates[name] if name in sheet_covariates else built_in[name]
+                      for name in covariate_names}
+        design = build_design(selected, covariates)
+        glm = prepare_glm(design)
+        t = np.empty(n_tiles * VOXEL_TILE)
+        for tile in range(n_tiles):
+            block = residualise_tile(glm, np.array(residuals[tile]))
+            residuals[tile] = block
+            t[tile * VOXEL_TILE:(tile + 1) * VOXEL_TILE] = observed_t(glm, block)
+        residuals.flush()
+        del residuals
+    t = t[:n_voxels]
+    tfce_values = None
+    if tfce:
+        from .tfce import tfce_of_map
+
+        tfce_values = tfce_of_map(t, mask)
+    write_design(design_path, design)
+    arrays = {"x": glm.x, "basis": glm.basis, "dof": np.array(glm.dof), "t": t,
+              "sensitivity_pos": above / int(is_case.sum()), "sensitivity_neg": below / int(is_case.sum()),
+              "mask_fingerprint": np.array(mask.fingerprint())}
+    if tfce_values is not None:
+        arrays["tfce"] = tfce_values
+    with atomic_open(glm_path) as handle:
+        np.savez(handle, **arrays)
+    log.info("design: %d cases, %d controls, covariates %s, %d voxels in %d tiles, max |t| %.3f",
+             int(is_case.sum()), int((~is_case).sum()), covariate_names, n_voxels, n_tiles, np.abs(t).max())
+    return design
+
+
+def load_prepared(glm_path):
+    """(PreparedGLM, dict of the observed maps) from prepare_specificity's GLM file."""
+    with np.load(glm_path) as data:
+        glm = PreparedGLM(data["x"], data["basis"], int(data["dof"]))
+        observed = {name: data[name] for name in data.files
+                    if name in ("t", "tfce", "sensitivity_pos", "sensitivity_neg", "mask_fingerprint")}
+    return glm, observed
+
+
+def permutation_task(residuals_path, glm_path, mask, seed, n_permutations, perm_range, chunk, n_chunks, tfce,
+                     out_path):
+    """Run one permutation task (permutations ``perm_range``, voxel chunk ``chunk`` of
+    ``n_chunks``) on prepare_specificity's files and save its permutations.NullShard."""
+    from .permutations import chunk_tiles, run_null_shard
+
+    glm, observed = load_prepared(glm_path)
+    residuals = np.load(residuals_path, mmap_mode="r")
+    tiles = chunk_tiles(residuals.shape[0], n_chunks, chunk)
+    enhance = None
+    if tfce:
+        from .tfce import tfce_of_map
+
+        def enhance(values):
+            return tfce_of_map(values, mask)
+
+    shard = run_null_shard(residuals, glm, np.abs(observed["t"]), observed["t"].size, seed, n_permutations,
+                           perm_range, tiles, enhance)
+    shard.save(out_path)
+    log.info("permutations %d-%d, voxels %d-%d: largest max |t| %.3f", perm_range[0], perm_range[1] - 1,
+             shard.voxel_start, shard.voxel_stop - 1, shard.max_t.max())
+    return shard
+
+
+def fwe_p(observed_abs, null_max):
+    """Family-wise error corrected p of each voxel: the share of permutations (counting the
+    unpermuted data once) whose maximum over voxels reaches the voxel's statistic."""
+    ordered = np.sort(null_max)
+    reached = ordered.size - np.searchsorted(ordered, exceedance_thresholds(observed_abs), side="left")
+    return (1.0 + reached) / (1.0 + ordered.size)
+
+
+def conjunction(t, p_fwe, sensitivity_pos, sensitivity_neg, alpha, fraction):
+    """sign(t) where the voxel is FWE-significant and in the cases' sensitivity map of the
+    same sign (at least ``fraction`` of the cases beyond the threshold), 0 elsewhere."""
+    significant = p_fwe < alpha
+    positive = significant & (t > 0) & (sensitivity_pos >= fraction)
+    negative = significant & (t < 0) & (sensitivity_neg >= fraction)
+    return positive.astype(np.float64) - negative.astype(np.float64)
+
+
+def finish_specificity(glm_path, shard_paths, n_permutations, alpha, sensitivity_fraction, mask, paths):
+    """Merge the permutation tasks and write the maps and the null table.
+
+    ``paths`` maps output names to files: tstat, p_uncorrected, p_fwe, conjunction,
+    null_max, and with TFCE also tfce and p_fwe_tfce.
+    """
+    from .permutations import NullShard
+
+    _, observed = load_prepared(glm_path)
+    if str(observed["mask_fingerprint"]) != mask.fingerprint():
+        raise InputError(f"the specificity inputs were prepared on another brain mask than '{mask.path}'; "
+                         "re-run rule lnm_specificity_prepare.")
+    t = observed["t"]
+    shards = [NullShard.load(path) for path in shard_paths]
+    null_t, exceed, null_tfce = merge_null_shards(shards, n_permutations, t.size)
+    if ("tfce" in observed) != (null_tfce is not None) or ("tfce" in paths) != ("tfce" in observed):
+        raise ValueError("lnm.specificity.tfce changed between the tasks; re-run the specificity rules")
+    p_uncorrected = (1.0 + exceed) / (1.0 + n_permutations)
+    p_fwe = fwe_p(np.abs(t), null_t)
+    maps = {"tstat": t, "p_uncorrected": p_uncorrected, "p_fwe": p_fwe}
+    p_for_conjunction = p_fwe
+    if null_tfce is not None:
+        maps["tfce"] = observed["tfce"]
+        maps["p_fwe_tfce"] = p_for_conjunction = fwe_p(np.abs(observed["tfce"]), null_tfce)
+    maps["conjunction"] = conjunction(t, p_for_conjunction, observed["sensitivity_pos"],
+                                      observed["sensitivity_neg"], alpha, sensitivity_fraction)
+    for name, values in maps.items():
+        write_map(paths[name], values, mask, description=f"shardmap specificity {name}")
+    with atomic_open(paths["null_max"], "w") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["permutation", "max_abs_t"] + (["max_abs_tfce"] if null_tfce is not None else []))
+        for index in range(n_permutations):
+            row = [index, f"{null_t[index]:.10g}"]
+            if null_tfce is not None:
+                row.append(f"{null_tfce[index]:.10g}")
+            writer.writerow(row)
+    log.info("%d permutations; max |t| %.3f; %d voxel(s) FWE p < %g; %d in the conjunction", n_permutations,
+             np.abs(t).max(), int((p_for_conjunction < alpha).sum()), alpha, int(np.abs(maps["conjunction"]).sum()))
+    return maps
