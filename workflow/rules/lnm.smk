@@ -11,7 +11,7 @@ LNM_LOGS = f"{OUT}/logs/lnm"
 CONNECTOME = f"{OUT}/lnm/connectome"
 
 
-if config["demo"]["enabled"]:
+if config["demo"]["enabled"] and LESIONS:
 
     rule lnm_demo_data:
         input:
@@ -250,3 +250,8 @@ rule lnm_qc_table:
         runtime=res.MIN_RUNTIME_MIN,
     script:
         "../scripts/lnm_qc_table.py"
+
+
+if SPEC["enabled"]:
+
+    include: "lnm_specificity.smk"

@@ -6,12 +6,15 @@ from shardmap.lnm.map_names import GROUP_MAP_NAMES, MAP_NAMES
 from shardmap.lnm.sheets import chunks, read_lesions, read_subjects
 
 LNM = config["lnm"]
+SPEC = LNM["specificity"]
 
 
 def load_sheets():
     """(lesions, subjects) of the two sheets; with the demo on, their files are made by
     rule lnm_demo_data, so they need not exist yet (but must lie inside demo.dir)."""
     try:
+        if "lesions" not in LNM:  # the specificity GLM on maps made elsewhere: nothing to map
+            return [], []
         demo = config["demo"]
         if not demo["enabled"]:
             return read_lesions(LNM["lesions"]), read_subjects(LNM["connectome"]["subjects"])
@@ -122,4 +125,5 @@ def group_map_files():
 
 def lnm_outputs():
     """The lesion arm's targets of the default run."""
-    return lesion_map_files() + group_map_files() + [f"{OUT}/lnm/qc/lesions.tsv"]
+    files = (lesion_map_files() + group_map_files() + [f"{OUT}/lnm/qc/lesions.tsv"]) if LESIONS else []
+    return files + (list(specificity_files().values()) if SPEC["enabled"] else [])

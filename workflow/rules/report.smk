@@ -33,7 +33,7 @@ rule report_software:
         "../scripts/report_software.py"
 
 
-if config["lnm"]["enabled"]:
+if config["lnm"]["enabled"] and LESIONS:
 
     # The figures of a lesion batch's first report_lesion_figures lesions are drawn by one
     # job (the template is loaded once); each batch has a rule of its own, since its
@@ -145,6 +145,43 @@ if config["lnm"]["enabled"]:
             n_lesions={group: sum(1 for les in LESIONS if not group or les.group == group) for group in [""] + GROUPS},
         script:
             "../scripts/report_group_figures.py"
+
+
+if config["lnm"]["enabled"] and SPEC["enabled"]:
+
+    # The specificity test: the t map where FWE-significant, the conjunction, the null.
+    rule report_specificity_figures:
+        input:
+            **({"tfce": f"{SPECIFICITY}/tfce.nii.gz"} if SPEC["tfce"] else {}),
+            tstat=f"{SPECIFICITY}/tstat.nii.gz",
+            p=f"{SPECIFICITY}/p_fwe_tfce.nii.gz" if SPEC["tfce"] else f"{SPECIFICITY}/p_fwe.nii.gz",
+            conjunction=f"{SPECIFICITY}/conjunction.nii.gz",
+            null_max=f"{SPECIFICITY}/null_max.tsv",
+            mask=LNM["connectome"]["mask"],
+            mask_info=rules.lnm_mask_info.output.info,
+        output:
+            **{
+                name: report(
+                    path,
+                    caption=f"../report/specificity_{name}.rst",
+                    category=LNM_CATEGORY,
+                    subcategory="Specificity",
+                    labels={"figure": label},
+                )
+                for name, (path, label) in specificity_figure_files().items()
+            },
+        log:
+            f"{REPORT_LOGS}/specificity_figures.log",
+        conda:
+            "../../envs/report.yaml"
+        resources:
+            mem_mb=lambda wc, input: report_res.brain_figure_mem_mb(res.read_json(input.mask_info)),
+            runtime=res.MIN_RUNTIME_MIN,
+        params:
+            alpha=SPEC["alpha"],
+            fraction=SPEC["sensitivity_fraction"],
+        script:
+            "../scripts/report_specificity_figures.py"
 
 
 if config["cpa"]["enabled"]:

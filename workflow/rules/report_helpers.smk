@@ -26,12 +26,23 @@ def sensitivity_figure_files():
     return {group: f"{FIGURES}/lnm/sensitivity_{group or 'all'}.png" for group in [""] + GROUPS}
 
 
+def specificity_figure_files():
+    """{name: (PNG, label)} of the specificity test's figures."""
+    return {
+        "tstat": (f"{FIGURES}/lnm/specificity_tstat.png", "t map, FWE-significant voxels"),
+        "conjunction": (f"{FIGURES}/lnm/specificity_conjunction.png", "conjunction with sensitivity"),
+        "null": (f"{FIGURES}/lnm/specificity_null.png", "null distribution of the maximum"),
+    }
+
+
 def report_outputs():
     """The report's figures and tables of the default run, for the enabled arms."""
     files = [f"{OUT}/report/software.tsv", f"{OUT}/report/config.yaml"]
-    if config["lnm"]["enabled"]:
+    if config["lnm"]["enabled"] and LESIONS:
         files += lesion_figure_files() + list(sensitivity_figure_files().values())
         files += [f"{FIGURES}/lnm/qc.png", f"{FIGURES}/lnm/lesions_summary.png"]
+    if config["lnm"]["enabled"] and SPEC["enabled"]:
+        files += [path for path, _ in specificity_figure_files().values()]
     if config["cpa"]["enabled"]:
         files += [f"{FIGURES}/cpa/training.png", f"{FIGURES}/cpa/predicted_vs_observed.png"]
         files += [f"{FIGURES}/cpa/{name}.png" for name in CPA_LATENT_FIGURES.values()]

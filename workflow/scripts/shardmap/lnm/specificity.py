@@ -99,6 +99,37 @@ def prepare_specificity(design_maps, selected, sheet_covariates, covariate_names
     return design
 
 
+def prepare_specificity_files(design, sheet_covariates, spec, mask_path, sensitivity_threshold, lesion_rules, sheet,
+                              lesion_maps, stats_files, batch_files, outputs):
+    """prepare_specificity from what the rule passes.
+
+    Parameters
+    ----------
+    design : (lesion_id, group, 1 for a case or 0) of each lesion of the design, in order.
+    sheet_covariates : dict name -> values in that order (design.sheet_covariate_values).
+    spec : the lnm.specificity config section.
+    lesion_rules : the lnm config keys of lesions.LesionRules (for lesions of a map sheet).
+    lesion_maps : (lesion_id, map, group, lesion path or None) rows of the lesion map sheet,
+        or empty when the maps come from this run's ``stats_files`` and ``batch_files``.
+    outputs : has design, residuals and glm paths.
+    """
+    from .design_maps import maps_from_sheet, maps_from_this_run
+    from .lesions import LesionRules
+    from .nifti import load_mask
+    from .sheets import Lesion, LesionMap
+
+    mask = load_mask(mask_path)
+    selected = [(Lesion(lesion_id, "", group), int(case)) for lesion_id, group, case in design]
+    lesion_ids = [lesion_id for lesion_id, _, _ in design]
+    if lesion_maps:
+        rows = [LesionMap(lesion_id, map_path, group, path) for lesion_id, map_path, group, path in lesion_maps]
+        source = maps_from_sheet(rows, mask, LesionRules.from_config(lesion_rules), sheet)
+    else:
+        source = maps_from_this_run(stats_files, batch_files, lesion_ids, spec["map"])
+    return prepare_specificity(source, selected, sheet_covariates, list(spec["covariates"]), mask,
+                               sensitivity_threshold, spec["tfce"], outputs.design, outputs.residuals, outputs.glm)
+
+
 def load_prepared(glm_path):
     """(PreparedGLM, dict of the observed maps) from prepare_specificity's GLM file."""
     with np.load(glm_path) as data:

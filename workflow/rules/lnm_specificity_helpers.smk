@@ -1,0 +1,89 @@
+# The specificity test's helpers (included by lnm_specificity.smk): its design, checked
+# while the job graph is built (groups, covariates, the sheet's values), the permutation
+# tasks and the files each rule reads and writes. Standard library only.
+from shardmap.lnm.design import DesignSpec, select_design_lesions, sheet_covariate_values
+from shardmap.lnm.map_names import SPECIFICITY_MAP_NAMES
+from shardmap.lnm.permutations import permutation_ranges
+from shardmap.lnm.sheets import read_lesion_maps
+
+SPECIFICITY = f"{OUT}/lnm/specificity"
+SPECIFICITY_WORK = f"{SPECIFICITY}/work"
+
+
+def design_sheet():
+    """(sheet path, rows) the design is drawn from: the lesion map sheet when
+    lnm.specificity.maps is set, otherwise the lesion sheet of this run."""
+    if SPEC["maps"]:
+        return SPEC["maps"], read_lesion_maps(SPEC["maps"])
+    return LNM["lesions"], LESIONS
+
+
+def load_design():
+    """The design's lesions with 1 for a case and 0 for a control, and the sheet's
+    covariate values; every problem stops the run here, before any task."""
+    try:
+        if SPEC["tfce"] and SPEC["voxel_chunks"] != 1:
+            raise InputError(
+                "lnm.specificity.tfce is true, and TFCE needs the whole map of every permutation: set "
+                "lnm.specificity.voxel_chunks: 1 (split the permutations instead, with permutation_shard_size)."
+            )
+        sheet, rows = design_sheet()
+        spec = DesignSpec.from_config(SPEC)
+        selected = select_design_lesions(rows, spec, sheet)
+        built_in = [name for name in spec.covariates if name not in spec.sheet_covariates]
+        no_mask = [les.lesion_id for les, _ in selected if les.path is None]
+        if built_in and no_mask:
+            raise InputError(
+                f"lnm.specificity.covariates {built_in} are computed from each lesion's mask, but the lesion "
+                f"map sheet '{sheet}' gives no path for {no_mask[:5]}; add a path column or drop them."
+            )
+        return sheet, rows, selected, sheet_covariate_values(selected, spec, sheet)
+    except InputError as err:
+        raise WorkflowError(str(err)) from None
+
+
+DESIGN_SHEET, DESIGN_ROWS, DESIGN_LESIONS, SHEET_COVARIATES = load_design()
+PERMUTATION_SHARDS = {
+    chunk_name(i): span
+    for i, span in enumerate(permutation_ranges(SPEC["n_permutations"], SPEC["permutation_shard_size"]))
+}
+VOXEL_CHUNKS = [chunk_name(i) for i in range(SPEC["voxel_chunks"])]
+
+
+def unused_sheet_columns():
+    """The design sheet's columns the GLM does not use (listed in the prepare task's log)."""
+    columns = sorted({name for row in DESIGN_ROWS for name, _ in row.columns})
+    return [name for name in columns if name not in SPEC["covariates"]]
+
+
+def specificity_map_inputs(wildcards):
+    """What the prepare task reads: this run's merged statistics and lesion batches, or
+    the maps (and lesion masks) of the lesion map sheet."""
+    if SPEC["maps"]:
+        return {
+            "maps": [les.map_path for les, _ in DESIGN_LESIONS],
+            "lesions": [les.path for les, _ in DESIGN_LESIONS if les.path is not None],
+        }
+    design_ids = {les.lesion_id for les, _ in DESIGN_LESIONS}
+    batches = [b for b, lesions in BATCHES.items() if any(les.lesion_id in design_ids for les in lesions)]
+    return {
+        "sums": [f"{OUT}/lnm/stats/batch-{b}.npy" for b in batches],
+        "infos": [f"{OUT}/lnm/stats/batch-{b}.json" for b in batches],
+        "batches": [f"{OUT}/lnm/lesions/batch-{b}.npz" for b in batches],
+    }
+
+
+def null_shard_files():
+    return [f"{SPECIFICITY_WORK}/null/perm-{p}_voxels-{v}.npz" for p in PERMUTATION_SHARDS for v in VOXEL_CHUNKS]
+
+
+def specificity_map_names():
+    return [name for name in SPECIFICITY_MAP_NAMES if SPEC["tfce"] or "tfce" not in name]
+
+
+def specificity_files():
+    """{name: file} of the specificity outputs (maps, the null table, the design)."""
+    files = {name: f"{SPECIFICITY}/{name}.nii.gz" for name in specificity_map_names()}
+    files["null_max"] = f"{SPECIFICITY}/null_max.tsv"
+    files["design"] = f"{SPECIFICITY}/design.tsv"
+    return files
