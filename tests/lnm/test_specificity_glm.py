@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
-import pytest
 from scipy import stats
 
 from shardmap.lnm.design import DesignSpec, select_design_lesions
