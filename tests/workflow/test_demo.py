@@ -32,6 +32,8 @@ def expected_report_files(lesion_sheet):
     files += [f"results/figures/cpa/{name}.png" for name in ("training", "umap_basal", "umap_latent",
                                                               "predicted_vs_observed")]
     files += ["results/cpa/metrics.tsv", "results/report/software.tsv", "results/report/config.yaml"]
+    files += [f"results/figures/lnm/specificity_{name}.png" for name in ("tstat", "conjunction", "null")]
+    files += ["results/lnm/specificity/design.tsv"]
     return files
 
 
@@ -57,6 +59,21 @@ def test_demo_lesion_maps_and_qc(demo):
     assert len(qc) == 13
     for group in ("A", "B"):
         assert (demo / "results" / "lnm" / "group" / group / "sensitivity_pos.nii.gz").exists()
+
+
+def test_demo_specificity(demo):
+    """Group A (parietal and sensorimotor lesions) against group B: some voxels survive FWE
+    correction and lie in the cases' sensitivity map."""
+    folder = demo / "results" / "lnm" / "specificity"
+    p_fwe = np.asarray(nib.load(str(folder / "p_fwe.nii.gz")).dataobj)
+    mask = np.asarray(nib.load(str(demo / "resources" / "demo" / "mask.nii.gz")).dataobj) > 0
+    assert 0 < (p_fwe[mask] < 0.05).sum() < 100
+    assert np.abs(np.asarray(nib.load(str(folder / "conjunction.nii.gz")).dataobj)).sum() > 0
+    null = np.loadtxt(folder / "null_max.tsv", delimiter="\t", skiprows=1)
+    assert null.shape == (1000, 2)
+    design = (folder / "design.tsv").read_text().splitlines()
+    assert design[0].split("\t")[:6] == ["lesion_id", "group", "intercept", "case", "volume", "age"]
+    assert len(design) == 13
 
 
 def test_demo_perturbation_outputs(demo):
@@ -86,5 +103,6 @@ def test_report_embeds_every_figure_and_caption(demo):
     # every PNG is embedded (base64), plus the captions
     assert html.count("iVBORw0KGgo") >= len([f for f in FIGURES if f.endswith(".png")])
     for caption in ("Sensitivity maps", "adversarial classifiers", "UMAP of the basal latent",
-                    "predicted against the observed mean", "Software versions", "The config this run used"):
+                    "predicted against the observed mean", "Software versions", "The config this run used",
+                    "design matrix of the specificity GLM"):
         assert caption in html, caption

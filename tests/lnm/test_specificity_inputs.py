@@ -1,0 +1,181 @@
+"""The specificity test's inputs: the design's checks (each bad design stops with a message
+naming the group, covariate, lesion or file), the lesion sheet's extra columns, and maps
+made elsewhere, resampled to the mask by world coordinates."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from shardmap.errors import InputError
+from shardmap.lnm.design import DesignSpec, build_design, select_design_lesions, sheet_covariate_values
+from shardmap.lnm.nifti import load_mask, values_on_mask
+from shardmap.lnm.sheets import Lesion, read_lesion_maps, read_lesions
+from synthetic import MASK_AFFINE, make_mask, save, write_sheet
+
+
+def lesions(groups, **columns):
+    return [Lesion(f"les{i}", f"les{i}.nii.gz", g,
+                   tuple((name, values[i]) for name, values in columns.items() if values[i] is not None))
+            for i, g in enumerate(groups)]
+
+
+def design_error(rows, spec, *fragments):
+    with pytest.raises(InputError) as info:
+        selected = select_design_lesions(rows, spec, "sheet.tsv")
+        values = sheet_covariate_values(selected, spec, "sheet.tsv")
+        build_design(selected, values)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+    return str(info.value)
+
+
+GROUPS = ["a", "a", "a", "b", "b", "b", "c"]
+
+
+def test_a_group_in_both_cases_and_controls():
+    design_error(lesions(GROUPS), DesignSpec(("a", "b"), ("b",)), "['b']", "both cases and controls")
+
+
+def test_a_group_with_no_lesion():
+    design_error(lesions(GROUPS), DesignSpec(("a",), ("stroke_other",)), "stroke_other", "no lesion")
+
+
+def test_fewer_than_two_lesions_in_a_group():
+    design_error(lesions(GROUPS), DesignSpec(("a",), ("c",)), "controls", "['c']", "1 lesion", "at least 2")
+
+
+def test_empty_cases():
+    design_error(lesions(GROUPS), DesignSpec((), ("b",)), "lnm.specificity.cases is empty")
+
+
+def test_a_covariate_missing_from_the_sheet():
+    rows = lesions(GROUPS, age=["60", "61", "62", "63", "64", "65", "66"])
+    design_error(rows, DesignSpec(("a",), ("b",), ("volume", "agee")), "'agee'", "age", "built-in")
+
+
+def test_a_missing_covariate_value():
+    rows = lesions(GROUPS, age=["60", None, "62", "63", "64", "65", "66"])
+    design_error(rows, DesignSpec(("a",), ("b",), ("age",)), "'age'", "les1", "empty")
+
+
+def test_a_non_numeric_covariate_value():
+    rows = lesions(GROUPS, age=["60", "61", "sixty", "63", "64", "65", "66"])
+    design_error(rows, DesignSpec(("a",), ("b",), ("age",)), "'age'", "les2", "'sixty'", "not a finite number")
+
+
+def test_a_decimal_comma_is_refused_not_misread():
+    rows = lesions(GROUPS, age=["60", "61", "62,5", "63", "64", "65", "66"])
+    design_error(rows, DesignSpec(("a",), ("b",), ("age",)), "'62,5'", "decimal point")
+
+
+def test_a_constant_covariate():
+    rows = lesions(GROUPS, site=["1"] * 7)
+    design_error(rows, DesignSpec(("a",), ("b",), ("site",)), "'site'", "constant")
+
+
+def test_a_covariate_collinear_with_case():
+    rows = lesions(GROUPS, scanner=["1", "1", "1", "0", "0", "0.1", "5"])
+    design_error(rows, DesignSpec(("a",), ("b",), ("scanner",)), "'scanner'", "correlates with case")
+
+
+def test_covariates_that_are_linear_combinations():
+    rows = lesions(GROUPS, x=["1", "2", "3", "1", "3", "2", "0"], y=["2", "4", "6", "2", "6", "4", "0"])
+    design_error(rows, DesignSpec(("a",), ("b",), ("x", "y")), "linearly dependent")
+
+
+def test_the_design_z_scores_covariates_and_leaves_other_groups_out():
+    rows = lesions(GROUPS, age=["60", "70", "50", "65", "55", "62", "99"])
+    spec = DesignSpec(("a",), ("b",), ("age",))
+    selected = select_design_lesions(rows, spec, "sheet.tsv")
+    design = build_design(selected, sheet_covariate_values(selected, spec, "sheet.tsv"))
+    assert design.lesion_ids == [f"les{i}" for i in range(6)]
+    np.testing.assert_array_equal(design.case, [1, 1, 1, 0, 0, 0])
+    age = np.array([60, 70, 50, 65, 55, 62.0])
+    np.testing.assert_allclose(design.covariates[:, 0], (age - age.mean()) / age.std())
+
+
+# ---- the lesion sheet's columns ---------------------------------------------------------
+
+def test_extra_columns_are_kept(tmp_path):
+    sheet = write_sheet(tmp_path / "lesions.tsv", ["lesion_id", "path", "group", "age", "notes"],
+                        [("a", "a.nii.gz", "g", "61.5", "left MCA, 2019"), ("b", "b.nii.gz", "g", "", "x")])
+    first, second = read_lesions(sheet, check_files=False)
+    assert first.column("age") == "61.5" and first.column("notes") == "left MCA, 2019"
+    assert second.column("age") is None
+
+
+@pytest.mark.parametrize("header, wrong, right", [
+    (["lesoin_id", "path"], "lesoin_id", "lesion_id"),
+    (["lesion_id", "pth"], "pth", "path"),
+    (["lesion_id", "path", "grp"], "grp", "group"),
+    (["lesion_id", "path", "Group"], "Group", "group"),
+])
+def test_misspelt_columns_are_named(tmp_path, header, wrong, right):
+    sheet = write_sheet(tmp_path / "lesions.tsv", header, [tuple("x" for _ in header)])
+    with pytest.raises(InputError) as info:
+        read_lesions(sheet, check_files=False)
+    assert f"'{wrong}' (did you mean '{right}'?)" in str(info.value)
+
+
+def test_lesion_map_sheet(tmp_path):
+    sheet = write_sheet(tmp_path / "maps.tsv", ["lesion_id", "map", "group", "age"],
+                        [("a", "a_T.nii.gz", "case", "70"), ("b", "b_T.nii.gz", "control", "")])
+    rows = read_lesion_maps(sheet, check_files=False)
+    assert [(r.lesion_id, r.map_path, r.group, r.path, r.column("age")) for r in rows] == [
+        ("a", "a_T.nii.gz", "case", None, "70"), ("b", "b_T.nii.gz", "control", None, None)]
+    with pytest.raises(InputError, match="map of lesion 'a'.*does not exist"):
+        read_lesion_maps(sheet)
+
+
+# ---- maps made elsewhere -----------------------------------------------------------------
+
+def linear_field(affine, shape):
+    """A map that is linear in world coordinates: trilinear interpolation reproduces it
+    exactly at any point inside the grid."""
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    world = ijk @ affine[:3, :3].T + affine[:3, 3]
+    return (0.5 * world[..., 0] - 0.25 * world[..., 1] + 0.1 * world[..., 2] + 3.0).astype(np.float32)
+
+
+@pytest.fixture
+def mask(tmp_path):
+    return load_mask(save(make_mask(), tmp_path / "mask.nii.gz"))
+
+
+def test_a_map_on_another_grid_is_resampled_by_world_coordinates(tmp_path, mask):
+    ras = np.diag([2.0, 2.0, 2.0, 1.0])
+    ras[:3, 3] = [-32.0, -30.0, -20.0]  # RAS 2 mm, covering the radiological 4 mm mask
+    path = save(nib.Nifti1Image(linear_field(ras, (34, 30, 24)), ras), tmp_path / "map.nii.gz")
+    values = values_on_mask(path, mask, "map")
+    world = mask.ijk @ mask.affine[:3, :3].T + mask.affine[:3, 3]
+    expected = 0.5 * world[:, 0] - 0.25 * world[:, 1] + 0.1 * world[:, 2] + 3.0
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_a_map_on_the_mask_grid_is_read_as_it_is(tmp_path, mask):
+    data = np.random.default_rng(0).normal(size=mask.shape).astype(np.float32)
+    path = save(nib.Nifti1Image(data, MASK_AFFINE), tmp_path / "map.nii.gz")
+    np.testing.assert_array_equal(values_on_mask(path, mask, "map"), data.ravel()[mask.flat_index])
+
+
+def test_a_map_that_does_not_cover_the_mask(tmp_path, mask):
+    small = np.diag([2.0, 2.0, 2.0, 1.0])
+    small[:3, 3] = [0.0, 0.0, 0.0]  # one octant of the brain only
+    path = save(nib.Nifti1Image(np.ones((20, 20, 20), np.float32), small), tmp_path / "half.nii.gz")
+    with pytest.raises(InputError) as info:
+        values_on_mask(path, mask, "map of lesion 'x'")
+    assert "half.nii.gz" in str(info.value) and "does not cover" in str(info.value)
+
+
+def test_a_map_with_nan_inside_the_mask(tmp_path, mask):
+    data = np.ones(mask.shape, np.float32)
+    data.ravel()[mask.flat_index[3]] = np.nan
+    path = save(nib.Nifti1Image(data, MASK_AFFINE), tmp_path / "nan.nii.gz")
+    with pytest.raises(InputError, match="nan.nii.gz' is NaN or Inf at 1 voxel"):
+        values_on_mask(path, mask, "map")
+
+
+def test_a_4d_map(tmp_path, mask):
+    path = save(nib.Nifti1Image(np.ones(mask.shape + (3,), np.float32), MASK_AFFINE), tmp_path / "4d.nii.gz")
+    with pytest.raises(InputError, match="4d.nii.gz' has shape"):
+        values_on_mask(path, mask, "map")
