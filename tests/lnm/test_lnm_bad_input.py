@@ -230,8 +230,11 @@ def test_missing_sheet(tmp_path):
 
 def test_sheet_with_wrong_columns(tmp_path, mask):
     sheet = write_sheet(tmp_path / "lesions.tsv", ["id", "path"], [("a", mask)])
-    with pytest.raises(InputError, match="unknown column"):
+    with pytest.raises(InputError, match=r"lacks the required column\(s\) \['lesion_id'\].*names \['id', 'path'\]"):
         read_lesions(sheet)
+    sheet = write_sheet(tmp_path / "subjects.tsv", ["subject_id", "path", "site"], [("a", mask, "x")])
+    with pytest.raises(InputError, match=r"unknown column\(s\) \['site'\]"):
+        read_subjects(sheet)
     sheet = write_sheet(tmp_path / "lesions2.tsv", ["lesion_id"], [("a",)])
     with pytest.raises(InputError, match=r"lacks the required column\(s\) \['path'\]"):
         read_lesions(sheet)

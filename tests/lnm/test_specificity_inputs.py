@@ -50,12 +50,14 @@ def test_empty_cases():
 
 def test_a_covariate_missing_from_the_sheet():
     rows = lesions(GROUPS, age=["60", "61", "62", "63", "64", "65", "66"])
-    design_error(rows, DesignSpec(("a",), ("b",), ("volume", "agee")), "'agee'", "age", "built-in")
+    design_error(rows, DesignSpec(("a",), ("b",), ("volume", "agee")), "'agee'", "age",
+                 "neither a built-in covariate")
 
 
 def test_a_missing_covariate_value():
     rows = lesions(GROUPS, age=["60", None, "62", "63", "64", "65", "66"])
-    design_error(rows, DesignSpec(("a",), ("b",), ("age",)), "'age'", "les1", "empty")
+    design_error(rows, DesignSpec(("a",), ("b",), ("age",)), "'age'", "les1", "empty",
+                 "every case and control needs a")
 
 
 def test_a_non_numeric_covariate_value():
@@ -75,7 +77,7 @@ def test_a_constant_covariate():
 
 def test_a_covariate_collinear_with_case():
     rows = lesions(GROUPS, scanner=["1", "1", "1", "0", "0", "0.1", "5"])
-    design_error(rows, DesignSpec(("a",), ("b",), ("scanner",)), "'scanner'", "correlates with case")
+    design_error(rows, DesignSpec(("a",), ("b",), ("scanner",)), "'scanner'", "correlates with case vs control")
 
 
 def test_covariates_that_are_linear_combinations():

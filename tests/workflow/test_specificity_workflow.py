@@ -134,3 +134,12 @@ def test_a_map_that_cannot_be_resampled_stops_the_task(tmp_path):
     folder = tmp_path / "out" / "lnm" / "specificity"
     assert not list(folder.glob("*.nii.gz")) and not (folder / "design.tsv").exists()
     assert_every_file_is_whole(tmp_path / "out")
+
+
+def test_built_in_covariates_need_the_lesion_masks(tmp_path):
+    write_maps_project(tmp_path)
+    rows = [line.split("\t") for line in (tmp_path / "maps.tsv").read_text().splitlines()]
+    (tmp_path / "maps.tsv").write_text("".join("\t".join(row[:3] + row[4:]) + "\n" for row in rows))  # no path
+    run = snakemake(tmp_path, "-n")
+    assert run.returncode != 0
+    assert "computed from each lesion's mask" in run.stdout and "add a path column or drop them" in run.stdout

@@ -147,7 +147,7 @@ def _validate_rows(sheet, kind, header, rows, schema_name):
     missing = [name for name in schema["required"] if name not in header]
     if missing:
         raise InputError(f"{kind} sheet '{sheet}' lacks the required column(s) {missing}; "
-                         f"the header must name {schema['required']} (tab-separated).")
+                         f"the header must name {schema['required']} (tab-separated), and it names {header}.")
     validator = jsonschema.Draft202012Validator(schema)
     for number, row in rows:
         for error in validator.iter_errors({k: v for k, v in row.items() if k in known}):
