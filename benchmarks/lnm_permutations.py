@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -135,7 +134,7 @@ def child_prepare(folder):
             yield DesignMap(lesion.lesion_id, values, values, None)
 
     started = time.perf_counter()
-    prepare_specificity(design_maps(), selected, covariates, list(COVARIATES), mask, 2.0, False,
+    prepare_specificity(design_maps(), selected, covariates, list(COVARIATES), mask, False,
                         paths["design"], paths["residuals"], paths["glm"])
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "blas_threads": blas_threads()}

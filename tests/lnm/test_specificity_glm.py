@@ -6,13 +6,17 @@ from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
+import pytest
 from scipy import stats
 
 from shardmap.lnm.design import DesignSpec, select_design_lesions
 from shardmap.lnm.design_maps import DesignMap
 from shardmap.lnm.nifti import BrainMask
 from shardmap.lnm.permutations import TIE_RTOL, draw_permutation, permutation_ranges
-from shardmap.lnm.specificity import finish_specificity, permutation_task, prepare_specificity
+from shardmap.lnm.nifti import write_map
+from shardmap.lnm.permutations import NullShard, merge_null_shards
+from shardmap.lnm.specificity import (cases_sensitivity, finish_specificity, fwe_p, fwe_threshold, permutation_task,
+                                      prepare_specificity)
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,9 @@ class Row:
 def grid_mask(shape=(7, 6, 5)):
     flat = np.arange(int(np.prod(shape)))
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
-    return BrainMask("in-memory mask", shape, affine, flat, nib.Nifti1Header())
+    header = nib.Nifti1Header()
+    header.set_sform(affine, code=4)
+    return BrainMask("in-memory mask", shape, affine, flat, header)
 
 
 def make_study(rng, n_cases=9, n_controls=11, n_voxels=None, mask=None, effect=0.0, effect_voxels=(),
@@ -56,8 +62,13 @@ def run_study(tmp_path, rows, maps, mask, n_permutations=200, shard_size=None, n
                    for i, r in enumerate(rows)]
     work = tmp_path / "work"
     work.mkdir(parents=True, exist_ok=True)
-    prepare_specificity(design_maps, selected, sheet_covariates, list(covariates), mask, 1.0, tfce,
+    prepare_specificity(design_maps, selected, sheet_covariates, list(covariates), mask, tfce,
                         tmp_path / "design.tsv", work / "residuals.npy", work / "glm.npz")
+    positive, negative = cases_sensitivity(design_maps, [les.lesion_id for les, case in selected if case], 1.0,
+                                           mask.n_voxels)
+    sensitivity = {"pos": work / "pos.nii.gz", "neg": work / "neg.nii.gz"}
+    write_map(sensitivity["pos"], positive, mask)
+    write_map(sensitivity["neg"], negative, mask)
     shard_paths = []
     for p, perm_range in enumerate(permutation_ranges(n_permutations, shard_size or n_permutations)):
         for chunk in range(n_chunks):
@@ -68,7 +79,7 @@ def run_study(tmp_path, rows, maps, mask, n_permutations=200, shard_size=None, n
     names = ["tstat", "p_uncorrected", "p_fwe", "conjunction", "null_max"] + (["tfce", "p_fwe_tfce"] if tfce else [])
     out = tmp_path / "out"
     paths = {name: out / (f"{name}.tsv" if name == "null_max" else f"{name}.nii.gz") for name in names}
-    maps_out = finish_specificity(work / "glm.npz", shard_paths, n_permutations, 0.05, 0.75, mask, paths)
+    maps_out = finish_specificity(work / "glm.npz", shard_paths, sensitivity, n_permutations, 0.05, 0.75, mask, paths)
     null = np.loadtxt(paths["null_max"], delimiter="\t", skiprows=1)
     return maps_out, null, paths
 
@@ -204,3 +215,53 @@ def test_covariates_volume_and_centrality_are_built_in(tmp_path):
     np.testing.assert_array_equal(table["volume_raw"], [p.size for p in positions])
     expected = [np.delete(maps[i], positions[i]).mean() for i in range(len(rows))]
     np.testing.assert_allclose(table["centrality_raw"], expected, rtol=1e-8)
+
+
+def test_a_voxel_constant_over_lesions_has_t_zero(tmp_path):
+    mask = grid_mask((5, 4, 3))
+    rows, maps = make_study(np.random.default_rng(8), mask=mask)
+    maps[:, 3] = 1e4  # the same large value in every lesion's map
+    maps[:, 4] = -7.5
+    result, _, _ = run_study(tmp_path, rows, maps, mask, n_permutations=20)
+    assert result["tstat"][3] == 0 and result["tstat"][4] == 0
+    assert result["p_uncorrected"][3] == 1.0
+
+
+def test_a_voxel_the_design_fits_exactly_gets_a_finite_t_and_counts_its_ties(tmp_path):
+    """A map that is a + b * case at one voxel: no residual. Its t is large but finite, and
+    every permutation that keeps the cases together reaches it (counted as ties)."""
+    mask = grid_mask((5, 4, 3))
+    rows, maps = make_study(np.random.default_rng(9), n_cases=3, n_controls=3, mask=mask)
+    case = np.array([r.group == "case" for r in rows], dtype=float)
+    maps[:, 5] = 2.0 + 3.0 * case
+    result, null, _ = run_study(tmp_path, rows, maps, mask, n_permutations=200, covariates=())
+    assert np.isfinite(result["tstat"]).all() and result["tstat"][5] > 1e5
+    # permutations that give back the case set (or its complement: |t| is two-sided)
+    same = sum(set(np.flatnonzero(case[draw_permutation(3, i, 6)])) in (set(np.flatnonzero(case)),
+                                                                          set(np.flatnonzero(1 - case)))
+               for i in range(200))
+    assert same > 0
+    assert result["p_uncorrected"][5] == (1 + same) / 201
+    assert np.isfinite(null).all()
+
+
+def test_the_merge_refuses_a_repeated_or_missing_task():
+    def shard(p0, p1, v0, v1):
+        return NullShard(p0, p1, v0, v1, np.ones(p1 - p0), np.zeros(v1 - v0, dtype=np.int64))
+
+    whole = [shard(0, 10, 0, 2048), shard(0, 10, 2048, 4096)]
+    merge_null_shards(whole, 10, 4096)
+    with pytest.raises(ValueError, match="overlap"):
+        merge_null_shards([whole[0], whole[0]], 10, 4096)  # repeated, and the other chunk missing
+    with pytest.raises(ValueError, match="missing"):
+        merge_null_shards([whole[0], shard(0, 6, 2048, 4096)], 10, 4096)
+
+
+def test_the_fwe_threshold_separates_the_significant_statistics():
+    null = np.random.default_rng(10).gamma(4.0, size=999)
+    for alpha in (0.05, 0.01, 0.2):
+        threshold = fwe_threshold(null, alpha)
+        values = np.linspace(0, null.max() * 1.1, 5001)
+        significant = fwe_p(values, null) < alpha
+        assert not significant[values <= threshold].any() and significant[values > threshold * (1 + 1e-9)].all()
+    assert fwe_threshold(null[:10], 0.05) is None  # 10 permutations cannot reach p < 0.05

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from shardmap.errors import InputError
-from shardmap.lnm.design import DesignSpec, build_design, select_design_lesions, sheet_covariate_values
+from shardmap.lnm.design import (DesignSpec, build_design, check_covariate_values, select_design_lesions,
+                                 sheet_covariate_values)
 from shardmap.lnm.nifti import load_mask, values_on_mask
 from shardmap.lnm.sheets import Lesion, read_lesion_maps, read_lesions
 from synthetic import MASK_AFFINE, make_mask, save, write_sheet
@@ -85,6 +86,28 @@ def test_covariates_that_are_linear_combinations():
     design_error(rows, DesignSpec(("a",), ("b",), ("x", "y")), "linearly dependent")
 
 
+@pytest.mark.parametrize("columns, covariates, fragment", [
+    ({"site": ["2"] * 7}, ("site",), "'site' is constant"),
+    ({"scanner": ["1", "1", "1", "0", "0", "0.1", "5"]}, ("scanner",), "'scanner' correlates with case vs control"),
+    ({"age": ["60", "61", "62", "63", "64", "65", "66"]}, ("age", "volume", "centrality", "x1", "x2"),
+     "no degree of freedom"),
+])
+def test_sheet_covariates_are_checked_while_the_job_graph_is_built(columns, covariates, fragment):
+    """The standard-library checks the workflow runs before any job (no NumPy)."""
+    rows = lesions(GROUPS, **columns)
+    spec = DesignSpec(("a",), ("b",), tuple(name for name in covariates if name in columns))
+    selected = select_design_lesions(rows, spec, "sheet.tsv")
+    values = sheet_covariate_values(selected, spec, "sheet.tsv")
+    with pytest.raises(InputError) as info:
+        check_covariate_values(selected, values, len(covariates))
+    assert fragment in str(info.value)
+
+
+def test_a_sheet_column_named_like_a_built_in_covariate():
+    rows = lesions(GROUPS, volume=["1", "2", "3", "4", "5", "6", "7"])
+    design_error(rows, DesignSpec(("a",), ("b",), ("volume",)), "column(s) ['volume']", "built-in", "rename")
+
+
 def test_the_design_z_scores_covariates_and_leaves_other_groups_out():
     rows = lesions(GROUPS, age=["60", "70", "50", "65", "55", "62", "99"])
     spec = DesignSpec(("a",), ("b",), ("age",))
@@ -120,12 +143,12 @@ def test_misspelt_columns_are_named(tmp_path, header, wrong, right):
 
 
 def test_lesion_map_sheet(tmp_path):
-    sheet = write_sheet(tmp_path / "maps.tsv", ["lesion_id", "map", "group", "age"],
-                        [("a", "a_T.nii.gz", "case", "70"), ("b", "b_T.nii.gz", "control", "")])
+    sheet = write_sheet(tmp_path / "maps.tsv", ["lesion_id", "map", "group", "age", "t_map"],
+                        [("a", "a_Fz.nii.gz", "case", "70", "a_T.nii.gz"), ("b", "b_Fz.nii.gz", "control", "", "")])
     rows = read_lesion_maps(sheet, check_files=False)
-    assert [(r.lesion_id, r.map_path, r.group, r.path, r.column("age")) for r in rows] == [
-        ("a", "a_T.nii.gz", "case", None, "70"), ("b", "b_T.nii.gz", "control", None, None)]
-    with pytest.raises(InputError, match="map of lesion 'a'.*does not exist"):
+    assert [(r.lesion_id, r.map_path, r.group, r.path, r.column("age"), r.t_map_path) for r in rows] == [
+        ("a", "a_Fz.nii.gz", "case", None, "70", "a_T.nii.gz"), ("b", "b_Fz.nii.gz", "control", None, None, None)]
+    with pytest.raises(InputError, match="map of lesion 'a'.*a_Fz.nii.gz' does not exist"):
         read_lesion_maps(sheet)
 
 
@@ -181,3 +204,19 @@ def test_a_4d_map(tmp_path, mask):
     path = save(nib.Nifti1Image(np.ones(mask.shape + (3,), np.float32), MASK_AFFINE), tmp_path / "4d.nii.gz")
     with pytest.raises(InputError, match="4d.nii.gz' has shape"):
         values_on_mask(path, mask, "map")
+
+
+def test_a_map_sheet_gives_the_t_map_of_the_sensitivity_threshold_apart(tmp_path, mask):
+    from shardmap.lnm.design_maps import maps_from_sheet
+    from shardmap.lnm.lesions import LesionRules
+    from shardmap.lnm.sheets import LesionMap
+
+    rng = np.random.default_rng(3)
+    fz, t = (rng.normal(size=mask.shape).astype(np.float32) for _ in range(2))
+    fz_path = save(nib.Nifti1Image(fz, MASK_AFFINE), tmp_path / "a_Fz.nii.gz")
+    t_path = save(nib.Nifti1Image(t, MASK_AFFINE), tmp_path / "a_T.nii.gz")
+    rows = [LesionMap("a", fz_path, "case", t_map_path=t_path), LesionMap("b", fz_path, "control")]
+    first, second = maps_from_sheet(rows, mask, LesionRules(), "maps.tsv")
+    np.testing.assert_array_equal(first.values, fz.ravel()[mask.flat_index])
+    np.testing.assert_array_equal(first.t_map, t.ravel()[mask.flat_index])
+    np.testing.assert_array_equal(second.t_map, second.values)  # no t_map: the map serves

@@ -2,6 +2,10 @@
 # in a voxelwise GLM, permutation inference split into tasks (permutation ranges x voxel
 # chunks) that merge exactly, FWE by the maximum statistic, TFCE as an option, and the
 # conjunction with the cases' sensitivity map. Requests: shardmap/lnm/resources.py.
+#
+# Each rule gets only the config keys it uses, so that changing alpha reruns the merge
+# alone and changing the sensitivity threshold the cases' sensitivity maps and the merge;
+# the permutation tasks' small results are kept, only the residuals are temporary.
 
 
 include: "lnm_specificity_helpers.smk"
@@ -21,7 +25,7 @@ rule lnm_specificity_prepare:
             labels={"figure": "design matrix"},
         ),
         residuals=temp(f"{SPECIFICITY_WORK}/residuals.npy"),
-        glm=temp(f"{SPECIFICITY_WORK}/glm.npz"),
+        glm=f"{SPECIFICITY_WORK}/glm.npz",
     log:
         f"{LNM_LOGS}/specificity/prepare.log",
     conda:
@@ -34,20 +38,37 @@ rule lnm_specificity_prepare:
             res.read_json(input.mask_info), len(DESIGN_LESIONS), SPEC["tfce"]
         ),
     params:
-        sheet=DESIGN_SHEET,
-        design=[(les.lesion_id, les.group, case) for les, case in DESIGN_LESIONS],
-        lesion_maps=(
-            [(les.lesion_id, les.map_path, les.group, les.path) for les, _ in DESIGN_LESIONS] if SPEC["maps"] else []
-        ),
+        **design_params(),
         sheet_covariates=SHEET_COVARIATES,
-        unused_columns=unused_sheet_columns(),
-        spec=SPEC,
-        sensitivity_threshold=LNM["sensitivity_threshold"],
-        lesion_rules={
-            key: LNM[key] for key in ("lesion_values", "lesion_threshold", "lesion_resampling", "lesion_coverage")
-        },
+        spec={key: SPEC[key] for key in ("map", "covariates", "tfce")},
     script:
         "../scripts/lnm_specificity_prepare.py"
+
+
+rule lnm_specificity_sensitivity:
+    input:
+        unpack(specificity_map_inputs),
+        mask=LNM["connectome"]["mask"],
+        mask_info=rules.lnm_mask_info.output.info,
+    output:
+        **cases_sensitivity_files(),
+    log:
+        f"{LNM_LOGS}/specificity/sensitivity.log",
+    conda:
+        "../../envs/lnm.yaml"
+    resources:
+        mem_mb=lambda wc, input: lnm_res.specificity_prepare_mem_mb(
+            res.read_json(input.mask_info), 0, input.get("maps", [])
+        ),
+        runtime=lambda wc, input: lnm_res.specificity_prepare_runtime(
+            res.read_json(input.mask_info), len(DESIGN_LESIONS), False
+        ),
+    params:
+        **design_params(),
+        spec={"map": SPEC["map"]},
+        threshold=LNM["sensitivity_threshold"],
+    script:
+        "../scripts/lnm_specificity_sensitivity.py"
 
 
 rule lnm_specificity_permutations:
@@ -57,12 +78,12 @@ rule lnm_specificity_permutations:
         mask=LNM["connectome"]["mask"],
         mask_info=rules.lnm_mask_info.output.info,
     output:
-        null=temp(f"{SPECIFICITY_WORK}/null/perm-{{permutations}}_voxels-{{voxels}}.npz"),
+        null=f"{SPECIFICITY_WORK}/null/perm-{{permutations}}_voxels-{{voxels}}.npz",
     log:
         f"{LNM_LOGS}/specificity/permutations/perm-{{permutations}}_voxels-{{voxels}}.log",
     wildcard_constraints:
-        permutations=r"\d{4}",
-        voxels=r"\d{4}",
+        permutations=r"\d+",
+        voxels=r"\d+",
     conda:
         "../../envs/lnm.yaml"
     threads: SPEC["threads"]
@@ -86,7 +107,7 @@ rule lnm_specificity_permutations:
     params:
         permutations=lambda wc: PERMUTATION_SHARDS[wc.permutations],
         chunk=lambda wc: int(wc.voxels),
-        spec=SPEC,
+        spec={key: SPEC[key] for key in ("seed", "n_permutations", "voxel_chunks", "tfce")},
     script:
         "../scripts/lnm_specificity_permutations.py"
 
@@ -95,10 +116,12 @@ rule lnm_specificity_merge:
     input:
         glm=rules.lnm_specificity_prepare.output.glm,
         nulls=null_shard_files(),
+        sensitivity_pos=rules.lnm_specificity_sensitivity.output.pos,
+        sensitivity_neg=rules.lnm_specificity_sensitivity.output.neg,
         mask=LNM["connectome"]["mask"],
         mask_info=rules.lnm_mask_info.output.info,
     output:
-        **{name: path for name, path in specificity_files().items() if name != "design"},
+        **specificity_result_files(),
     log:
         f"{LNM_LOGS}/specificity/merge.log",
     conda:
@@ -109,6 +132,6 @@ rule lnm_specificity_merge:
         ),
         runtime=res.MIN_RUNTIME_MIN,
     params:
-        spec=SPEC,
+        spec={key: SPEC[key] for key in ("n_permutations", "alpha", "sensitivity_fraction")},
     script:
         "../scripts/lnm_specificity_merge.py"

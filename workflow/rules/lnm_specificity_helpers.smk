@@ -1,7 +1,7 @@
 # The specificity test's helpers (included by lnm_specificity.smk): its design, checked
 # while the job graph is built (groups, covariates, the sheet's values), the permutation
 # tasks and the files each rule reads and writes. Standard library only.
-from shardmap.lnm.design import DesignSpec, select_design_lesions, sheet_covariate_values
+from shardmap.lnm.design import DesignSpec, check_covariate_values, select_design_lesions, sheet_covariate_values
 from shardmap.lnm.map_names import SPECIFICITY_MAP_NAMES
 from shardmap.lnm.permutations import permutation_ranges
 from shardmap.lnm.sheets import read_lesion_maps
@@ -37,7 +37,9 @@ def load_design():
                 f"lnm.specificity.covariates {built_in} are computed from each lesion's mask, but the lesion "
                 f"map sheet '{sheet}' gives no path for {no_mask[:5]}; add a path column or drop them."
             )
-        return sheet, rows, selected, sheet_covariate_values(selected, spec, sheet)
+        values = sheet_covariate_values(selected, spec, sheet)
+        check_covariate_values(selected, values, len(spec.covariates))
+        return sheet, rows, selected, values
     except InputError as err:
         raise WorkflowError(str(err)) from None
 
@@ -50,10 +52,20 @@ PERMUTATION_SHARDS = {
 VOXEL_CHUNKS = [chunk_name(i) for i in range(SPEC["voxel_chunks"])]
 
 
-def unused_sheet_columns():
-    """The design sheet's columns the GLM does not use (listed in the prepare task's log)."""
-    columns = sorted({name for row in DESIGN_ROWS for name, _ in row.columns})
-    return [name for name in columns if name not in SPEC["covariates"]]
+def design_params():
+    """What the tasks that read the design's maps need to know about its lesions."""
+    return {
+        "sheet": DESIGN_SHEET,
+        "design": [(les.lesion_id, les.group, case) for les, case in DESIGN_LESIONS],
+        "lesion_maps": (
+            [(les.lesion_id, les.map_path, les.group, les.path, les.t_map_path) for les, _ in DESIGN_LESIONS]
+            if SPEC["maps"]
+            else []
+        ),
+        "lesion_rules": {
+            key: LNM[key] for key in ("lesion_values", "lesion_threshold", "lesion_resampling", "lesion_coverage")
+        },
+    }
 
 
 def specificity_map_inputs(wildcards):
@@ -81,9 +93,21 @@ def specificity_map_names():
     return [name for name in SPECIFICITY_MAP_NAMES if SPEC["tfce"] or "tfce" not in name]
 
 
-def specificity_files():
-    """{name: file} of the specificity outputs (maps, the null table, the design)."""
+def specificity_result_files():
+    """{name: file} of what the merge writes: the maps and the null table."""
     files = {name: f"{SPECIFICITY}/{name}.nii.gz" for name in specificity_map_names()}
     files["null_max"] = f"{SPECIFICITY}/null_max.tsv"
+    return files
+
+
+def cases_sensitivity_files():
+    return {sign: f"{SPECIFICITY}/cases_sensitivity_{sign}.nii.gz" for sign in ("pos", "neg")}
+
+
+def specificity_files():
+    """{name: file} of every specificity output (maps, null table, design, the cases'
+    sensitivity maps)."""
+    files = specificity_result_files()
     files["design"] = f"{SPECIFICITY}/design.tsv"
+    files.update({f"cases_sensitivity_{sign}": path for sign, path in cases_sensitivity_files().items()})
     return files

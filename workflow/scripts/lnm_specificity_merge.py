@@ -7,5 +7,6 @@ with snakemake_task(snakemake):
 
     spec = snakemake.params.spec
     paths = {name: path for name, path in snakemake.output.items()}
-    finish_specificity(snakemake.input.glm, snakemake.input.nulls, spec["n_permutations"], spec["alpha"],
+    sensitivity = {"pos": snakemake.input.sensitivity_pos, "neg": snakemake.input.sensitivity_neg}
+    finish_specificity(snakemake.input.glm, snakemake.input.nulls, sensitivity, spec["n_permutations"], spec["alpha"],
                        spec["sensitivity_fraction"], load_mask(snakemake.input.mask), paths)

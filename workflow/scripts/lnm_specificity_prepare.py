@@ -2,13 +2,11 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake) as log:
-    from shardmap.lnm.specificity import prepare_specificity_files
+    from shardmap.lnm.specificity import log_unused_columns, prepare_specificity_files
 
-    if snakemake.params.unused_columns:
-        log.info("columns of '%s' not used by the GLM: %s", snakemake.params.sheet,
-                 ", ".join(snakemake.params.unused_columns))
-    prepare_specificity_files(snakemake.params.design, snakemake.params.sheet_covariates, snakemake.params.spec,
-                              snakemake.input.mask, snakemake.params.sensitivity_threshold,
-                              snakemake.params.lesion_rules, snakemake.params.sheet, snakemake.params.lesion_maps,
+    params = snakemake.params
+    log_unused_columns(params.sheet, bool(params.lesion_maps), params.spec["covariates"])
+    prepare_specificity_files(params.design, params.sheet_covariates, params.spec, snakemake.input.mask,
+                              params.lesion_rules, params.sheet, params.lesion_maps,
                               list(zip(snakemake.input.get("sums", []), snakemake.input.get("infos", []))),
                               snakemake.input.get("batches", []), snakemake.output)

@@ -91,6 +91,11 @@ def sheet_covariate_values(selected, spec, sheet):
     """
     values = {}
     columns = {name for les, _ in selected for name, _ in les.columns}
+    shadowed = sorted(set(spec.covariates) & set(BUILT_IN_COVARIATES) & columns)
+    if shadowed:
+        raise InputError(f"'{sheet}' has column(s) {shadowed}, the name(s) of built-in covariate(s) that the "
+                         "workflow computes from each lesion; rename the column(s) (e.g. volume_ml) and name the "
+                         "one you mean in lnm.specificity.covariates.")
     for name in spec.sheet_covariates:
         if name not in columns:
             raise InputError(
@@ -113,6 +118,29 @@ def sheet_covariate_values(selected, spec, sheet):
                                  "(not a comma), and categories coded as 0/1 columns.") from None
         values[name] = column
     return values
+
+
+def check_covariate_values(selected, values, n_covariates):
+    """The checks of build_design that need only the sheet, run while the job graph is
+    built: each sheet covariate varies and is not nearly collinear with case vs control, and
+    the lesions leave a degree of freedom for ``n_covariates`` covariates (sheet and built-in)."""
+    import statistics
+
+    n = len(selected)
+    if n - 2 - n_covariates < 1:
+        raise InputError(f"lnm.specificity: {n} cases and controls leave no degree of freedom for {n_covariates} "
+                         "covariate(s) (the GLM needs more lesions than 2 + covariates); use more lesions or "
+                         "fewer covariates.")
+    case = [float(is_case) for _, is_case in selected]
+    for name, column in values.items():
+        if max(column) - min(column) <= 1e-12 * max(1.0, abs(statistics.fmean(column))):
+            raise InputError(f"lnm.specificity: covariate '{name}' is constant ({column[0]:g}) over the "
+                             "cases and controls, so it cannot be told from the intercept; drop it.")
+        r = statistics.correlation(column, case)
+        if abs(r) > MAX_CASE_CORRELATION:
+            raise InputError(f"lnm.specificity: covariate '{name}' correlates with case vs control at r = "
+                             f"{r:.3f} (|r| > {MAX_CASE_CORRELATION}), so the GLM could not separate the two; "
+                             "drop the covariate or balance it between the groups.")
 
 
 @dataclass

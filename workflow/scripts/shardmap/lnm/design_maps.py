@@ -44,8 +44,8 @@ def maps_from_this_run(stats_files, batch_files, lesion_ids, map_name):
 def maps_from_sheet(lesion_maps, mask, lesion_rules, sheet):
     """DesignMap of each sheets.LesionMap, its map resampled to ``mask`` (nifti.BrainMask)
     and, where the sheet gives the lesion's mask, its voxels taken onto the mask grid under
-    ``lesion_rules`` (lesions.LesionRules). The given map serves both the GLM and the
-    sensitivity threshold."""
+    ``lesion_rules`` (lesions.LesionRules). The sensitivity threshold applies to the
+    lesion's T map where the sheet gives one (column t_map), else to its map."""
     from .lesions import lesion_on_mask
     from .nifti import values_on_mask
     from .sheets import Lesion
@@ -53,11 +53,14 @@ def maps_from_sheet(lesion_maps, mask, lesion_rules, sheet):
     mask_volume = mask.to_volume(True, fill=False, dtype=bool)
     for item in lesion_maps:
         values = values_on_mask(item.map_path, mask, f"map of lesion '{item.lesion_id}' (sheet '{sheet}')")
+        t_map = values
+        if item.t_map_path is not None:
+            t_map = values_on_mask(item.t_map_path, mask, f"T map of lesion '{item.lesion_id}' (sheet '{sheet}')")
         positions = None
         if item.path is not None:
             lesion = Lesion(item.lesion_id, item.path, item.group)
             positions = lesion_on_mask(lesion, mask, mask_volume, lesion_rules).mask_positions
-        yield DesignMap(item.lesion_id, values, values, positions)
+        yield DesignMap(item.lesion_id, values, t_map, positions)
 
 
 def centrality(values, positions):

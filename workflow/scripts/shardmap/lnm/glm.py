@@ -60,19 +60,30 @@ def prepare_glm(design):
     return PreparedGLM(x / norm, basis, dof)
 
 
+# A voxel whose residual after the nuisance is below this fraction of its norm before has
+# no variance left but rounding (a map constant over lesions): its t is 0.
+NO_VARIANCE_RTOL = 1e-10
+# Where the model fits a voxel exactly (a map that is a + b * case), the residual sum of
+# squares is rounding; it is floored at this fraction of the voxel's variance, so |t| is at
+# most sqrt(dof) * 1e6: finite, and the same for the unpermuted data and any permutation
+# that leaves the design unchanged.
+RSS_FLOOR = 1e-12
+
+
 def residualise_tile(glm, tile):
     """Residualise a (n, voxels) tile of maps on the nuisance and scale each voxel's residual
     to unit norm, in place; a voxel with no variance left stays 0 (its t is 0)."""
+    before = np.sqrt(np.einsum("ij,ij->j", tile, tile))
     tile -= glm.basis @ (glm.basis.T @ tile)
     norms = np.sqrt(np.einsum("ij,ij->j", tile, tile))
-    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 1e-12 * np.sqrt(glm.n_lesions))
+    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > NO_VARIANCE_RTOL * before)
     tile *= scale
     return tile
 
 
 def t_from_products(b, c_squared, dof):
     """t of the case effect from b = x . y and the summed squares of c = q' y."""
-    rss = np.maximum(1.0 - b * b - c_squared, np.finfo(np.float64).tiny)
+    rss = np.maximum(1.0 - b * b - c_squared, RSS_FLOOR)
     return b * np.sqrt(dof / rss)
 
 

@@ -170,10 +170,29 @@ def run_null_shard(residuals, glm, observed_abs_t, n_voxels, seed, n_permutation
     return NullShard(start, stop, voxel_start, voxel_stop, max_t, exceed, max_tfce)
 
 
+def _check_exact_cover(rectangles, n_permutations, n_voxels):
+    """Raise unless the (permutation range x voxel range) of the tasks tile the whole
+    (n_permutations x n_voxels) table exactly: no gap and no overlap."""
+    table = np.array(rectangles, dtype=np.int64).reshape(-1, 4)
+    p0, p1, v0, v1 = table.T
+    area = int(((p1 - p0) * (v1 - v0)).sum())
+    for i in range(len(table) - 1):
+        overlap = ((np.maximum(p0[i], p0[i + 1:]) < np.minimum(p1[i], p1[i + 1:]))
+                   & (np.maximum(v0[i], v0[i + 1:]) < np.minimum(v1[i], v1[i + 1:])))
+        if overlap.any():
+            j = i + 1 + int(np.flatnonzero(overlap)[0])
+            raise ValueError(f"permutation tasks {table[i].tolist()} and {table[j].tolist()} (permutations "
+                             "start, stop, voxels start, stop) overlap: a task is repeated")
+    if area != n_permutations * n_voxels:
+        raise ValueError(f"the permutation tasks cover {area} of the {n_permutations} x {n_voxels} "
+                         "(permutation, voxel) pairs: a task is missing")
+
+
 def merge_null_shards(shards, n_permutations, n_voxels):
     """The null distribution of the maximum statistic and the per-voxel exceedance counts.
 
-    Every permutation must be covered, for every voxel, exactly once; anything else
+    ``shards`` is any iterable of NullShard (read one at a time, so memory holds one task's
+    results). Every (permutation, voxel) pair must be covered exactly once; anything else
     (a missing or a repeated task) is an error rather than a silently thinner null.
 
     Returns
@@ -182,20 +201,18 @@ def merge_null_shards(shards, n_permutations, n_voxels):
     """
     max_t = np.zeros(n_permutations)
     exceed = np.zeros(n_voxels, dtype=np.int64)
-    coverage = np.zeros(n_permutations, dtype=np.int64)  # voxels covered, summed over tasks
-    has_tfce = [shard.max_tfce is not None for shard in shards]
-    if any(has_tfce) and not all(has_tfce):
-        raise ValueError("some permutation tasks computed TFCE and others did not; re-run them all")
-    max_tfce = np.zeros(n_permutations) if shards and all(has_tfce) else None
+    max_tfce = None
+    rectangles, with_tfce = [], []
     for shard in shards:
         span = slice(shard.perm_start, shard.perm_stop)
         np.maximum(max_t[span], shard.max_t, out=max_t[span])
         exceed[shard.voxel_start:shard.voxel_stop] += shard.exceed
-        coverage[span] += shard.voxel_stop - shard.voxel_start
-        if max_tfce is not None:
+        rectangles.append((shard.perm_start, shard.perm_stop, shard.voxel_start, shard.voxel_stop))
+        with_tfce.append(shard.max_tfce is not None)
+        if shard.max_tfce is not None:
+            max_tfce = np.zeros(n_permutations) if max_tfce is None else max_tfce
             np.maximum(max_tfce[span], shard.max_tfce, out=max_tfce[span])
-    if not np.all(coverage == n_voxels):
-        bad = np.flatnonzero(coverage != n_voxels)
-        raise ValueError(f"the permutation tasks cover permutations {bad[:5].tolist()}... over {coverage[bad[0]]} "
-                         f"voxels, not {n_voxels}: a task is missing or repeated")
+    if any(with_tfce) and not all(with_tfce):
+        raise ValueError("some permutation tasks computed TFCE and others did not; re-run them all")
+    _check_exact_cover(rectangles, n_permutations, n_voxels)
     return max_t, exceed, max_tfce

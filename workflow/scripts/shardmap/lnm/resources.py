@@ -160,12 +160,16 @@ def _tiles(n_voxels):
 
 
 def specificity_prepare_mem_mb(mask_info, n_lesions, map_paths=()):
-    """A few voxel-length vectors per lesion read (its maps, counts, the padded row), three
-    copies of one tile of residuals, the TFCE volumes on the whole grid, and for maps made
-    elsewhere the largest map as float64 with its resampling coordinates."""
+    """The residuals file it writes (n_lesions x V x 8 bytes: written through a memory map,
+    its pages count against the job until they reach the disk), a few voxel-length vectors
+    per lesion read (its maps, counts, the padded row), three copies of one tile of
+    residuals, the TFCE volumes on the whole grid, and for maps made elsewhere the largest
+    map as float64 with its resampling coordinates. With n_lesions = 0 (the cases'
+    sensitivity maps) no residuals."""
     n_voxels, grid = mask_info["n_voxels"], math.prod(mask_info["shape"])
     largest = max((math.prod(nifti_header(p)[0][:3]) for p in map_paths), default=0)
-    return request_mb(12 * n_voxels * 8 + 3 * n_lesions * VOXEL_TILE * 8 + 6 * grid * 8
+    residuals = n_lesions * _tiles(n_voxels) * VOXEL_TILE * 8
+    return request_mb(residuals + 12 * n_voxels * 8 + 3 * n_lesions * VOXEL_TILE * 8 + 6 * grid * 8
                       + 2 * largest * 8 + (5 * n_voxels * 8 if map_paths else 0))
 
 
@@ -202,5 +206,5 @@ def permutation_runtime(mask_info, n_lesions, n_covariates, n_permutations, n_ch
 
 def specificity_merge_mem_mb(mask_info, n_permutations):
     """The observed maps and p maps (float64, about 12 voxel-length vectors), the merged
-    counts, the null maxima and one task's results at a time."""
+    counts, the null maxima and one task's results at a time (tasks are read one by one)."""
     return request_mb(14 * mask_info["n_voxels"] * 8 + 4 * n_permutations * 8 + 3 * math.prod(mask_info["shape"]) * 4)

@@ -39,6 +39,7 @@ class LesionMap:
     group: str
     path: str | None = None  # the lesion mask, for the volume and centrality covariates
     columns: tuple[tuple[str, str], ...] = ()
+    t_map_path: str | None = None  # the lesion's T map for the sensitivity map (default: map)
 
     def column(self, name):
         """The value of the sheet's column ``name`` for this lesion, or None where empty."""
@@ -217,8 +218,8 @@ def read_lesions(sheet, check_files=True, generated=frozenset()):
 
 
 def read_lesion_maps(sheet, check_files=True):
-    """Read and validate the lesion map sheet (columns lesion_id, map, group [, path], any
-    others, which are kept in ``LesionMap.columns``).
+    """Read and validate the lesion map sheet (columns lesion_id, map, group [, path, t_map],
+    any others, which are kept in ``LesionMap.columns``).
 
     Returns
     -------
@@ -234,18 +235,21 @@ def read_lesion_maps(sheet, check_files=True):
             raise InputError(f"lesion map sheet '{sheet}': lesion_id '{lesion_id}' appears on lines "
                              f"{seen[lesion_id]} and {number}; lesion ids must be unique.")
         seen[lesion_id] = number
-        if row.get("map", "").startswith("~"):
-            row["map"] = os.path.expanduser(row["map"])
+        for column in ("map", "t_map"):
+            if row.get(column, "").startswith("~"):
+                row[column] = os.path.expanduser(row[column])
         if check_files:
             _check_file(sheet, number, f"map of lesion '{lesion_id}'", row["map"], frozenset())
+            if "t_map" in row:
+                _check_file(sheet, number, f"T map of lesion '{lesion_id}'", row["t_map"], frozenset())
             if "path" in row:
                 _check_file(sheet, number, f"lesion '{lesion_id}'", row["path"], frozenset())
         other = tuple((name, value) for name, value in row.items() if name not in LESION_MAP_COLUMNS)
-        maps.append(LesionMap(lesion_id, row["map"], row["group"], row.get("path"), other))
+        maps.append(LesionMap(lesion_id, row["map"], row["group"], row.get("path"), other, row.get("t_map")))
     return maps
 
 
-LESION_MAP_COLUMNS = ("lesion_id", "map", "group", "path")
+LESION_MAP_COLUMNS = ("lesion_id", "map", "group", "path", "t_map")
 
 
 def read_subjects(sheet, check_files=True, generated=frozenset()):

@@ -25,8 +25,8 @@ from .permutations import exceedance_thresholds, merge_null_shards, tile_count
 log = logging.getLogger(__name__)
 
 
-def prepare_specificity(design_maps, selected, sheet_covariates, covariate_names, mask, sensitivity_threshold,
-                        tfce, design_path, residuals_path, glm_path):
+def prepare_specificity(design_maps, selected, sheet_covariates, covariate_names, mask, tfce, design_path,
+                        residuals_path, glm_path):
     """Write the design table, the residuals (n_tiles, n_lesions, VOXEL_TILE) and the GLM file.
 
     Parameters
@@ -42,8 +42,6 @@ def prepare_specificity(design_maps, selected, sheet_covariates, covariate_names
     row_of = {les.lesion_id: row for row, (les, _) in enumerate(selected)}
     is_case = np.array([case for _, case in selected], dtype=bool)
     built_in = {name: np.full(n_lesions, np.nan) for name in BUILT_IN_COVARIATES if name in covariate_names}
-    above = np.zeros(n_voxels, dtype=np.int64)
-    below = np.zeros(n_voxels, dtype=np.int64)
     seen = np.zeros(n_lesions, dtype=bool)
     padded = np.zeros(n_tiles * VOXEL_TILE)
     with atomic_path(residuals_path) as tmp:
@@ -54,9 +52,6 @@ def prepare_specificity(design_maps, selected, sheet_covariates, covariate_names
             seen[row] = True
             padded[:n_voxels] = item.values
             residuals[:, row, :] = padded.reshape(n_tiles, VOXEL_TILE)
-            if is_case[row]:
-                above += item.t_map > sensitivity_threshold
-                below += item.t_map < -sensitivity_threshold
             if built_in:
                 if item.positions is None:
                     raise InputError(f"covariate(s) {sorted(built_in)} need the mask of lesion '{item.lesion_id}', "
@@ -88,7 +83,6 @@ def prepare_specificity(design_maps, selected, sheet_covariates, covariate_names
         tfce_values = tfce_of_map(t, mask)
     write_design(design_path, design)
     arrays = {"x": glm.x, "basis": glm.basis, "dof": np.array(glm.dof), "t": t,
-              "sensitivity_pos": above / int(is_case.sum()), "sensitivity_neg": below / int(is_case.sum()),
               "mask_fingerprint": np.array(mask.fingerprint())}
     if tfce_values is not None:
         arrays["tfce"] = tfce_values
@@ -99,43 +93,93 @@ def prepare_specificity(design_maps, selected, sheet_covariates, covariate_names
     return design
 
 
-def prepare_specificity_files(design, sheet_covariates, spec, mask_path, sensitivity_threshold, lesion_rules, sheet,
-                              lesion_maps, stats_files, batch_files, outputs):
-    """prepare_specificity from what the rule passes.
+def log_unused_columns(sheet, is_map_sheet, covariates):
+    """List once in the log the sheet's columns that the GLM does not use."""
+    from .sheets import read_lesion_maps, read_lesions
+
+    rows = read_lesion_maps(sheet, check_files=False) if is_map_sheet else read_lesions(sheet, check_files=False)
+    unused = sorted({name for row in rows for name, _ in row.columns} - set(covariates))
+    if unused:
+        log.info("columns of '%s' not used by the GLM: %s", sheet, ", ".join(unused))
+
+
+def design_map_source(design, spec, mask, lesion_rules, sheet, lesion_maps, stats_files, batch_files):
+    """(selected, DesignMap iterator) for the rule's parameters.
 
     Parameters
     ----------
     design : (lesion_id, group, 1 for a case or 0) of each lesion of the design, in order.
-    sheet_covariates : dict name -> values in that order (design.sheet_covariate_values).
-    spec : the lnm.specificity config section.
+    spec : the lnm.specificity config keys used here (map).
+    mask : nifti.BrainMask.
     lesion_rules : the lnm config keys of lesions.LesionRules (for lesions of a map sheet).
-    lesion_maps : (lesion_id, map, group, lesion path or None) rows of the lesion map sheet,
-        or empty when the maps come from this run's ``stats_files`` and ``batch_files``.
-    outputs : has design, residuals and glm paths.
+    lesion_maps : (lesion_id, map, group, lesion path or None, T map or None) rows of the
+        lesion map sheet, or empty when the maps come from this run's ``stats_files`` and
+        ``batch_files``.
     """
     from .design_maps import maps_from_sheet, maps_from_this_run
     from .lesions import LesionRules
-    from .nifti import load_mask
     from .sheets import Lesion, LesionMap
 
-    mask = load_mask(mask_path)
     selected = [(Lesion(lesion_id, "", group), int(case)) for lesion_id, group, case in design]
-    lesion_ids = [lesion_id for lesion_id, _, _ in design]
     if lesion_maps:
-        rows = [LesionMap(lesion_id, map_path, group, path) for lesion_id, map_path, group, path in lesion_maps]
-        source = maps_from_sheet(rows, mask, LesionRules.from_config(lesion_rules), sheet)
-    else:
-        source = maps_from_this_run(stats_files, batch_files, lesion_ids, spec["map"])
-    return prepare_specificity(source, selected, sheet_covariates, list(spec["covariates"]), mask,
-                               sensitivity_threshold, spec["tfce"], outputs.design, outputs.residuals, outputs.glm)
+        rows = [LesionMap(lesion_id, map_path, group, path, t_map_path=t_map)
+                for lesion_id, map_path, group, path, t_map in lesion_maps]
+        return selected, maps_from_sheet(rows, mask, LesionRules.from_config(lesion_rules), sheet)
+    lesion_ids = [lesion_id for lesion_id, _, _ in design]
+    return selected, maps_from_this_run(stats_files, batch_files, lesion_ids, spec["map"])
+
+
+def prepare_specificity_files(design, sheet_covariates, spec, mask_path, lesion_rules, sheet, lesion_maps,
+                              stats_files, batch_files, outputs):
+    """prepare_specificity from what the rule passes (see design_map_source); ``spec`` has
+    map, covariates and tfce; ``outputs`` has design, residuals and glm paths."""
+    from .nifti import load_mask
+
+    mask = load_mask(mask_path)
+    selected, source = design_map_source(design, spec, mask, lesion_rules, sheet, lesion_maps, stats_files,
+                                         batch_files)
+    return prepare_specificity(source, selected, sheet_covariates, list(spec["covariates"]), mask, spec["tfce"],
+                               outputs.design, outputs.residuals, outputs.glm)
+
+
+def cases_sensitivity(design_maps, case_ids, threshold, n_voxels):
+    """(positive, negative) sensitivity maps of the cases: the fraction of cases whose T map
+    is above ``threshold`` (below -``threshold``) at each voxel."""
+    above = np.zeros(n_voxels, dtype=np.int64)
+    below = np.zeros(n_voxels, dtype=np.int64)
+    wanted = set(case_ids)
+    seen = 0
+    for item in design_maps:
+        if item.lesion_id in wanted:
+            above += item.t_map > threshold
+            below += item.t_map < -threshold
+            seen += 1
+    if seen != len(wanted):
+        raise InputError(f"found the maps of {seen} of the {len(wanted)} cases")
+    return above / seen, below / seen
+
+
+def cases_sensitivity_files(design, spec, mask_path, lesion_rules, sheet, lesion_maps, stats_files, batch_files,
+                            threshold, outputs):
+    """Write the cases' sensitivity maps (``outputs`` has pos and neg) from what the rule passes."""
+    from .nifti import load_mask
+
+    mask = load_mask(mask_path)
+    case_ids = [lesion_id for lesion_id, _, case in design if case]
+    _, source = design_map_source(design, spec, mask, lesion_rules, sheet,
+                                  [row for row in lesion_maps if row[0] in set(case_ids)], stats_files, batch_files)
+    positive, negative = cases_sensitivity(source, case_ids, threshold, mask.n_voxels)
+    write_map(outputs.pos, positive, mask, description=f"fraction of cases with T > {threshold:g}")
+    write_map(outputs.neg, negative, mask, description=f"fraction of cases with T < -{threshold:g}")
+    log.info("%d cases; at most %.0f %% above %g, %.0f %% below -%g", len(case_ids), 100 * positive.max(), threshold,
+             100 * negative.max(), threshold)
 
 
 def load_prepared(glm_path):
     """(PreparedGLM, dict of the observed maps) from prepare_specificity's GLM file."""
     with np.load(glm_path) as data:
         glm = PreparedGLM(data["x"], data["basis"], int(data["dof"]))
-        observed = {name: data[name] for name in data.files
-                    if name in ("t", "tfce", "sensitivity_pos", "sensitivity_neg", "mask_fingerprint")}
+        observed = {name: data[name] for name in data.files if name in ("t", "tfce", "mask_fingerprint")}
     return glm, observed
 
 
@@ -171,6 +215,17 @@ def fwe_p(observed_abs, null_max):
     return (1.0 + reached) / (1.0 + ordered.size)
 
 
+def fwe_threshold(null_max, alpha):
+    """The statistic a voxel must exceed for FWE p < alpha under fwe_p (None when no value
+    can reach it with this many permutations)."""
+    ordered = np.sort(null_max)[::-1]
+    # p = (1 + k) / (1 + N) < alpha for k permutations reaching the statistic
+    allowed = int(np.ceil(alpha * (ordered.size + 1) - 1)) - 1
+    if allowed < 0:
+        return None
+    return float(ordered[allowed]) if allowed < ordered.size else 0.0
+
+
 def conjunction(t, p_fwe, sensitivity_pos, sensitivity_neg, alpha, fraction):
     """sign(t) where the voxel is FWE-significant and in the cases' sensitivity map of the
     same sign (at least ``fraction`` of the cases beyond the threshold), 0 elsewhere."""
@@ -180,12 +235,16 @@ def conjunction(t, p_fwe, sensitivity_pos, sensitivity_neg, alpha, fraction):
     return positive.astype(np.float64) - negative.astype(np.float64)
 
 
-def finish_specificity(glm_path, shard_paths, n_permutations, alpha, sensitivity_fraction, mask, paths):
-    """Merge the permutation tasks and write the maps and the null table.
+def finish_specificity(glm_path, shard_paths, sensitivity_paths, n_permutations, alpha, sensitivity_fraction, mask,
+                       paths):
+    """Merge the permutation tasks (one task's file at a time) and write the maps and the
+    null table.
 
-    ``paths`` maps output names to files: tstat, p_uncorrected, p_fwe, conjunction,
-    null_max, and with TFCE also tfce and p_fwe_tfce.
+    ``sensitivity_paths`` has the cases' sensitivity maps (pos, neg); ``paths`` maps output
+    names to files: tstat, p_uncorrected, p_fwe, conjunction, null_max, and with TFCE also
+    tfce and p_fwe_tfce.
     """
+    from .nifti import values_on_mask
     from .permutations import NullShard
 
     _, observed = load_prepared(glm_path)
@@ -193,8 +252,8 @@ def finish_specificity(glm_path, shard_paths, n_permutations, alpha, sensitivity
         raise InputError(f"the specificity inputs were prepared on another brain mask than '{mask.path}'; "
                          "re-run rule lnm_specificity_prepare.")
     t = observed["t"]
-    shards = [NullShard.load(path) for path in shard_paths]
-    null_t, exceed, null_tfce = merge_null_shards(shards, n_permutations, t.size)
+    null_t, exceed, null_tfce = merge_null_shards((NullShard.load(path) for path in shard_paths), n_permutations,
+                                                  t.size)
     if ("tfce" in observed) != (null_tfce is not None) or ("tfce" in paths) != ("tfce" in observed):
         raise ValueError("lnm.specificity.tfce changed between the tasks; re-run the specificity rules")
     p_uncorrected = (1.0 + exceed) / (1.0 + n_permutations)
@@ -204,8 +263,14 @@ def finish_specificity(glm_path, shard_paths, n_permutations, alpha, sensitivity
     if null_tfce is not None:
         maps["tfce"] = observed["tfce"]
         maps["p_fwe_tfce"] = p_for_conjunction = fwe_p(np.abs(observed["tfce"]), null_tfce)
-    maps["conjunction"] = conjunction(t, p_for_conjunction, observed["sensitivity_pos"],
-                                      observed["sensitivity_neg"], alpha, sensitivity_fraction)
+    positive = values_on_mask(sensitivity_paths["pos"], mask, "the cases' positive sensitivity map")
+    negative = values_on_mask(sensitivity_paths["neg"], mask, "the cases' negative sensitivity map")
+    maps["conjunction"] = conjunction(t, p_for_conjunction, positive, negative, alpha, sensitivity_fraction)
+    if max(positive.max(), negative.max()) < sensitivity_fraction:
+        log.warning("no voxel is in the cases' sensitivity map (at most %.0f %% of the cases beyond the threshold, "
+                    "%.0f %% needed), so the conjunction is empty; with maps made elsewhere, check that they are "
+                    "T maps or give the t_map column", 100 * max(positive.max(), negative.max()),
+                    100 * sensitivity_fraction)
     for name, values in maps.items():
         write_map(paths[name], values, mask, description=f"shardmap specificity {name}")
     with atomic_open(paths["null_max"], "w") as handle:

@@ -151,15 +151,20 @@ def read_null_table(null_tsv):
 
 
 def _null_panel(axes, null, observed, alpha, statistic):
-    threshold = float(np.quantile(null, 1.0 - alpha))
+    from ..lnm.specificity import fwe_threshold
+
+    threshold = fwe_threshold(null, alpha)  # exactly where FWE p drops below alpha
     axes.hist(null, bins=int(np.clip(np.sqrt(null.size), 10, 60)), color="silver", edgecolor="grey")
     axes.axvline(observed, color="tab:red", linewidth=2, label=f"observed max {statistic} = {observed:.2f}")
-    axes.axvline(threshold, color="black", linestyle="--", linewidth=1.5,
-                 label=f"FWE threshold ({(1 - alpha) * 100:g}th percentile) = {threshold:.2f}")
+    if threshold is None:
+        axes.set_title(f"{statistic}: {null.size} permutations are too few for FWE p < {alpha:g}")
+    else:
+        axes.axvline(threshold, color="black", linestyle="--", linewidth=1.5,
+                     label=f"FWE threshold (p < {alpha:g} beyond it) = {threshold:.2f}")
+        beyond = "beyond" if observed > threshold else "not beyond"
+        axes.set_title(f"{statistic}: {null.size} permutations, the observed maximum is {beyond} the threshold")
     axes.set_xlabel(f"max {statistic} over the mask in one permutation")
     axes.set_ylabel("permutations")
-    beyond = "beyond" if observed > threshold else "not beyond"
-    axes.set_title(f"{statistic}: {null.size} permutations, the observed maximum is {beyond} the threshold")
     axes.legend(fontsize=9, loc="upper right")
 
 
@@ -169,7 +174,7 @@ def _observed_max_abs(path, what):
 
 def null_distribution_figure(null_tsv, t_path, out_png, alpha, tfce_path=None):
     """Histogram of the permutation maxima of |t|, with the observed maximum |t| (solid) and
-    the (1 - alpha) quantile of the null, the FWE threshold (dashed); a second panel for
+    the FWE threshold (dashed: the value beyond which FWE p < alpha); a second panel for
     TFCE when the table has max_abs_tfce and ``tfce_path`` is given."""
     columns = read_null_table(null_tsv)
     panels = [(columns[NULL_T_COLUMN], _observed_max_abs(t_path, "specificity t map"), "|t|")]
