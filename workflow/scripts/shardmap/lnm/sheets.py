@@ -179,6 +179,18 @@ def _check_file(sheet, number, what, path, generated):
 STANDARD_LESION_COLUMNS = ("lesion_id", "path", "group")
 
 
+def _rows_by_unique_lesion_id(sheet, kind, rows):
+    """(line number, lesion_id, row) of each row; a lesion_id on two lines is an error."""
+    seen = {}
+    for number, row in rows:
+        lesion_id = row["lesion_id"]
+        if lesion_id in seen:
+            raise InputError(f"{kind} sheet '{sheet}': lesion_id '{lesion_id}' appears on lines "
+                             f"{seen[lesion_id]} and {number}; lesion ids must be unique.")
+        seen[lesion_id] = number
+        yield number, lesion_id, row
+
+
 def read_lesions(sheet, check_files=True, generated=frozenset()):
     """Read and validate the lesion sheet.
 
@@ -197,14 +209,8 @@ def read_lesions(sheet, check_files=True, generated=frozenset()):
     """
     header, rows = _read_rows(sheet, "lesion")
     _validate_rows(sheet, "lesion", header, rows, "lesions.schema.yaml")
-    seen = {}
     lesions = []
-    for number, row in rows:
-        lesion_id = row["lesion_id"]
-        if lesion_id in seen:
-            raise InputError(f"lesion sheet '{sheet}': lesion_id '{lesion_id}' appears on lines "
-                             f"{seen[lesion_id]} and {number}; lesion ids must be unique.")
-        seen[lesion_id] = number
+    for number, lesion_id, row in _rows_by_unique_lesion_id(sheet, "lesion", rows):
         if check_files:
             _check_file(sheet, number, f"lesion '{lesion_id}'", row["path"], generated)
         other = tuple((name, value) for name, value in row.items() if name not in STANDARD_LESION_COLUMNS)
@@ -227,14 +233,8 @@ def read_lesion_maps(sheet, check_files=True):
     """
     header, rows = _read_rows(sheet, "lesion map")
     _validate_rows(sheet, "lesion map", header, rows, "lesion_maps.schema.yaml")
-    seen = {}
     maps = []
-    for number, row in rows:
-        lesion_id = row["lesion_id"]
-        if lesion_id in seen:
-            raise InputError(f"lesion map sheet '{sheet}': lesion_id '{lesion_id}' appears on lines "
-                             f"{seen[lesion_id]} and {number}; lesion ids must be unique.")
-        seen[lesion_id] = number
+    for number, lesion_id, row in _rows_by_unique_lesion_id(sheet, "lesion map", rows):
         for column in ("map", "t_map"):
             if row.get(column, "").startswith("~"):
                 row[column] = os.path.expanduser(row[column])
