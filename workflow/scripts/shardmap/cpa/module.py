@@ -28,8 +28,9 @@ BATCH_KEY = "batch"
 DOSERS = ("logsigm", "sigm", "linear", "mlp")
 
 
-def mlp(n_in, n_hidden, n_layers, n_out, batch_norm=True, dropout=0.0, last_activation=False):
-    """Linear layers with (optional) batch norm, ReLU and dropout between them."""
+def hidden_layers(n_in, n_hidden, n_layers, batch_norm=True, dropout=0.0):
+    """``n_layers`` hidden layers of ``n_hidden`` units: Linear, (optional) batch norm, ReLU
+    and dropout each (n_layers counts hidden layers, as in scvi-tools and cpa-tools)."""
     layers = []
     sizes = [n_in] + [n_hidden] * n_layers
     for a, b in zip(sizes[:-1], sizes[1:]):
@@ -39,10 +40,13 @@ def mlp(n_in, n_hidden, n_layers, n_out, batch_norm=True, dropout=0.0, last_acti
         layers.append(nn.ReLU())
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-    layers.append(nn.Linear(sizes[-1], n_out))
-    if last_activation:
-        layers.append(nn.ReLU())
     return nn.Sequential(*layers)
+
+
+def mlp(n_in, n_hidden, n_layers, n_out, batch_norm=True, dropout=0.0):
+    """``n_layers`` hidden layers, then a linear output layer of ``n_out``."""
+    return nn.Sequential(hidden_layers(n_in, n_hidden, n_layers, batch_norm, dropout),
+                         nn.Linear(n_hidden if n_layers else n_in, n_out))
 
 
 class DoseResponse(nn.Module):
@@ -101,7 +105,9 @@ class CPAModule(BaseModuleClass):
         self.variational = variational
         self.count_data = recon_loss in ("nb", "zinb")
 
-        self.encoder = mlp(n_genes, n_hidden, n_layers, n_hidden, dropout=dropout, last_activation=True)
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be at least 1, got {n_layers}")
+        self.encoder = hidden_layers(n_genes, n_hidden, n_layers, dropout=dropout)
         self.z_mean = nn.Linear(n_hidden, n_latent)
         if variational:
             self.z_logvar = nn.Linear(n_hidden, n_latent)
@@ -119,7 +125,7 @@ class CPAModule(BaseModuleClass):
         self.covariate_embeddings = nn.ModuleList(nn.Embedding(n, n_latent) for n in n_cats_per_cov)
         self.batch_embedding = nn.Embedding(max(n_batch, 1), n_latent)
 
-        self.decoder = mlp(n_latent, n_hidden, n_layers, n_hidden, dropout=dropout, last_activation=True)
+        self.decoder = hidden_layers(n_latent, n_hidden, n_layers, dropout=dropout)
         self.px_out = nn.Linear(n_hidden, n_genes)
         if self.count_data:
             self.px_r = nn.Parameter(torch.zeros(n_genes))
