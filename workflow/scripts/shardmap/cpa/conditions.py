@@ -2,7 +2,8 @@
 
 A cell's condition is a string of drugs joined by ``+`` ("drugA+drugB"), its dosage a
 string of as many numbers ("0.1+1.0"); the i-th dose belongs to the i-th drug; the
-control group has no drug. Only NumPy and pandas are needed, so the workflow's input
+control group has no drug. Without a dosage (no dose column: ``dosage_key=None``, as
+cpa-tools allows) every drug is at dose 1. Only NumPy and pandas are needed, so the workflow's input
 check and merge tasks parse conditions without loading torch.
 """
 
@@ -30,7 +31,7 @@ def parse_condition(condition, dosage, control_group, where="", dose_where=None)
     if condition == control_group:
         return ()
     drugs = [d.strip() for d in condition.split(SEPARATOR)]
-    doses = [d.strip() for d in str(dosage).split(SEPARATOR)]
+    doses = ["1"] * len(drugs) if dosage is None else [d.strip() for d in str(dosage).split(SEPARATOR)]
     if any(not d for d in drugs):
         raise InputError(f"{where}condition '{condition}' has an empty drug name; join drugs with a "
                          f"single '{SEPARATOR}'.")
@@ -61,17 +62,20 @@ def condition_class(pairs, control_group):
 
 def parse_obs(obs, perturbation_key, dosage_key, control_group):
     """Parse every distinct (condition, dosage) of ``obs`` once; returns
-    (unique pairs list, per-cell index into it)."""
+    (unique pairs list, per-cell index into it). With ``dosage_key`` None every drug is
+    at dose 1."""
     for key in (perturbation_key, dosage_key):
-        if key not in obs:
+        if key is not None and key not in obs:
             raise InputError(f"obs has no column '{key}'; available columns: {list(obs.columns)}. "
-                             "Set perturbation_key / dosage_key to existing columns.")
+                             "Set perturbation_key / dosage_key to existing columns (dosage_key: null "
+                             "puts every drug at dose 1).")
     conditions = obs[perturbation_key].astype(str).to_numpy()
-    dosages = obs[dosage_key].astype(str).to_numpy()
+    dosages = obs[dosage_key].astype(str).to_numpy() if dosage_key is not None else np.full(len(obs), "1")
     keys = pd.MultiIndex.from_arrays([conditions, dosages])
     codes, uniques = pd.factorize(keys)
-    parsed = [parse_condition(c, d, control_group, where=f"obs['{perturbation_key}']: ",
-                              dose_where=f"obs['{dosage_key}']: ") for c, d in uniques]
+    parsed = [parse_condition(c, d if dosage_key is not None else None, control_group,
+                              where=f"obs['{perturbation_key}']: ", dose_where=f"obs['{dosage_key}']: ")
+              for c, d in uniques]
     return parsed, codes
 
 
@@ -79,10 +83,12 @@ def canonical_conditions(obs, cfg):
     """Per cell: its drugs joined by '+' in sorted order and their doses in the same order,
     so that "B+A" at "0.5+1" and "A+B" at "1+0.5" are one condition."""
     control = cfg["control_group"]
-    keys = obs[[cfg["perturbation_key"], cfg["dosage_key"]]].astype(str)
+    dosage_key = cfg.get("dosage_key")
+    conditions = obs[cfg["perturbation_key"]].astype(str)
+    dosages = obs[dosage_key].astype(str) if dosage_key is not None else pd.Series(None, index=obs.index)
     cache = {}
     labels = np.empty((len(obs), 2), dtype=object)
-    for i, key in enumerate(keys.itertuples(index=False)):
+    for i, key in enumerate(zip(conditions, dosages)):
         if key not in cache:
             pairs = parse_condition(key[0], key[1], control)
             cache[key] = ((condition_class(pairs, control), "+".join(f"{dose:g}" for _, dose in pairs))

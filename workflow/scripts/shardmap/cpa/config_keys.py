@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def setup_kwargs(cfg):
     """Keyword arguments of ``CPA.setup_anndata`` for the config's keys."""
-    return {"perturbation_key": cfg["perturbation_key"], "dosage_key": cfg["dosage_key"],
+    return {"perturbation_key": cfg["perturbation_key"], "dosage_key": cfg.get("dosage_key"),
             "control_group": cfg["control_group"], "covariate_keys": list(cfg.get("covariate_keys") or []),
             "batch_key": cfg.get("batch_key"), "smiles_key": cfg.get("smiles_key"),
             "layer": cfg.get("layer")}
@@ -14,6 +14,7 @@ def setup_kwargs(cfg):
 
 def obs_keys(cfg):
     """The obs columns the config names (perturbation, dosage, covariates, batch, SMILES, split)."""
-    keys = [cfg["perturbation_key"], cfg["dosage_key"]] + list(cfg.get("covariate_keys") or [])
-    keys += [k for k in (cfg.get("batch_key"), cfg.get("smiles_key"), cfg.get("split_key")) if k]
+    keys = [cfg["perturbation_key"]] + list(cfg.get("covariate_keys") or [])
+    keys += [k for k in (cfg.get("dosage_key"), cfg.get("batch_key"), cfg.get("smiles_key"), cfg.get("split_key"))
+             if k]
     return keys

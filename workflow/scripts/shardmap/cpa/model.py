@@ -19,6 +19,7 @@ from .categories import CategoricalCodesField, n_categories
 from .module import BATCH_KEY, COVARIATES_KEY, DOSERS, RECON_LOSSES, CPAModule
 from .perturbations import REGISTRY_KEY as PERTURBATION_KEY
 from .perturbations import PerturbationField, encode_override
+from .selection import ModelSelection
 from .training import CPATrainingPlan
 from .values import check_values
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 LATENT_KEYS = ("z_basal", "z", "z_corrected")
 # Inference logs "batches i/N" at most this often (seconds), and always after the last batch.
 PROGRESS_EVERY_S = 30.0
+# Model selection scores the validation cells only when there are at least twice this many.
+MIN_SELECTION_CELLS = 10
 
 
 def morgan_fingerprints(smiles_by_drug, drugs, n_bits=1024, radius=2):
@@ -140,19 +143,32 @@ class CPA(BaseModelClass):
 
     @classmethod
     def setup_anndata(cls, adata, perturbation_key, dosage_key, control_group, covariate_keys=None,
-                      batch_key=None, smiles_key=None, layer=None, **kwargs):
+                      batch_key=None, smiles_key=None, layer=None, categorical_covariate_keys=None, **kwargs):
         """Register the fields CPA needs.
 
         Parameters
         ----------
         perturbation_key : obs column of condition strings ("drugA+drugB"; the control group).
-        dosage_key : obs column of dosage strings ("0.1+1.0"), one dose per drug, same order.
+        dosage_key : obs column of dosage strings ("0.1+1.0"), one dose per drug, same order;
+            None puts every drug at dose 1 (as cpa-tools does without a dose column).
         control_group : the condition label of unperturbed cells.
-        covariate_keys : obs columns of categorical covariates (e.g. cell type).
+        covariate_keys : obs columns of categorical covariates (e.g. cell type);
+            ``categorical_covariate_keys``, the scvi-tools name, is the same thing.
         batch_key : obs column of the technical batch (left out of ``z_corrected``).
         smiles_key : obs column of SMILES strings aligned with the conditions (needs RDKit).
         layer : layer holding the expression (default X).
         """
+        if categorical_covariate_keys is not None:
+            if covariate_keys is not None and list(covariate_keys) != list(categorical_covariate_keys):
+                raise InputError("setup_anndata got both covariate_keys and categorical_covariate_keys (its "
+                                 "scvi-tools name) with different columns; give one of them.")
+            covariate_keys, categorical_covariate_keys = categorical_covariate_keys, None
+        unknown = sorted(set(kwargs) - {"source_registry", "extend_categories", "allow_missing_labels"})
+        if unknown:
+            raise InputError(f"setup_anndata has no argument(s) {unknown}; CPA registers perturbation_key, "
+                             "dosage_key, control_group, covariate_keys (categorical, alias "
+                             "categorical_covariate_keys), batch_key, smiles_key and layer. Continuous "
+                             "covariates are not modelled: bin them into categories.")
         setup_method_args = cls._get_setup_method_args(**locals())
         covariate_keys = list(covariate_keys or [])
         for key in covariate_keys + ([batch_key] if batch_key else []):
@@ -175,7 +191,8 @@ class CPA(BaseModelClass):
     # --- training ------------------------------------------------------------------
     def train(self, max_epochs=100, batch_size=512, accelerator="auto", devices="auto",
               train_indices=None, validation_indices=None, train_size=0.9, seed=None, num_workers=0,
-              prefetch_factor=2, persistent_workers=False, plan_kwargs=None, **trainer_kwargs):
+              prefetch_factor=2, persistent_workers=False, plan_kwargs=None, early_stopping=False,
+              early_stopping_patience=5, validation_every=5, keep_best=True, **trainer_kwargs):
         """Train the model.
 
         ``train_indices`` / ``validation_indices`` fix the split (the workflow passes its
@@ -183,8 +200,20 @@ class CPA(BaseModelClass):
         (``num_workers`` > 0, with ``prefetch_factor`` and ``persistent_workers``) only
         read data: minibatch order is drawn in the main process, so results do not depend
         on the number of workers.
+
+        Model selection (``shardmap.cpa.selection``): every ``validation_every`` epochs the
+        validation cells are scored (reconstruction R^2 per condition, and how well the
+        basal latent predicts the condition, which it should not); with ``keep_best`` the
+        weights of the best-scoring check are restored at the end, and with
+        ``early_stopping`` training stops after ``early_stopping_patience`` checks without a
+        better score (``max_epochs`` stays the cap). The checks and the kept epoch are in
+        ``self.selection_history``.
         """
         seed = 0 if seed is None else int(seed)
+        for key in [k for k in trainer_kwargs if k.startswith("early_stopping_")]:
+            raise InputError(f"train() got {key}; CPA stops early on its own selection score (see "
+                             "shardmap.cpa.selection), set by early_stopping, early_stopping_patience and "
+                             "validation_every.")
         import scvi
 
         scvi.settings.seed = seed
@@ -209,9 +238,27 @@ class CPA(BaseModelClass):
         plan = CPATrainingPlan(self.module, **{"seed": seed, **(plan_kwargs or {})})
         trainer_kwargs.setdefault("enable_progress_bar", False)
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        selection = None
+        if keep_best or early_stopping:
+            if external is not None:
+                valid_cells = external[1]
+            else:
+                splitter.setup()
+                valid_cells = np.asarray(splitter.val_idx if splitter.val_idx is not None else [], dtype=np.int64)
+            if valid_cells.size < 2 * MIN_SELECTION_CELLS:
+                if early_stopping:
+                    raise InputError(f"early_stopping needs validation cells to score the model, but there are "
+                                     f"{valid_cells.size}; give validation_indices or a train_size below 1.")
+            else:
+                selection = ModelSelection(self, valid_cells, validation_every,
+                                           early_stopping_patience if early_stopping else None, seed)
+                trainer_kwargs["callbacks"] = list(trainer_kwargs.get("callbacks") or []) + [selection]
         runner = TrainRunner(self, training_plan=plan, data_splitter=splitter, max_epochs=max_epochs,
                              accelerator=accelerator, devices=devices, **trainer_kwargs)
-        return runner()
+        result = runner()
+        self.selection_history = selection.history() if selection is not None else {"selection": {},
+                                                                                     "selected_epoch": None}
+        return result
 
     # --- inference -----------------------------------------------------------------
     def _selection(self, adata, indices):
@@ -249,13 +296,20 @@ class CPA(BaseModelClass):
 
     @torch.inference_mode()
     def get_latent_representation(self, adata=None, indices=None, batch_size=None, give_sample=False,
-                                  out=None):
+                                  out=None, give_mean=None, representation=None):
         """Latents of the selected cells: dict with "z_basal", "z", "z_corrected" (n, n_latent).
 
-        The posterior mean unless ``give_sample``; the module runs in eval mode. Results
-        are written batch by batch into preallocated arrays (or into ``out``, a dict of
-        arrays of the right shape, e.g. memory maps).
+        With ``representation`` one of those keys, that array alone (as scvi-tools returns
+        one array; cpa-tools returns the basal and the full latent). The posterior mean
+        unless ``give_sample``; ``give_mean`` (scvi-tools' name) is its opposite. The module
+        runs in eval mode. Results are written batch by batch into preallocated arrays (or
+        into ``out``, a dict of arrays of the right shape, e.g. memory maps).
         """
+        if give_mean is not None:
+            give_sample = not give_mean
+        if representation is not None and representation not in LATENT_KEYS:
+            raise InputError(f"representation '{representation}' is not one of {list(LATENT_KEYS)} (z_basal: the "
+                             "basal state; z: with the perturbation and covariates; z_corrected: without the batch).")
         adata, indices = self._selection(adata, indices)
         if out is None:
             out = {key: np.empty((len(indices), self.module.n_latent), dtype=np.float32)
@@ -264,16 +318,16 @@ class CPA(BaseModelClass):
             result = self.module.inference(**inputs, sample=give_sample)
             for key in LATENT_KEYS:
                 out[key][start:stop] = result[key].detach().cpu().numpy()
-        return out
+        return out if representation is None else out[representation]
 
     @torch.inference_mode()
     def predict(self, adata=None, indices=None, perturbation=None, dosage=None, batch_size=None,
                 library_size=None, sample=False, seed=0, out=None):
         """Mean expression of the selected cells, (n, n_genes) float32.
 
-        With ``perturbation`` (and ``dosage``) given, every selected cell is predicted
-        under that perturbation instead of its own (a counterfactual): its basal state
-        and covariates are kept. For count likelihoods the mean is scaled to the cell's
+        With ``perturbation`` (and ``dosage``; without it every drug at dose 1) given, every
+        selected cell is predicted under that perturbation instead of its own (a
+        counterfactual): its basal state and covariates are kept. For count likelihoods the mean is scaled to the cell's
         observed library size, or to ``library_size`` when given (e.g. 1e4). With
         ``sample``, one draw of the likelihood per cell (seeded) replaces the mean.
         """

@@ -77,10 +77,10 @@ class PerturbationField(BaseAnnDataField):
 
     def validate_field(self, adata):
         for key in (self.perturbation_key, self.dosage_key):
-            if key not in adata.obs:
+            if key is not None and key not in adata.obs:
                 raise InputError(f"adata.obs has no column '{key}' (columns: {list(adata.obs.columns)}); "
                                  "set perturbation_key and dosage_key to the columns holding the "
-                                 "condition and dosage strings.")
+                                 "condition and dosage strings (dosage_key=None puts every drug at dose 1).")
 
     def register_field(self, adata):
         self.validate_field(adata)
@@ -132,8 +132,7 @@ class PerturbationField(BaseAnnDataField):
 def encode_override(perturbation, dosage, state, n_cells):
     """Encode one perturbation given by the user (a counterfactual) for ``n_cells`` cells."""
     control = state[PerturbationField.CONTROL_KEY]
-    pairs = parse_condition(perturbation, dosage if dosage is not None else "", control,
-                            where="counterfactual: ") if perturbation != control else ()
+    pairs = parse_condition(perturbation, dosage, control, where="counterfactual: ") if perturbation != control else ()
     max_drugs = max(1, len(pairs))
     drug_index = {d: i for i, d in enumerate(state[PerturbationField.DRUGS_KEY])}
     condition_index = {c: i for i, c in enumerate(state[PerturbationField.CONDITIONS_KEY])}

@@ -33,7 +33,7 @@ def check_every_drug_is_trained(obs, cfg, split):
     the evaluated groups and the counterfactuals that contain it would be predicted from
     the initial random weights."""
     control = cfg["control_group"]
-    parsed, codes = parse_obs(obs, cfg["perturbation_key"], cfg["dosage_key"], control)
+    parsed, codes = parse_obs(obs, cfg["perturbation_key"], cfg.get("dosage_key"), control)
     drugs_of = [{drug for drug, _ in pairs} for pairs in parsed]
     trained = set().union(*(drugs_of[code] for code in np.unique(codes[split == "train"])))
     untrained = sorted(set().union(*drugs_of) - trained)

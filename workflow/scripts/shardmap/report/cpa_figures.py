@@ -41,15 +41,18 @@ def _accuracy_label(key, covariate_keys):
 
 
 def training_figure(history_path, out_png, covariate_keys=()):
-    """One panel per loss term and one for the adversaries' accuracies, per epoch."""
+    """One panel per loss term, one for the adversaries' accuracies, per epoch, and one for
+    the model selection's validation checks; a dashed line marks the epoch kept."""
     with open(history_path) as handle:
         history = json.load(handle)
+    selection = history.pop("selection", None) or {}
+    selected = history.pop("selected_epoch", None)
     if not history:
         raise InputError(f"training history '{history_path}' is empty; retrain the model.")
     losses = [k for k in history if not k.startswith("acc_")]
     losses.sort(key=lambda k: list(LOSS_LABELS).index(k) if k in LOSS_LABELS else len(LOSS_LABELS))
     accuracies = sorted(k for k in history if k.startswith("acc_"))
-    panels = len(losses) + (1 if accuracies else 0)
+    panels = len(losses) + (1 if accuracies else 0) + (1 if selection.get("epoch") else 0)
     columns = min(3, panels)
     rows = math.ceil(panels / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False,
@@ -74,6 +77,22 @@ def training_figure(history_path, out_png, covariate_keys=()):
         ax.set_ylabel("accuracy")
         ax.legend(fontsize=8, title="predicts", title_fontsize=8)
         ax.grid(alpha=0.3)
+    if selection.get("epoch"):
+        ax = axes[panels - 1]
+        for key, label in (("valid_r2_mean", "validation R^2 of condition means"),
+                           ("disentanglement_basal", "condition classifier on z_basal"),
+                           ("disentanglement_chance", "its chance level"),
+                           ("selection_score", "selection score")):
+            ax.plot(selection["epoch"], selection[key], marker="o", markersize=3, lw=1.3, label=label)
+        ax.set_title("model selection on the validation cells", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if selected:
+        for ax in axes[:panels]:
+            ax.axvline(selected, color="black", linestyle="--", lw=1, alpha=0.7)
+        figure.suptitle(f"CPA training (dashed: epoch {selected}, the weights kept)", fontsize=14,
+                        fontweight="bold")
     for ax in axes[panels:]:
         ax.axis("off")
     save_png(figure, out_png)
@@ -153,7 +172,9 @@ LATENT_TITLES = {"X_cpa_basal": "UMAP of the basal latent (perturbation and cova
 def latent_umaps(latents_path, cfg, out_pngs, max_cells=20_000, seed=0):
     """The UMAP figures of ``out_pngs`` ({obsm key: PNG path}), coloured by perturbation,
     dose and every covariate (and the batch)."""
-    keys = {cfg["perturbation_key"]: "perturbation", cfg["dosage_key"]: "dose"}
+    keys = {cfg["perturbation_key"]: "perturbation"}
+    if cfg.get("dosage_key"):
+        keys[cfg["dosage_key"]] = "dose"
     for key in list(cfg.get("covariate_keys") or []) + ([cfg["batch_key"]] if cfg.get("batch_key") else []):
         keys[key] = key
     obs, latents = read_latent_sample(latents_path, list(out_pngs), list(keys), max_cells, seed)

@@ -42,7 +42,7 @@ def check_no_missing_values(obs, cfg, adata_path):
     control = obs[cfg["perturbation_key"]].astype(str).str.strip() == cfg["control_group"]
     for key in obs_keys(cfg):
         missing = obs[key].isna()
-        if key == cfg["dosage_key"]:
+        if key == cfg.get("dosage_key"):
             missing &= ~control
         n_missing = int(missing.sum())
         if n_missing:
@@ -70,7 +70,7 @@ def check_inputs(adata_path, cfg, out_path, rows_per_chunk=20_000):
         raise InputError(f"cpa.adata '{adata_path}' has no cells.")
     obs = h5ad_rows.read_obs(adata_path, obs_keys(cfg))
     check_no_missing_values(obs, cfg, adata_path)
-    parsed, _ = parse_obs(obs, cfg["perturbation_key"], cfg["dosage_key"], control)
+    parsed, _ = parse_obs(obs, cfg["perturbation_key"], cfg.get("dosage_key"), control)
     if not any(len(p) == 0 for p in parsed):
         raise InputError(f"cpa.adata '{adata_path}': no cell of obs['{cfg['perturbation_key']}'] is the "
                          f"control group '{control}'; set cpa.control_group to the label of unperturbed "

@@ -30,7 +30,24 @@ def _normalise(matrix, count_data):
 
 METRIC_COLUMNS = ["condition", "dosage", "covariates", "n_cells", "n_control_cells", "r2_mean_all",
                   "r2_var_all", "r2_mean_deg20", "r2_var_deg20", "baseline_r2_mean_all",
-                  "baseline_r2_mean_deg20", "deg20"]
+                  "baseline_r2_mean_deg20", "deg20", "selected_epoch", "disentanglement_basal",
+                  "disentanglement_chance"]
+
+
+def selected_check(model_dir):
+    """The model selection's kept epoch and its disentanglement scores, from history.json
+    (empty values for a model trained without validation cells)."""
+    import json
+    from pathlib import Path
+
+    path = Path(model_dir) / "history.json"
+    history = json.loads(path.read_text()) if path.exists() else {}
+    selection, epoch = history.get("selection") or {}, history.get("selected_epoch")
+    if not epoch or epoch not in selection.get("epoch", []):
+        return {"selected_epoch": "", "disentanglement_basal": "", "disentanglement_chance": ""}
+    i = selection["epoch"].index(epoch)
+    return {"selected_epoch": epoch, "disentanglement_basal": float(selection["disentanglement_basal"][i]),
+            "disentanglement_chance": float(selection["disentanglement_chance"][i])}
 
 
 class _GroupMoments:
@@ -140,6 +157,7 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
                 "baseline_r2_mean_all": r_squared(base_mean, obs_mean),
                 "baseline_r2_mean_deg20": r_squared(base_mean[degs], obs_mean[degs]),
                 "deg20": ",".join(genes[degs]),
+                **selected_check(model_dir),
             })
         model.release(controls)
     rows_out.sort(key=lambda row: (row["condition"], row["dosage"], row["covariates"]))

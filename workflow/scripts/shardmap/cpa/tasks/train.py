@@ -39,8 +39,12 @@ def train_model(adata_path, cfg, model_dir, splits_path, accelerator="auto"):
                 seed=train_cfg.get("seed", 0), num_workers=int(train_cfg.get("num_workers", 0)),
                 prefetch_factor=int(train_cfg.get("prefetch_factor", 2)),
                 persistent_workers=bool(train_cfg.get("persistent_workers", False)),
-                plan_kwargs=train_cfg.get("plan"))
+                plan_kwargs=train_cfg.get("plan"), validation_every=int(train_cfg.get("validation_every", 5)),
+                keep_best=bool(train_cfg.get("keep_best", True)),
+                early_stopping=bool(train_cfg.get("early_stopping", False)),
+                early_stopping_patience=int(train_cfg.get("early_stopping_patience", 5)))
     history = {k: v.iloc[:, 0].astype(float).tolist() for k, v in model.history.items()}
+    history.update(model.selection_history)  # "selection": the validation checks, "selected_epoch"
     # The model folder appears with model.pt and history.json together, or not at all.
     save_model_atomically(model, model_dir, {"history.json": json.dumps(history)})
     with atomic_open(splits_path, "w") as handle:
