@@ -30,7 +30,9 @@ def expected_report_files(lesion_sheet):
     files += ["results/figures/lnm/qc.png", "results/figures/lnm/lesions_summary.png",
               "results/lnm/qc/lesions.tsv"]
     files += [f"results/figures/cpa/{name}.png" for name in ("training", "umap_basal", "umap_latent",
-                                                              "predicted_vs_observed")]
+                                                              "predicted_vs_observed", "drug_embeddings",
+                                                              "dose_response")]
+    files += ["results/cpa/embeddings.h5ad", "results/cpa/dose_response.tsv"]
     files += ["results/cpa/metrics.tsv", "results/report/software.tsv", "results/report/config.yaml"]
     files += [f"results/figures/lnm/specificity_{name}.png" for name in ("tstat", "conjunction", "null")]
     files += ["results/lnm/specificity/design.tsv"]
@@ -104,5 +106,6 @@ def test_report_embeds_every_figure_and_caption(demo):
     assert html.count("iVBORw0KGgo") >= len([f for f in FIGURES if f.endswith(".png")])
     for caption in ("Sensitivity maps", "adversarial classifiers", "UMAP of the basal latent",
                     "predicted against the observed mean", "Software versions", "The config this run used",
-                    "design matrix of the specificity GLM"):
+                    "design matrix of the specificity GLM", "cosine similarity between the drugs",
+                    "Predicted dose response"):
         assert caption in html, caption

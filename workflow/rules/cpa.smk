@@ -135,6 +135,48 @@ rule cpa_predict:
         "../scripts/cpa_predict.py"
 
 
+# What the model learned: drug embeddings (scaled by each drug's dose response at dose 1),
+# covariate embeddings, the drugs' cosine similarity and their scalar dose responses.
+rule cpa_embeddings:
+    input:
+        adata=CPA["adata"],
+        model=rules.cpa_train.output.model,
+    output:
+        embeddings=f"{OUT}/cpa/embeddings.h5ad",
+    log:
+        f"{CPA_LOGS}/embeddings.log",
+    conda:
+        "../../envs/cpa.yaml"
+    threads: 1
+    resources:
+        mem_mb=res.fixed_mb(cpa_res.TORCH_MB + 200),
+        runtime=res.MIN_RUNTIME_MIN,
+    params:
+        cfg=CPA,
+    script:
+        "../scripts/cpa_embeddings.py"
+
+
+rule cpa_dose_response:
+    input:
+        adata=CPA["adata"],
+        model=rules.cpa_train.output.model,
+    output:
+        table=f"{OUT}/cpa/dose_response.tsv",
+    log:
+        f"{CPA_LOGS}/dose_response.log",
+    conda:
+        "../../envs/cpa.yaml"
+    threads: CPA["threads"]
+    resources:
+        mem_mb=lambda wc, input: cpa_res.dose_response_mem_mb(CPA, input.adata, cpa_cell_count()),
+        runtime=lambda wc: cpa_res.dose_response_runtime(CPA, cpa_cell_count()),
+    params:
+        cfg=CPA,
+    script:
+        "../scripts/cpa_dose_response.py"
+
+
 rule cpa_evaluate:
     input:
         adata=CPA["adata"],

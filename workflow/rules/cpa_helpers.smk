@@ -81,6 +81,6 @@ def cpa_training_accelerator():
 
 def cpa_outputs():
     """The perturbation arm's targets of the default run."""
-    return [f"{OUT}/cpa/latents.h5ad", f"{OUT}/cpa/metrics.tsv"] + [
-        f"{OUT}/cpa/counterfactuals/{name}.h5ad" for name in cpa_counterfactuals()
-    ]
+    files = [f"{OUT}/cpa/latents.h5ad", f"{OUT}/cpa/metrics.tsv", f"{OUT}/cpa/embeddings.h5ad"]
+    files += [f"{OUT}/cpa/counterfactuals/{name}.h5ad" for name in cpa_counterfactuals()]
+    return files + ([f"{OUT}/cpa/dose_response.tsv"] if CPA["dose_response"]["drugs"] else [])

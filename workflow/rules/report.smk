@@ -261,3 +261,47 @@ if config["cpa"]["enabled"]:
             runtime=res.MIN_RUNTIME_MIN,
         script:
             "../scripts/report_cpa_prediction.py"
+
+    rule report_cpa_embeddings:
+        input:
+            embeddings=rules.cpa_embeddings.output.embeddings,
+        output:
+            png=report(
+                f"{FIGURES}/cpa/drug_embeddings.png",
+                caption="../report/cpa_embeddings.rst",
+                category=CPA_CATEGORY,
+                subcategory="What the model learned",
+                labels={"figure": "drug embeddings"},
+            ),
+        log:
+            f"{REPORT_LOGS}/cpa_embeddings.log",
+        conda:
+            "../../envs/report.yaml"
+        resources:
+            mem_mb=lambda wc, input: res.fixed_mb(300 + 4 * input.size_mb),
+            runtime=res.MIN_RUNTIME_MIN,
+        script:
+            "../scripts/report_cpa_embeddings.py"
+
+    if CPA["dose_response"]["drugs"]:
+
+        rule report_cpa_dose_response:
+            input:
+                table=rules.cpa_dose_response.output.table,
+            output:
+                png=report(
+                    f"{FIGURES}/cpa/dose_response.png",
+                    caption="../report/cpa_dose_response.rst",
+                    category=CPA_CATEGORY,
+                    subcategory="What the model learned",
+                    labels={"figure": "dose response"},
+                ),
+            log:
+                f"{REPORT_LOGS}/cpa_dose_response.log",
+            conda:
+                "../../envs/report.yaml"
+            resources:
+                mem_mb=lambda wc, input: res.fixed_mb(300 + 6 * input.size_mb),
+                runtime=res.MIN_RUNTIME_MIN,
+            script:
+                "../scripts/report_cpa_dose_response.py"

@@ -46,4 +46,6 @@ def report_outputs():
     if config["cpa"]["enabled"]:
         files += [f"{FIGURES}/cpa/training.png", f"{FIGURES}/cpa/predicted_vs_observed.png"]
         files += [f"{FIGURES}/cpa/{name}.png" for name in CPA_LATENT_FIGURES.values()]
+        files += [f"{FIGURES}/cpa/drug_embeddings.png"]
+        files += [f"{FIGURES}/cpa/dose_response.png"] if config["cpa"]["dose_response"]["drugs"] else []
     return files

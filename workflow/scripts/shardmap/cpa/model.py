@@ -163,13 +163,14 @@ class CPA(BaseModelClass):
                 raise InputError("setup_anndata got both covariate_keys and categorical_covariate_keys (its "
                                  "scvi-tools name) with different columns; give one of them.")
             covariate_keys, categorical_covariate_keys = categorical_covariate_keys, None
+        # Recorded in the registry (and replayed by CPA.load): before any other local exists.
+        setup_method_args = cls._get_setup_method_args(**locals())
         unknown = sorted(set(kwargs) - {"source_registry", "extend_categories", "allow_missing_labels"})
         if unknown:
             raise InputError(f"setup_anndata has no argument(s) {unknown}; CPA registers perturbation_key, "
                              "dosage_key, control_group, covariate_keys (categorical, alias "
                              "categorical_covariate_keys), batch_key, smiles_key and layer. Continuous "
                              "covariates are not modelled: bin them into categories.")
-        setup_method_args = cls._get_setup_method_args(**locals())
         covariate_keys = list(covariate_keys or [])
         for key in covariate_keys + ([batch_key] if batch_key else []):
             if key not in adata.obs:
@@ -355,6 +356,33 @@ class CPA(BaseModelClass):
                 values = generated["mean"]
             out[start:stop] = values.detach().cpu().numpy()
         return out
+
+    # --- what the model learned ---------------------------------------------------------
+    def get_drug_embeddings(self, dose=1.0, drugs=None):
+        """(drugs x n_latent) DataFrame: each drug's vector scaled by its learned dose
+        response at ``dose`` (see shardmap.cpa.embeddings)."""
+        from .embeddings import drug_embeddings
+
+        return drug_embeddings(self, dose, drugs)
+
+    def get_covariate_embeddings(self):
+        """{covariate key: (categories x n_latent) DataFrame} of the covariate vectors."""
+        from .embeddings import covariate_embeddings
+
+        return covariate_embeddings(self)
+
+    def get_dose_response(self, drugs=None, doses=(0.01, 0.1, 0.5, 1.0)):
+        """The learned scalar dose response of each drug (columns drug, dose, response)."""
+        from .embeddings import dose_responses
+
+        return dose_responses(self, drugs, doses)
+
+    def predict_dose_response(self, drugs, doses, adata=None, covariates=None, n_cells=500, seed=0):
+        """Predicted expression of every gene across ``doses`` of each drug, from control
+        cells per covariate group: a tidy DataFrame (see shardmap.cpa.dose_response)."""
+        from .dose_response import predict_dose_response
+
+        return predict_dose_response(self, drugs, doses, adata, covariates, n_cells, seed)
 
     def release(self, adata):
         """Forget ``adata``'s registration (scvi-tools keeps every AnnData a model has seen,

@@ -72,3 +72,24 @@ def _h5ad_shape(path):
             return int(obs[obs.attrs["_index"]].shape[0]), int(var[var.attrs["_index"]].shape[0])
     except Exception:  # unreadable: let the task report it
         return 1_000_000, 40_000
+
+
+def dose_response_mem_mb(cfg, adata_path, n_cells=None):
+    """The obs columns of every cell, one chunk of 20,000 rows as read, the sampled control
+    cells (n_cells per covariate group, at most every cell) dense, their predictions
+    (three copies of cells x genes) and the table (about 80 bytes per row)."""
+    total, n_genes = _h5ad_shape(adata_path)
+    spec = cfg["dose_response"]
+    groups = max(1, 3 ** len(cfg.get("covariate_keys") or []))  # a guess at the combinations
+    cells = min(total, int(spec["n_cells"]) * groups)
+    chunk = os.path.getsize(adata_path) * min(20_000, total) / max(total, 1)
+    rows = len(spec["drugs"]) * len(spec["doses"]) * groups * n_genes
+    return request_mb(total * 100 * 4 + 3 * chunk + 4 * cells * n_genes * 4 + rows * 80) + TORCH_MB
+
+
+def dose_response_runtime(cfg, n_cells):
+    """One prediction of the sampled control cells per drug and dose, plus reading the file."""
+    spec = cfg["dose_response"]
+    cells = min(n_cells, int(spec["n_cells"]) * max(1, 3 ** len(cfg.get("covariate_keys") or [])))
+    predictions = cells * (1 + len(spec["drugs"]) * len(spec["doses"]))
+    return runtime_minutes(predictions / INFER_CELLS_PER_S + n_cells / 50_000)

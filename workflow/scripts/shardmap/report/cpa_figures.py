@@ -227,3 +227,81 @@ def prediction_figure(means_path, out_png, max_panels=36):
     for ax in axes[max(shown, 1):]:
         ax.axis("off")
     save_png(figure, out_png)
+
+
+def drug_similarity_figure(embeddings_path, out_png):
+    """Heatmap of the cosine similarity between the drugs' embeddings (at the dose recorded
+    in the file), drugs ordered by hierarchical clustering; and each drug's learned scalar
+    dose response against log dose."""
+    import anndata as ad
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    embeddings = ad.read_h5ad(embeddings_path)
+    for key in ("drug_cosine_similarity", "drugs", "dose_response"):
+        if key not in embeddings.uns:
+            raise InputError(f"'{embeddings_path}' has no uns['{key}']; rerun rule cpa_embeddings.")
+    similarity = np.asarray(embeddings.uns["drug_cosine_similarity"], dtype=float)
+    drugs = [str(d) for d in embeddings.uns["drugs"]]
+    order = leaves_list(linkage(1 - similarity[np.triu_indices(len(drugs), 1)], "average")) if len(drugs) > 2 \
+        else np.arange(len(drugs))
+    size = min(12.0, 3 + 0.35 * len(drugs))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(2 * size + 1, size), constrained_layout=True)
+    image = left.imshow(similarity[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
+    left.set_xticks(range(len(drugs)), [drugs[i] for i in order], rotation=90, fontsize=8)
+    left.set_yticks(range(len(drugs)), [drugs[i] for i in order], fontsize=8)
+    left.set_title(f"cosine similarity of the drug embeddings (dose {embeddings.uns['drug_dose']:g})", fontsize=10)
+    figure.colorbar(image, ax=left, shrink=0.8, label="cosine similarity")
+    curves = embeddings.uns["dose_response"]
+    for drug in drugs:
+        rows = np.asarray(curves["drug"]).astype(str) == drug
+        right.plot(np.asarray(curves["dose"])[rows], np.asarray(curves["response"])[rows], lw=1.2, label=drug)
+    right.set_xscale("log")
+    right.set_xlabel("dose")
+    right.set_ylabel("learned dose response (scale of the drug's embedding)")
+    right.set_title("learned dose response of each drug", fontsize=10)
+    if len(drugs) <= 20:
+        right.legend(fontsize=7, ncol=2)
+    right.grid(alpha=0.3)
+    figure.suptitle("CPA drug embeddings", fontsize=14, fontweight="bold")
+    save_png(figure, out_png)
+
+
+def dose_response_figure(table_path, out_png, n_genes=6):
+    """For each drug, the predicted change from control of its ``n_genes`` most responsive
+    genes (largest |change| at the highest dose, over the covariate groups) against dose
+    (log scale; dose 0 is left out), one line per gene and covariate group."""
+    import pandas as pd
+
+    table = pd.read_csv(table_path, sep="\t")
+    required = {"drug", "dose", "gene", "mean", "change"}
+    if not required <= set(table.columns) or table.empty:
+        raise InputError(f"dose-response table '{table_path}' lacks columns {sorted(required - set(table.columns))} "
+                         "or rows; rerun rule cpa_dose_response.")
+    groups = [c for c in table.columns if c not in required]
+    drugs = list(dict.fromkeys(table["drug"]))
+    columns = min(3, len(drugs))
+    rows = math.ceil(len(drugs) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False,
+                                constrained_layout=True)
+    for ax, drug in zip(axes.ravel(), drugs):
+        part = table[(table["drug"] == drug) & (table["dose"] > 0)]
+        top = part[part["dose"] == part["dose"].max()].groupby("gene")["change"].apply(lambda v: v.abs().max())
+        genes = list(top.sort_values(ascending=False).index[:n_genes])
+        colours = dict(zip(genes, plt.cm.tab10.colors))
+        for keys, curve in part[part["gene"].isin(genes)].groupby(["gene", *groups]):
+            keys = keys if isinstance(keys, tuple) else (keys,)
+            curve = curve.sort_values("dose")
+            ax.plot(curve["dose"], curve["change"], marker="o", markersize=3, lw=1.1, color=colours[keys[0]],
+                    label=keys[0] if all(k == g for k, g in zip(keys[1:], part[groups].iloc[0])) else None)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(f"{drug}: top {len(genes)} genes" + (f" (one line per {', '.join(groups)})" if groups else ""),
+                     fontsize=10)
+        ax.set_xlabel("dose")
+        ax.set_ylabel("predicted change from control")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(drugs):]:
+        ax.axis("off")
+    figure.suptitle("Predicted dose response", fontsize=14, fontweight="bold")
+    save_png(figure, out_png)
