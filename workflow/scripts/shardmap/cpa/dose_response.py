@@ -19,7 +19,8 @@ LIBRARY_SIZE = 1e4
 
 def control_cells(model, adata, covariates, n_cells, seed=0):
     """{covariate values tuple: row indices} of up to ``n_cells`` control cells of each
-    combination of ``covariates`` (seeded); one group () without covariates."""
+    combination of ``covariates`` (group k of the sorted combinations drawn with the seed
+    [seed, k]); one group () without covariates."""
     setup = model.adata_manager._registry["setup_args"]
     obs = adata.obs
     is_control = obs[setup["perturbation_key"]].astype(str).str.strip().to_numpy() == str(setup["control_group"])
@@ -29,14 +30,13 @@ def control_cells(model, adata, covariates, n_cells, seed=0):
     missing = [key for key in covariates if key not in obs]
     if missing:
         raise InputError(f"covariates {missing} are not obs columns (columns: {list(obs.columns)}).")
-    rng = np.random.default_rng(seed)
     positions = np.flatnonzero(is_control)
     keys = ([tuple(row) for row in obs.iloc[positions][list(covariates)].astype(str).itertuples(index=False)]
             if covariates else [()] * positions.size)
     groups = {}
-    for label in sorted(set(keys)):
+    for k, label in enumerate(sorted(set(keys))):  # group k draws from (seed, k): its own stream
         rows = positions[np.array([key == label for key in keys])]
-        groups[label] = np.sort(rng.permutation(rows)[:n_cells])
+        groups[label] = np.sort(np.random.default_rng([seed, k]).permutation(rows)[:n_cells])
     return groups
 
 
