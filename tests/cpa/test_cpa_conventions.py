@@ -139,3 +139,11 @@ def test_the_kept_model_scores_what_was_recorded(screen):
     best = int(np.argmax(history["selection"]["selection_score"]))
     again = selection_module.validation_scores(model, valid)
     assert again["selection_score"] == pytest.approx(history["selection"]["selection_score"][best], abs=1e-6)
+
+
+def test_early_stopping_without_validation_cells_says_so(screen):
+    model = model_of(screen.copy())
+    with pytest.raises(InputError, match="early_stopping needs validation cells"):
+        model.train(max_epochs=2, accelerator="cpu", train_size=1.0, early_stopping=True)
+    model.train(max_epochs=1, batch_size=256, accelerator="cpu", train_size=1.0)  # keep_best needs none
+    assert model.selection_history == {"selection": {}, "selected_epoch": None}
