@@ -240,12 +240,14 @@ class CPA(BaseModelClass):
         trainer_kwargs.setdefault("enable_progress_bar", False)
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         selection = None
+        if external is not None:
+            valid_cells = external[1]
+        else:
+            splitter.setup()
+            valid_cells = np.asarray(splitter.val_idx if splitter.val_idx is not None else [], dtype=np.int64)
+        if valid_cells.size == 0:
+            trainer_kwargs["limit_val_batches"] = 0  # no validation loader to ask for
         if keep_best or early_stopping:
-            if external is not None:
-                valid_cells = external[1]
-            else:
-                splitter.setup()
-                valid_cells = np.asarray(splitter.val_idx if splitter.val_idx is not None else [], dtype=np.int64)
             if valid_cells.size < 2 * MIN_SELECTION_CELLS:
                 if early_stopping:
                     raise InputError(f"early_stopping needs validation cells to score the model, but there are "
