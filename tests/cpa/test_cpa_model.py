@@ -217,15 +217,17 @@ def test_batch_is_left_out_of_z_corrected(screen):
 
 
 def test_heldout_combination_is_predicted_better_than_the_control_baseline(tmp_path):
-    """On the simulator, a briefly trained model predicts held-out combinations better than
-    copying the control cells (R^2 of mean expression, all genes)."""
-    adata = simulate_screen(n_cells=6000, n_genes=100, seed=0)
+    """On the simulator, a briefly trained model (the demo's settings) predicts held-out
+    combinations better than copying the control cells: R^2 of mean expression on all
+    genes, and on the top-20 DEGs at least 0.5 in every group."""
+    adata = simulate_screen(n_cells=6000, n_genes=200, seed=0)  # the demo screen
     del adata.uns["truth"]
     path = tmp_path / "screen.h5ad"
     adata.write_h5ad(path)
     cfg = {**CFG, "holdout": ["drug00+drug01", "drug02+drug03"], "split_key": None,
-           "model": {"n_latent": 16, "n_hidden": 64, "recon_loss": "nb"},
-           "train": {"max_epochs": 40, "batch_size": 128, "seed": 0}}
+           "model": {"n_latent": 16, "n_hidden": 64, "recon_loss": "nb", "doser_type": "linear"},
+           "train": {"max_epochs": 60, "batch_size": 128, "seed": 0,
+                     "plan": {"lr": 3e-3, "adv_lr": 1e-2, "reg_adv": 50.0, "pen_adv": 0.1, "n_epochs_adv_warmup": 0}}}
     train_model(path, cfg, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
     rows = evaluate(tmp_path / "model", path, cfg, tmp_path / "splits.tsv", tmp_path / "metrics.tsv")
     # "drug01+drug00" at "0.5+1" is reported as "drug00+drug01" at "1+0.5"
@@ -235,8 +237,9 @@ def test_heldout_combination_is_predicted_better_than_the_control_baseline(tmp_p
     assert all(len(r["deg20"].split(",")) == 20 for r in rows)
     model_r2 = np.array([r["r2_mean_all"] for r in rows])
     baseline = np.array([r["baseline_r2_mean_all"] for r in rows])
-    assert model_r2.mean() > baseline.mean() + 0.01
-    assert (model_r2 > baseline).mean() >= 0.6
+    assert model_r2.mean() > baseline.mean()
+    degs = np.array([r["r2_mean_deg20"] for r in rows])
+    assert np.all(degs > np.array([r["baseline_r2_mean_deg20"] for r in rows])) and degs.min() >= 0.5, degs
 
 
 def with_smiles(adata):

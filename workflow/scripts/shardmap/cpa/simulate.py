@@ -4,6 +4,11 @@ Cells of a few cell types have a basal latent state (type centre plus noise). Ea
 moves the latent state along its own direction by a sigmoid of log-dose (a Hill curve);
 a combination adds the effects of its drugs. Genes are a log-linear read-out of the
 latent state, and counts are negative binomial with cell-specific library sizes.
+
+Single drugs are given at doses (0.5, 1, 2) around EC50s of 0.6-1.2, so that a drug at
+dose 1 gives about half its maximum effect and the combinations ("1+1", "0.5+1") ask for
+shifts within the range the single drugs cover: a model can interpolate them, instead
+of extrapolating from saturated single doses.
 """
 
 from __future__ import annotations
@@ -14,19 +19,20 @@ import pandas as pd
 from scipy import sparse
 
 
-def simulate_screen(n_cells=6000, n_genes=200, n_drugs=10, n_cell_types=3, n_latent=8, doses=(0.1, 0.5, 1.0),
+def simulate_screen(n_cells=6000, n_genes=200, n_drugs=10, n_cell_types=3, n_latent=8, doses=(0.5, 1.0, 2.0),
                     combinations=(("drug00", "drug01"), ("drug02", "drug03"), ("drug04", "drug05"),
                                   ("drug01", "drug06"), ("drug07", "drug08")),
-                    control_fraction=0.2, dispersion=5.0, seed=0):
+                    control_fraction=0.2, dispersion=5.0, seed=0, basal_noise=0.25, effect_sd=0.7,
+                    library_size=2000, type_sd=1.0, loading_sd=0.6, ec50_range=(0.6, 1.2)):
     """Return an AnnData with raw counts in X and obs columns condition, dose, cell_type,
     plus ``uns["truth"]`` (drug directions, EC50s, gene loadings)."""
     rng = np.random.default_rng(seed)
     drugs = [f"drug{i:02d}" for i in range(n_drugs)]
-    directions = rng.normal(0, 0.7, (n_drugs, n_latent))
-    ec50 = rng.uniform(0.2, 0.6, n_drugs)
+    directions = rng.normal(0, effect_sd, (n_drugs, n_latent))
+    ec50 = rng.uniform(*ec50_range, n_drugs)
     hill = rng.uniform(1.5, 3.0, n_drugs)
-    type_centres = rng.normal(0, 1.0, (n_cell_types, n_latent))
-    loadings = rng.normal(0, 0.6, (n_latent, n_genes))
+    type_centres = rng.normal(0, type_sd, (n_cell_types, n_latent))
+    loadings = rng.normal(0, loading_sd, (n_latent, n_genes))
     baseline = rng.normal(0, 1.0, n_genes)
 
     conditions = [("control", "0")]
@@ -42,7 +48,7 @@ def simulate_screen(n_cells=6000, n_genes=200, n_drugs=10, n_cell_types=3, n_lat
     def response(drug_index, dose):
         return dose ** hill[drug_index] / (dose ** hill[drug_index] + ec50[drug_index] ** hill[drug_index])
 
-    latent = type_centres[cell_type] + rng.normal(0, 0.4, (n_cells, n_latent))
+    latent = type_centres[cell_type] + rng.normal(0, basal_noise, (n_cells, n_latent))
     for cell, pick in enumerate(picks):
         condition, dosage = conditions[pick]
         if condition == "control":
@@ -53,7 +59,7 @@ def simulate_screen(n_cells=6000, n_genes=200, n_drugs=10, n_cell_types=3, n_lat
     logits = latent @ loadings + baseline
     rates = np.exp(logits - logits.max(axis=1, keepdims=True))
     rates /= rates.sum(axis=1, keepdims=True)
-    library = rng.lognormal(np.log(2000), 0.3, n_cells)
+    library = rng.lognormal(np.log(library_size), 0.3, n_cells)
     mu = rates * library[:, None]
     counts = rng.negative_binomial(dispersion, dispersion / (dispersion + mu)).astype(np.float32)
 
