@@ -135,6 +135,21 @@ def test_mapping_asks_for_a_gpu_only_on_the_cuda_device(finished, device, gpus):
     assert {int(job["mem_mb"]) for job in jobs} == {lnm_res.mapping_mem_mb(shard, 2, device)}
 
 
+@pytest.mark.parametrize("device, gpus", [("cuda", "1"), ("auto", "0"), ("cpu", "0")])
+def test_inference_asks_for_a_gpu_only_on_the_cuda_device(finished, device, gpus):
+    workdir, config = finished
+    config = {**config, "cpa": {**config["cpa"], "infer": {"device": device}}}
+    (workdir / f"infer-{device}.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--profile",
+                                         str(SLURM_PROFILE), "-n", "--forceall", "--until", "cpa_infer", "cpa_predict",
+                                         "--configfile", f"infer-{device}.yaml"],
+                            cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = parse_job_resources(result.stdout)
+    for rule in ("cpa_infer", "cpa_predict"):
+        assert jobs[rule] and all(job["gpu"] == gpus for job in jobs[rule]), (rule, jobs[rule])
+
+
 def test_report_figure_rules_request_memory_and_runtime(finished):
     """The figure rules (report: true) have computed requests too (config/README.md)."""
     workdir, config = finished

@@ -89,6 +89,7 @@ rule cpa_infer:
     resources:
         mem_mb=lambda wc, input: cpa_res.shard_mem_mb(CPA, input.adata),
         runtime=lambda wc: cpa_res.infer_runtime(CPA),
+        gpu=1 if CPA["infer"]["device"] == "cuda" else 0,
     params:
         cfg=CPA,
         rows=lambda wc: CPA_SHARDS[wc.shard],
@@ -127,6 +128,7 @@ rule cpa_predict:
     resources:
         mem_mb=lambda wc, input: cpa_res.shard_mem_mb(CPA, input.adata, with_output=True),
         runtime=lambda wc: cpa_res.infer_runtime(CPA, cpa_cell_count()),
+        gpu=1 if CPA["infer"]["device"] == "cuda" else 0,
     params:
         cfg=CPA,
         perturbation=lambda wc: CPA_COUNTERFACTUALS[wc.counterfactual][0],

@@ -52,7 +52,7 @@ def predict_counterfactual(model_dir, adata_path, cfg, perturbation, dosage, out
                     continue  # no control cell here: the rows are not even read
                 chunk = h5ad_rows.read_rows(adata_path, start, stop, obs_keys(cfg), cfg.get("layer"))
                 if model is None:
-                    model = load_model(model_dir, chunk)
+                    model = load_model(model_dir, chunk, (cfg.get("infer") or {}).get("device", "cpu"))
                 mean = model.predict(chunk, indices=rows, perturbation=perturbation, dosage=dosage)
                 model.release(chunk)
                 matrix[written:written + rows.size] = mean
