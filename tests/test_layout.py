@@ -7,7 +7,7 @@ import re
 from projects import REPO
 
 LIBRARY = REPO / "workflow" / "scripts" / "shardmap"
-SHARED = {"__init__", "atomic", "errors", "task", "config_check", "resources"}
+SHARED = {"__init__", "atomic", "errors", "task", "config_check", "resources", "devices"}
 PACKAGES = {"lnm", "cpa", "report"}
 
 

@@ -341,10 +341,10 @@ def test_stale_temporary_of_a_killed_task_is_removed(tmp_path):
 
 
 def test_cuda_device_without_a_gpu_is_named_with_the_fix(monkeypatch):
+    from shardmap import devices
     from shardmap.lnm import mapping
-    from shardmap.lnm.kernels import gpu as gpu_kernel
 
-    monkeypatch.setattr(gpu_kernel, "cuda_available", lambda: False)
+    monkeypatch.setattr(devices, "cuda_available", lambda: False)
     with pytest.raises(InputError, match="lnm.device is 'cuda'.*set lnm.device to 'auto' or 'cpu'"):
         mapping.resolve_device("cuda")
     assert mapping.resolve_device("auto") == "cpu"

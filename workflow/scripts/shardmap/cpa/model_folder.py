@@ -32,23 +32,11 @@ def save_model_atomically(model, model_dir, extra_files=None):
         raise
 
 
-INFERENCE_DEVICES = ("auto", "cpu", "cuda")
-
-
 def inference_device(device):
     """'cpu' or 'cuda' for cpa.infer.device (auto: cuda when torch sees a GPU)."""
-    import torch
+    from ..devices import resolve_device
 
-    from ..errors import InputError
-
-    if device not in INFERENCE_DEVICES:
-        raise InputError(f"cpa.infer.device is '{device}'; use one of {', '.join(INFERENCE_DEVICES)}.")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("cpa.infer.device is 'cuda' but torch sees no CUDA GPU on this node; run the inference "
-                         "tasks on a GPU node (with a CUDA build of torch) or set cpa.infer.device to 'auto' or 'cpu'.")
-    return device
+    return resolve_device(device, "cpa.infer.device", "inference tasks")
 
 
 def load_model(model_dir, adata, device="cpu"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 
+from ..devices import resolve_device as resolve_config_device
 from ..errors import InputError
 from .connectome.reader import ShardReader
 from .kernels.cpu import NumpyMapper
@@ -23,22 +24,9 @@ from .stats import SufficientStats
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
-
-
 def resolve_device(device):
     """'cpu' or 'cuda' for the configured ``lnm.device`` (auto: cuda when torch sees a GPU)."""
-    from .kernels.gpu import cuda_available
-
-    if device not in DEVICES:
-        raise InputError(f"lnm.device is '{device}'; use one of {', '.join(DEVICES)}.")
-    if device == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    if device == "cuda" and not cuda_available():
-        raise InputError("lnm.device is 'cuda' but torch sees no CUDA GPU on this node; run the "
-                         "mapping tasks on a GPU node (with torch installed) or set lnm.device to "
-                         "'auto' or 'cpu'.")
-    return device
+    return resolve_config_device(device, "lnm.device", "mapping tasks")
 
 
 def make_mapper(sums, device, threads):

@@ -37,14 +37,6 @@ SEED_CHUNK = 4096  # lesion voxels gathered at a time to build the seeds
 STAGING_ELEMENTS = 1 << 23  # float32 values per pinned staging buffer (32 MiB; two of them)
 
 
-def cuda_available():
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
 class TorchMapper:
     """Accumulates one task's subjects into float64 sums (L, 2, V) on a torch device."""
 
