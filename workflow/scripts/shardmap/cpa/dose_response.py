@@ -17,16 +17,15 @@ from ..errors import InputError
 LIBRARY_SIZE = 1e4
 
 
-def control_cells(model, adata, covariates, n_cells, seed=0):
+def control_cells(obs, perturbation_key, control_group, covariates, n_cells, seed=0):
     """{covariate values tuple: row indices} of up to ``n_cells`` control cells of each
     combination of ``covariates`` (group k of the sorted combinations drawn with the seed
-    [seed, k]); one group () without covariates."""
-    setup = model.adata_manager._registry["setup_args"]
-    obs = adata.obs
-    is_control = obs[setup["perturbation_key"]].astype(str).str.strip().to_numpy() == str(setup["control_group"])
+    [seed, k]); one group () without covariates. The workflow's task draws with it which
+    rows to read, and predict_dose_response which cells to predict."""
+    is_control = obs[perturbation_key].astype(str).str.strip().to_numpy() == str(control_group)
     if not is_control.any():
-        raise InputError(f"no cell of obs['{setup['perturbation_key']}'] is the control group "
-                         f"'{setup['control_group']}', so there is nothing to predict from.")
+        raise InputError(f"no cell of obs['{perturbation_key}'] is the control group "
+                         f"'{control_group}', so there is nothing to predict from.")
     missing = [key for key in covariates if key not in obs]
     if missing:
         raise InputError(f"covariates {missing} are not obs columns (columns: {list(obs.columns)}).")
@@ -70,7 +69,8 @@ def predict_dose_response(model, drugs, doses, adata=None, covariates=None, n_ce
     library = library_size if model.module.count_data else None
     genes = np.asarray(adata.var_names)
     frames = []
-    for label, rows in control_cells(model, adata, covariates, n_cells, seed).items():
+    groups = control_cells(adata.obs, setup["perturbation_key"], setup["control_group"], covariates, n_cells, seed)
+    for label, rows in groups.items():
         control = model.predict(adata, indices=rows, perturbation=setup["control_group"],
                                 library_size=library).mean(0)
         for drug in names:

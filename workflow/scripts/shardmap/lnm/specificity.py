@@ -165,9 +165,10 @@ def cases_sensitivity_files(design, spec, mask_path, lesion_rules, sheet, lesion
     from .nifti import load_mask
 
     mask = load_mask(mask_path)
-    case_ids = [lesion_id for lesion_id, _, case in design if case]
-    _, source = design_map_source(design, spec, mask, lesion_rules, sheet,
-                                  [row for row in lesion_maps if row[0] in set(case_ids)], stats_files, batch_files)
+    cases = [row for row in design if row[2]]  # only the cases' maps are read
+    case_ids = {lesion_id for lesion_id, _, _ in cases}
+    _, source = design_map_source(cases, spec, mask, lesion_rules, sheet,
+                                  [row for row in lesion_maps if row[0] in case_ids], stats_files, batch_files)
     positive, negative = cases_sensitivity(source, case_ids, threshold, mask.n_voxels)
     write_map(outputs.pos, positive, mask, description=f"fraction of cases with T > {threshold:g}")
     write_map(outputs.neg, negative, mask, description=f"fraction of cases with T < -{threshold:g}")

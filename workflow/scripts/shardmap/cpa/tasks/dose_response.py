@@ -8,7 +8,6 @@ import anndata as ad
 import numpy as np
 
 from ...atomic import atomic_open
-from ...errors import InputError
 from .. import h5ad_rows
 from ..config_keys import obs_keys
 from ..model_folder import load_model
@@ -16,25 +15,16 @@ from ..model_folder import load_model
 log = logging.getLogger(__name__)
 
 
-def sampled_control_rows(obs, cfg, n_cells, seed=0):
-    """Sorted row indices of up to ``n_cells`` control cells per combination of the
-    covariates (seeded), so that only those rows are read."""
-    is_control = obs[cfg["perturbation_key"]].astype(str).str.strip().to_numpy() == str(cfg["control_group"])
-    if not is_control.any():
-        raise InputError(f"cpa.adata has no cell of the control group '{cfg['control_group']}' to predict from.")
-    keys = list(cfg.get("covariate_keys") or [])
-    labels = obs[keys].astype(str).agg("/".join, axis=1).to_numpy() if keys else np.full(len(obs), "")
-    rng = np.random.default_rng(seed)
-    picked = [rng.permutation(np.flatnonzero(is_control & (labels == label)))[:n_cells]
-              for label in sorted(set(labels[is_control]))]
-    return np.sort(np.concatenate(picked))
-
-
 def dose_response_table(model_dir, adata_path, cfg, out_path, chunk_rows=20_000):
     """Write cpa.dose_response's table (drug, dose, covariates, gene, mean, change) as TSV."""
+    from ..dose_response import control_cells
+
     spec = cfg["dose_response"]
     obs = h5ad_rows.read_obs(adata_path, obs_keys(cfg))
-    rows = sampled_control_rows(obs, cfg, int(spec["n_cells"]), int(spec.get("seed", 0)))
+    # Only the control cells that predict_dose_response will sample are read: the same draw.
+    groups = control_cells(obs, cfg["perturbation_key"], cfg["control_group"], list(cfg.get("covariate_keys") or []),
+                           int(spec["n_cells"]), int(spec.get("seed", 0)))
+    rows = np.sort(np.concatenate(list(groups.values())))
     parts = []
     for start in range(0, len(obs), chunk_rows):
         stop = min(start + chunk_rows, len(obs))
