@@ -129,6 +129,7 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
                 control_parts[label].append(chunk[rows].copy())
     model = None
     rows_out = []
+    selection = selected_check(model_dir)  # the same for every group: read history.json once
     means = {}
     for label, parts in control_parts.items():
         if not parts:
@@ -157,7 +158,7 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
                 "baseline_r2_mean_all": r_squared(base_mean, obs_mean),
                 "baseline_r2_mean_deg20": r_squared(base_mean[degs], obs_mean[degs]),
                 "deg20": ",".join(genes[degs]),
-                **selected_check(model_dir),
+                **selection,
             })
         model.release(controls)
     rows_out.sort(key=lambda row: (row["condition"], row["dosage"], row["covariates"]))
