@@ -135,7 +135,8 @@ def test_dose_stays_with_its_drug_whatever_the_order(trained):
     assert np.abs(ab - swapped).max() > 1e-4
     obs = pd.DataFrame({"condition": ["drugA+drugB", "drugB+drugA", "control"],
                         "dose": ["1.0+0.5", "0.5+1.0", "0"]})
-    from shardmap.cpa.perturbations import encode, parse_obs
+    from shardmap.cpa.codes import encode
+    from shardmap.cpa.conditions import parse_obs
 
     parsed, codes = parse_obs(obs, "condition", "dose", "control")
     table = encode(parsed, codes, {"drugA": 0, "drugB": 1}, {"control": 0, "drugA+drugB": 1}, 2, "control")

@@ -87,7 +87,7 @@ rule cpa_infer:
         "../../envs/cpa.yaml"
     threads: CPA["threads"]
     resources:
-        mem_mb=lambda wc, input: cpa_res.shard_mem_mb(CPA, input.adata),
+        mem_mb=lambda wc, input: cpa_res.infer_mem_mb(CPA, input.adata),
         runtime=lambda wc: cpa_res.infer_runtime(CPA),
         gpu=1 if CPA["infer"]["device"] == "cuda" else 0,
     params:
@@ -126,7 +126,7 @@ rule cpa_predict:
         "../../envs/cpa.yaml"
     threads: CPA["threads"]
     resources:
-        mem_mb=lambda wc, input: cpa_res.shard_mem_mb(CPA, input.adata, with_output=True),
+        mem_mb=lambda wc, input: cpa_res.predict_mem_mb(CPA, input.adata),
         runtime=lambda wc: cpa_res.infer_runtime(CPA, cpa_cell_count()),
         gpu=1 if CPA["infer"]["device"] == "cuda" else 0,
     params:

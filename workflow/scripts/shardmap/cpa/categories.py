@@ -8,13 +8,10 @@ not seen is an error that names it.
 
 from __future__ import annotations
 
-import numpy as np
 import rich
 from scvi.data.fields import BaseAnnDataField
 
-from ..errors import InputError
-
-NO_BATCH = "_no_batch"
+from .codes import CATEGORIES, NO_BATCH, check_categories_present, encode_categories
 
 
 class CategoricalCodesField(BaseAnnDataField):
@@ -24,7 +21,7 @@ class CategoricalCodesField(BaseAnnDataField):
     (used for an absent batch key).
     """
 
-    CATEGORIES_KEY = "categories"
+    CATEGORIES_KEY = CATEGORIES
 
     def __init__(self, registry_key, keys, obsm_key, single_category=None):
         super().__init__()
@@ -50,12 +47,7 @@ class CategoricalCodesField(BaseAnnDataField):
         return not self.keys and self.single_category is None
 
     def validate_field(self, adata):
-        for key in self.keys:
-            if key not in adata.obs:
-                raise InputError(f"adata.obs has no column '{key}' (columns: {list(adata.obs.columns)}).")
-            if adata.obs[key].isna().any():
-                raise InputError(f"adata.obs['{key}'] has missing values in {int(adata.obs[key].isna().sum())} "
-                                 "cells; fill or drop them.")
+        check_categories_present(adata.obs, self.keys)
 
     def register_field(self, adata):
         self.validate_field(adata)
@@ -72,20 +64,7 @@ class CategoricalCodesField(BaseAnnDataField):
         return {self.CATEGORIES_KEY: dict(state_registry[self.CATEGORIES_KEY])}
 
     def _write(self, adata, categories):
-        if not self.keys:
-            adata.obsm[self._obsm_key] = np.zeros((adata.n_obs, 1), dtype=np.float32)
-            return
-        codes = np.empty((adata.n_obs, len(self.keys)), dtype=np.float32)
-        for column, key in enumerate(self.keys):
-            index = {value: i for i, value in enumerate(categories[key])}
-            values = adata.obs[key].astype(str).to_numpy()
-            unseen = sorted(set(values) - set(index))
-            if unseen:
-                raise InputError(f"obs['{key}'] has the value '{unseen[0]}' that the model was not trained "
-                                 f"on (known: {categories[key][:10]}); the model cannot embed unseen "
-                                 "categories.")
-            codes[:, column] = [index[v] for v in values]
-        adata.obsm[self._obsm_key] = codes
+        adata.obsm[self._obsm_key] = encode_categories(adata.obs, self.keys, categories)
 
     def get_summary_stats(self, state_registry):
         return {f"n_{self.registry_key}": len(state_registry.get(self.CATEGORIES_KEY, {}))}

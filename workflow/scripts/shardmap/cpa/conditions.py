@@ -69,14 +69,34 @@ def parse_obs(obs, perturbation_key, dosage_key, control_group):
             raise InputError(f"obs has no column '{key}'; available columns: {list(obs.columns)}. "
                              "Set perturbation_key / dosage_key to existing columns (dosage_key: null "
                              "puts every drug at dose 1).")
-    conditions = obs[perturbation_key].astype(str).to_numpy()
-    dosages = obs[dosage_key].astype(str).to_numpy() if dosage_key is not None else np.full(len(obs), "1")
-    keys = pd.MultiIndex.from_arrays([conditions, dosages])
-    codes, uniques = pd.factorize(keys)
-    parsed = [parse_condition(c, d if dosage_key is not None else None, control_group,
+    # Each column factorised alone, then the pairs of codes: millions of cells have a
+    # handful of distinct conditions, and hashing strings once per column is the cost.
+    condition_codes, conditions = _factorize_strings(obs[perturbation_key])
+    if dosage_key is None:
+        dosage_codes, dosages = np.zeros(len(obs), dtype=np.int64), np.array([None], dtype=object)
+    else:
+        dosage_codes, dosages = _factorize_strings(obs[dosage_key])
+    codes, pairs = pd.factorize(condition_codes * len(dosages) + dosage_codes)
+    parsed = [parse_condition(conditions[pair // len(dosages)], dosages[pair % len(dosages)], control_group,
                               where=f"obs['{perturbation_key}']: ", dose_where=f"obs['{dosage_key}']: ")
-              for c, d in uniques]
+              for pair in pairs]
     return parsed, codes
+
+
+def _factorize_strings(column):
+    """(per-cell codes, distinct values as strings) of an obs column; categorical columns
+    by their codes, without building a string per cell."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        categories = column.cat.categories.astype(str).to_numpy(dtype=object)
+        cell_codes = column.cat.codes.to_numpy().astype(np.int64)
+        if (cell_codes < 0).any():  # a missing value reads as 'nan', as astype(str) gives
+            categories = np.append(categories, "nan")
+            cell_codes = np.where(cell_codes < 0, categories.size - 1, cell_codes)
+        # Categories that are distinct objects but equal strings (1 and '1') become one value.
+        unique_codes, values = pd.factorize(categories)
+        return unique_codes[cell_codes], values.astype(object)
+    cell_codes, values = pd.factorize(column.astype(str).to_numpy())
+    return cell_codes.astype(np.int64), np.asarray(values, dtype=object)
 
 
 def canonical_conditions(obs, cfg):

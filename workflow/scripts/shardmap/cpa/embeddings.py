@@ -66,7 +66,7 @@ def drug_embeddings(model, dose=1.0, drugs=None):
 def covariate_embeddings(model):
     """{covariate key: (categories x n_latent) DataFrame} of the covariate vectors."""
     from .categories import CategoricalCodesField
-    from .module import COVARIATES_KEY
+    from .codes import COVARIATES_KEY
 
     if COVARIATES_KEY not in model.adata_manager.data_registry:
         return {}

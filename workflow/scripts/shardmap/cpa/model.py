@@ -16,15 +16,15 @@ from scvi.train import TrainRunner
 
 from ..errors import InputError
 from .categories import CategoricalCodesField, n_categories
-from .module import BATCH_KEY, COVARIATES_KEY, DOSERS, RECON_LOSSES, CPAModule
-from .perturbations import REGISTRY_KEY as PERTURBATION_KEY
-from .perturbations import PerturbationField, encode_override
+from .codes import BATCH_KEY, COVARIATES_KEY, PERTURBATION_KEY, encode_override
+from .module import CPAModule
+from .network import DOSERS, LATENT_KEYS, RECON_LOSSES
+from .perturbations import PerturbationField
 from .selection import ModelSelection
 from .training import CPATrainingPlan
 from .values import check_values
 
 log = logging.getLogger(__name__)
-LATENT_KEYS = ("z_basal", "z", "z_corrected")
 # Inference logs "batches i/N" at most this often (seconds), and always after the last batch.
 PROGRESS_EVERY_S = 30.0
 # Model selection scores the validation cells only when there are at least twice this many.

@@ -3,7 +3,8 @@
 Standard library only (h5py, when installed, to read the .h5ad's shape): these
 functions run in the Snakemake process when a job is scheduled. Training holds the
 AnnData in memory (about 3 x the .h5ad size for a sparse matrix) plus the network;
-inference holds one shard densified. The formulas are documented in config/README.md.
+the inference tasks hold two blocks of rows and their outputs. The formulas are
+documented in config/README.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ INFER_CELLS_PER_S = 5000
 
 # PyTorch, Lightning and scvi-tools loaded, on top of BASE_MB.
 TORCH_MB = 700
+# PyTorch alone: cpa_infer and cpa_predict run the network without scvi-tools (312 MB
+# peak for the whole process with the model loaded, measured).
+INFERENCE_TORCH_MB = 300
+# Rows cpa_infer reads at a time (large enough that h5py's cost per call is small: about
+# 8 MB per 1000 cells at G = 2000 and 26 % non-zeros) and cells per batch of the network.
+INFER_ROWS_PER_BLOCK = 16384
+INFER_BATCH = 4096
 ANNDATA_MB = 200  # anndata, pandas and h5py, for the tasks that never load the model
 
 
@@ -40,6 +48,37 @@ def shard_mem_mb(cfg, adata_path, with_output=False, copies=1):
     latents = rows * cfg["model"]["n_latent"] * 4 * 3
     output = rows * n_genes * 4 if with_output else 0
     return request_mb(copies * (3 * stored + dense_batch + latents + output)) + TORCH_MB
+
+
+def infer_mem_mb(cfg, adata_path):
+    """cpa_infer: two blocks of rows as read (the one being inferred and the next being
+    read), three dense-sized temporaries of a batch and the shard's three latents."""
+    n_cells, n_genes = _h5ad_shape(adata_path)
+    rows = min(cfg["shard_size"], n_cells)
+    block = _stored_rows_bytes(adata_path, min(INFER_ROWS_PER_BLOCK, rows), n_cells)
+    latents = rows * cfg["model"]["n_latent"] * 4 * 3
+    return request_mb(2 * block + 3 * INFER_BATCH * n_genes * 4 + latents) + INFERENCE_TORCH_MB
+
+
+def predict_mem_mb(cfg, adata_path):
+    """cpa_predict: the obs columns of every cell, two blocks of shard_size rows as read,
+    the block's predictions and three dense-sized temporaries of a batch."""
+    n_cells, n_genes = _h5ad_shape(adata_path)
+    rows = min(cfg["shard_size"], n_cells)
+    block = _stored_rows_bytes(adata_path, rows, n_cells)
+    obs = n_cells * 100 * (len(_obs_keys(cfg)) + 1)
+    return request_mb(obs + 2 * block + rows * n_genes * 4 + 3 * INFER_BATCH * n_genes * 4) + INFERENCE_TORCH_MB
+
+
+def _stored_rows_bytes(adata_path, rows, n_cells):
+    """3 x the file's bytes per row x ``rows``: a block as read, with room for a
+    compressed file's values unpacked."""
+    return 3 * os.path.getsize(adata_path) * rows / max(n_cells, 1)
+
+
+def _obs_keys(cfg):
+    return [cfg["perturbation_key"], cfg.get("dosage_key")] + list(cfg.get("covariate_keys") or []) + [
+        cfg.get(k) for k in ("batch_key", "smiles_key", "split_key") if cfg.get(k)]
 
 
 def check_mem_mb(cfg, adata_path, rows_per_chunk=20_000):

@@ -62,7 +62,7 @@ def selection_score(r2, accuracy, chance):
 @torch.inference_mode()
 def validation_scores(model, indices, batch_size=4096, seed=0):
     """The selection scores of ``model`` on the cells ``indices`` of its training AnnData."""
-    from .perturbations import REGISTRY_KEY, split_encoded
+    from .codes import PERTURBATION_KEY, split_encoded
 
     module = model.module
     was_training = module.training
@@ -76,7 +76,7 @@ def validation_scores(model, indices, batch_size=4096, seed=0):
             mean = module.generative(result["z"], result["library"])["mean"]
             basal.append(result["z_basal"].cpu().numpy())
             full.append(result["z"].cpu().numpy())
-            classes.append(split_encoded(tensors[REGISTRY_KEY])[2].cpu().numpy())
+            classes.append(split_encoded(tensors[PERTURBATION_KEY])[2].cpu().numpy())
             predicted.append(mean.cpu().numpy())
             observed.append(tensors["X"].cpu().numpy())
     finally:
