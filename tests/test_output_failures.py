@@ -4,6 +4,7 @@ message and leaves every earlier output whole and in place."""
 import errno
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,40 @@ def test_existing_outdir_is_accepted(tmp_path):
     check_writable_folder(str(tmp_path / "not" / "yet"))
     assert not (tmp_path / "not").exists()
     assert list(Path(tmp_path).iterdir()) == []
+
+
+SKIP_TEARDOWN_SCRIPT = """
+import sys
+from shardmap.task import snakemake_task
+
+class Task:
+    threads, rule, log = 1, "cpa_infer", [sys.argv[1]]
+    class wildcards:
+        @staticmethod
+        def items():
+            return []
+
+with snakemake_task(Task, skip_teardown=True) as log:
+    log.info("the work")
+    print("printed by the task", end="")  # left in stdout's buffer: the exit must flush it
+    if sys.argv[2] == "fail":
+        raise ValueError("a bug")
+print("after the with block")
+"""
+
+
+@pytest.mark.parametrize("outcome", ["succeed", "fail"])
+def test_skip_teardown_ends_a_task_at_once_with_its_log_and_output_flushed(tmp_path, outcome):
+    script = tmp_path / "task.py"
+    script.write_text(SKIP_TEARDOWN_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "task.log"), outcome], capture_output=True,
+                          text=True)
+    log = (tmp_path / "task.log").read_text()
+    assert "the work" in log
+    if outcome == "succeed":
+        assert done.returncode == 0
+        assert done.stdout == "printed by the task"  # flushed, and nothing after the block ran
+        assert log.rstrip().endswith("done")
+    else:  # a failing task is not ended early: its traceback and exit status are Python's
+        assert done.returncode == 1
+        assert "ValueError: a bug" in done.stderr and "done" not in log

@@ -1,7 +1,7 @@
 """Entry script of rule cpa_predict: a counterfactual for the control cells."""
 from shardmap.task import snakemake_task
 
-with snakemake_task(snakemake):
+with snakemake_task(snakemake, skip_teardown=True):
     from shardmap.cpa.tasks.predict import predict_counterfactual
 
     predict_counterfactual(snakemake.input.model.rsplit("/", 1)[0], snakemake.input.adata,

@@ -16,13 +16,18 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 
 @contextlib.contextmanager
-def snakemake_task(smk):
+def snakemake_task(smk, skip_teardown=False):
     """Set up logging and threads for a Snakemake ``script:`` job.
 
     A bad input (InputError) or an output that cannot be written (OutputError, or an
     OSError that says so) is the user's to fix, not a bug: its message alone goes to
     stderr, which Snakemake shows, and the traceback only to the task's log; the task then
     exits with status 1. Any other error is logged and re-raised with its traceback.
+
+    With ``skip_teardown`` a task that succeeded ends its process at once, after flushing
+    the log and the standard streams, without the interpreter's teardown: with PyTorch
+    loaded that teardown takes 0.5-0.75 s (measured), a tenth of an inference task of
+    300k cells. Only for tasks whose outputs are closed and renamed in the with block.
     """
     for name in _THREAD_VARIABLES:
         os.environ[name] = str(max(1, int(smk.threads)))
@@ -51,6 +56,11 @@ def snakemake_task(smk):
         log.error("%s: %s", type(err).__name__, err)
         raise
     log.info("done")
+    if skip_teardown:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _stop_for_the_user(log, handlers, message):

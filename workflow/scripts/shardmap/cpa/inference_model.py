@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import InputError
 from . import codes
@@ -54,10 +55,11 @@ class InferenceModel:
         self.perturbation_state = _registry_state(registry, codes.PERTURBATION_KEY)
         self.covariate_categories = _registry_state(registry, codes.COVARIATES_KEY).get(codes.CATEGORIES, {})
         self.batch_categories = _registry_state(registry, codes.BATCH_KEY).get(codes.CATEGORIES, {})
-        first = network.encoder[0]
+        layers = [(w.to(self.device), b.to(self.device)) for w, b in folded_layers(network.encoder)]
         # (genes, hidden): the weight rows embedding_bag sums, one per non-zero gene.
-        self._first_weight = first.weight.detach().t().contiguous().to(self.device)
-        self._first_bias = first.bias.detach().to(self.device)
+        self._first_weight = layers[0][0].t().contiguous()
+        self._first_bias = layers[0][1]
+        self._hidden_layers = layers[1:]
 
     @classmethod
     def load(cls, model_dir, device="cpu"):
@@ -132,12 +134,21 @@ class InferenceModel:
             tensors[key] = None if values is None else torch.from_numpy(values[rows]).to(self.device)
         return tensors
 
+    def _encoded(self, block, rows):
+        """(encoder output, library size, values) of the block's rows ``rows`` (a slice)."""
+        first, library, values = self._first_layer(block, rows)
+        h = torch.relu_(first)
+        for weight, bias in self._hidden_layers:
+            h = torch.relu_(F.linear(h, weight, bias))
+        return h, library, values
+
     def _first_layer(self, block, rows):
-        """(first linear layer's output, library size, values) of the block's rows ``rows``
-        (a slice)."""
+        """(first layer's output before its ReLU, library size, values) of the block's
+        rows ``rows`` (a slice)."""
         if block.dense is not None:
             x = torch.from_numpy(np.ascontiguousarray(block.dense[rows], dtype=np.float32)).to(self.device)
-            return self.network.encoder[0](self.network.encoder_input(x)), x.sum(1, keepdim=True), x
+            first = F.linear(self.network.encoder_input(x), self._first_weight.t(), self._first_bias)
+            return first, x.sum(1, keepdim=True), x
         lo, hi = int(block.indptr[rows.start]), int(block.indptr[rows.stop])
         # int32 gene indices as stored (no int64 copy of every index); the offsets follow.
         index_type = block.indices.dtype if block.indices.dtype in (np.int32, np.int64) else np.int64
@@ -147,7 +158,7 @@ class InferenceModel:
         first = F.embedding_bag(genes, self._first_weight, offsets, mode="sum",
                                 per_sample_weights=self.network.encoder_input(values), include_last_offset=True)
         library = torch.segment_reduce(values, "sum", offsets=offsets).unsqueeze(1)
-        return first + self._first_bias, library, values
+        return first.add_(self._first_bias), library, values
 
     def _check_values(self, values, library, block, where, path):
         """Raise InputError naming the first bad cell of ``block`` unless the values of a
@@ -158,7 +169,7 @@ class InferenceModel:
         ok = bool(torch.isfinite(library).all())
         if ok and self.network.count_data:
             ok = (bool((library > 0).all()) and (values.numel() == 0 or bool(values.min() >= 0))
-                  and not bool((values != torch.round(values)).any()))
+                  and not bool(torch.frac(values).any()))
         if ok:
             return
         names = read_obs(path, [], block.start, block.stop).index if path is not None else None
@@ -174,10 +185,10 @@ class InferenceModel:
         from ``path``)."""
         for first_row in range(0, block.n_rows, batch_size):
             rows = slice(first_row, min(first_row + batch_size, block.n_rows))
-            first, library, values = self._first_layer(block, rows)
+            h, library, values = self._encoded(block, rows)
             self._check_values(values, library, block, where, path)
             inputs = self._codes_on_device(block_codes, rows)
-            result = self.network.latents_from_first_layer(first, library, **inputs)
+            result = self.network.latents_from_hidden(h, library, **inputs)
             for key in out:
                 out[key][at + rows.start:at + rows.stop] = result[key].cpu().numpy()
 
@@ -196,10 +207,32 @@ class InferenceModel:
             sub_block = (RowBlock(0, sub.shape[0], dense=np.asarray(sub)) if block.dense is not None
                          else RowBlock(0, sub.shape[0], indptr=sub.indptr.astype(np.int64), indices=sub.indices,
                                        data=sub.data))
-            first, library, values = self._first_layer(sub_block, slice(0, sub_block.n_rows))
+            h, library, values = self._encoded(sub_block, slice(0, sub_block.n_rows))
             self._check_values(values, library, block, where, path)
             inputs = self._codes_on_device(block_codes, rows[part])
             inputs["perturbation"] = override.expand(sub_block.n_rows, -1)
-            result = self.network.latents_from_first_layer(first, library, **inputs)
+            result = self.network.latents_from_hidden(h, library, **inputs)
             out[part] = self.network.decoder_outputs(result["z"], result["library"])["mean"].cpu().numpy()
 
+
+
+def folded_layers(encoder):
+    """The encoder's linear layers as (weight, bias) pairs with the batch norm that follows
+    each (in eval mode, a fixed affine map per unit) folded into it: the encoder is then
+    ReLU(x W_k^T + b_k) layer after layer (dropout is the identity in eval mode)."""
+    modules = list(encoder)
+    layers = []
+    for i, module in enumerate(modules):
+        if not isinstance(module, nn.Linear):
+            continue
+        weight, bias = module.weight.detach().clone(), module.bias.detach().clone()
+        following = [type(m) for m in modules[i + 1:i + 3]]
+        norm = modules[i + 1] if following and following[0] is nn.BatchNorm1d else None
+        if nn.ReLU not in following:
+            raise ValueError(f"encoder layer {i} is not followed by a ReLU: {modules[i + 1:i + 3]}")
+        if norm is not None:
+            scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+            weight = weight * scale[:, None]
+            bias = (bias - norm.running_mean) * scale + norm.bias.detach()
+        layers.append((weight, bias))
+    return layers

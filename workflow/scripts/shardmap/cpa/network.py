@@ -188,9 +188,13 @@ class CPANetwork(nn.Module):
                                              sample)
 
     def latents_from_first_layer(self, first, library, perturbation, covariates=None, batch=None, sample=False):
-        """``latents`` from the output of the encoder's first linear layer (computed
-        elsewhere, e.g. from sparse rows) and each cell's library size."""
-        h = self.encoder[1:](first)
+        """``latents`` from the output of the encoder's first linear layer and each cell's
+        library size."""
+        return self.latents_from_hidden(self.encoder[1:](first), library, perturbation, covariates, batch, sample)
+
+    def latents_from_hidden(self, h, library, perturbation, covariates=None, batch=None, sample=False):
+        """``latents`` from the encoder's output ``h`` (computed elsewhere, e.g. from sparse
+        rows) and each cell's library size."""
         z_mean = self.z_mean(h)
         qz = None
         z_basal = z_mean
