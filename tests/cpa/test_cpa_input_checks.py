@@ -113,6 +113,28 @@ def test_counts_that_are_not_counts_are_found_in_any_chunk(tmp_path, screen, val
     assert f"holds {fragment} (first at cell '{data.obs_names[250]}', gene column 3)" in str(info.value)
 
 
+def test_a_gene_stored_twice_for_one_cell_is_named(tmp_path, screen):
+    """A CSR matrix with a duplicate entry means the sum of the two; the inference tasks read
+    stored values as they are, so the check asks for the duplicates to be summed."""
+    data = screen.copy()
+    matrix = data.X.tocsr()
+    row = 230
+    lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
+    indices = np.insert(matrix.indices, hi, matrix.indices[lo])  # the row's first gene once more
+    values = np.insert(matrix.data, hi, 1.0)
+    indptr = matrix.indptr.copy()
+    indptr[row + 1:] += 1
+    data.X = sparse.csr_matrix((values, indices, indptr), shape=matrix.shape)
+    assert data.X.nnz == matrix.nnz + 1
+    with pytest.raises(InputError) as info:
+        check(tmp_path, data)
+    assert (f"stores gene column {matrix.indices[lo]} of cell '{data.obs_names[row]}' twice"
+            in str(info.value)) and "sum_duplicates()" in str(info.value)
+    assert "twice (a CSR matrix with duplicate entries" in str(info.value)
+    data.X.sum_duplicates()
+    assert check(tmp_path, data)["cells"] == 300
+
+
 def test_a_gaussian_likelihood_accepts_log_normalised_values(tmp_path, screen):
     data = screen.copy()
     data.X = sparse.csr_matrix(np.log1p(data.X.toarray()))

@@ -175,11 +175,13 @@ def _row_blocks(path, start, stop, rows_per_block, layer, n_buffers, wanted):
         if isinstance(element, h5py.Dataset):
             shape = (min(rows_per_block, stop - start),) + element.shape[1:]
             buffers = [np.empty(shape, dtype=element.dtype) for _ in range(n_buffers)]
-            for i, first in enumerate(range(start, stop, rows_per_block)):
+            n_read = 0  # buffers alternate between blocks read, not blocks skipped
+            for first in range(start, stop, rows_per_block):
                 last = min(first + rows_per_block, stop)
                 if wanted is not None and not wanted[first - start:last - start].any():
                     continue
-                view = buffers[i % n_buffers][:last - first]
+                view = buffers[n_read % n_buffers][:last - first]
+                n_read += 1
                 element.read_direct(view, np.s_[first:last])
                 yield RowBlock(first, last, dense=view)
             return
@@ -192,10 +194,12 @@ def _row_blocks(path, start, stop, rows_per_block, layer, n_buffers, wanted):
         largest = max((int(indptr[b] - indptr[a]) for a, b in zip(bounds[:-1], bounds[1:])), default=0)
         buffers = [(np.empty(largest, dtype=element["data"].dtype), np.empty(largest, dtype=element["indices"].dtype))
                    for _ in range(n_buffers)]
-        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        n_read = 0
+        for a, b in zip(bounds[:-1], bounds[1:]):
             if wanted is not None and not wanted[a:b].any():
                 continue
-            data, indices = buffers[i % n_buffers]
+            data, indices = buffers[n_read % n_buffers]
+            n_read += 1
             lo, hi = int(indptr[a]), int(indptr[b])
             if hi > lo:
                 element["data"].read_direct(data, np.s_[lo:hi], np.s_[0:hi - lo])

@@ -72,7 +72,7 @@ class InferenceModel:
             state_dict, var_names = saved["model_state_dict"], saved["var_names"]
         except FileNotFoundError as err:
             raise InputError(f"'{path}' does not exist; train the model first (rule cpa_train).") from err
-        except (KeyError, TypeError, RuntimeError, EOFError) as err:
+        except Exception as err:  # unpickling errors of every kind, or a dict without the keys
             raise InputError(f"'{path}' is not a model saved by CPA.save ({err!r}); train it again.") from err
         if registry.get("model_name") != "CPA":
             raise InputError(f"'{path}' holds a {registry.get('model_name')} model, not a CPA.")

@@ -65,3 +65,32 @@ def check_values(matrix, count_data, where="X", obs_names=None, rows_per_chunk=C
         n_empty = sum(n for n, _ in found)
         if n_empty:
             raise InputError(empty_cells_message(where, n_empty, next(first for n, first in found if n)))
+
+
+def first_duplicate_entry(matrix):
+    """(row, gene column) of the first value a CSR block stores twice for one cell and
+    gene, or None. Such a matrix means the sum of the two values; the inference tasks,
+    which read the stored values as they are (``inference_model``), would see two genes."""
+    if not sparse.issparse(matrix) or matrix.nnz == 0:
+        return None
+    matrix = sparse.csr_matrix(matrix)
+    # Most files store each row's genes in increasing order: then no gene repeats, and one
+    # vectorised pass shows it (the order between rows does not matter).
+    increasing = matrix.indices[1:] > matrix.indices[:-1]  # one boolean per value, no wider copy
+    row_starts = matrix.indptr[1:-1]
+    increasing[row_starts[(row_starts > 0) & (row_starts < matrix.nnz)] - 1] = True
+    if increasing.all():
+        return None
+    ordered = matrix.copy()
+    ordered.sort_indices()
+    rows = np.repeat(np.arange(ordered.shape[0]), np.diff(ordered.indptr))
+    repeated = np.flatnonzero((np.diff(ordered.indices) == 0) & (rows[1:] == rows[:-1]))
+    if repeated.size == 0:
+        return None
+    return int(rows[repeated[0]]), int(ordered.indices[repeated[0]])
+
+
+def duplicate_entry_message(where, cell, column):
+    return (f"{where} stores gene column {column} of cell '{cell}' twice (a CSR matrix with duplicate "
+            "entries, which means their sum); sum them first: adata.X.sum_duplicates() (or the layer's), "
+            "then write the file again.")

@@ -13,7 +13,8 @@ from .. import h5ad_rows
 from ..conditions import parse_condition, parse_obs
 from ..config_keys import obs_keys
 from ..splits import assign_splits
-from ..values import check_values, empty_cells, empty_cells_message
+from ..values import (check_values, duplicate_entry_message, empty_cells, empty_cells_message,
+                      first_duplicate_entry)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ def check_inputs(adata_path, cfg, out_path, rows_per_chunk=20_000):
         block = h5ad_rows.read_matrix(adata_path, start, stop, cfg.get("layer"))
         n_genes = block.shape[1]
         check_values(block, count_data, where=where, obs_names=obs.index[start:stop], empty_cells_allowed=True)
+        duplicate = first_duplicate_entry(block)
+        if duplicate is not None:
+            raise InputError(duplicate_entry_message(where, obs.index[start + duplicate[0]], duplicate[1]))
         n, first = empty_cells(block, obs.index, start)
         n_empty, first_empty = n_empty + n, first_empty if first_empty is not None else first
     if n_genes == 0:

@@ -45,7 +45,7 @@ def predict_counterfactual(model_dir, adata_path, cfg, perturbation, dosage, out
     layer = model.setup.get("layer")
     where = f"'{adata_path}' ({f'layers[{layer!r}]' if layer else 'X'})"
     with atomic_path(out_path) as tmp:
-        result = ad.AnnData(obs=obs[is_control][obs_keys(cfg)], var=pd.DataFrame(index=genes))
+        result = ad.AnnData(obs=obs[is_control][list(dict.fromkeys(obs_keys(cfg)))], var=pd.DataFrame(index=genes))
         result.uns["counterfactual"] = {"perturbation": perturbation, "dosage": str(dosage),
                                         "source": str(adata_path)}
         result.write_h5ad(tmp)
