@@ -51,13 +51,15 @@ def shard_mem_mb(cfg, adata_path, with_output=False, copies=1):
 
 
 def infer_mem_mb(cfg, adata_path):
-    """cpa_infer: two blocks of rows as read (the one being inferred and the next being
-    read), three dense-sized temporaries of a batch and the shard's three latents."""
+    """cpa_infer: the shard's obs columns, two blocks of rows as read (the one being
+    inferred and the next being read), three dense-sized temporaries of a batch and the
+    shard's three latents."""
     n_cells, n_genes = _h5ad_shape(adata_path)
     rows = min(cfg["shard_size"], n_cells)
     block = _stored_rows_bytes(adata_path, min(INFER_ROWS_PER_BLOCK, rows), n_cells)
+    obs = rows * 100 * (len(_obs_keys(cfg)) + 1)
     latents = rows * cfg["model"]["n_latent"] * 4 * 3
-    return request_mb(2 * block + 3 * INFER_BATCH * n_genes * 4 + latents) + INFERENCE_TORCH_MB
+    return request_mb(obs + 2 * block + 3 * INFER_BATCH * n_genes * 4 + latents) + INFERENCE_TORCH_MB
 
 
 def predict_mem_mb(cfg, adata_path):
@@ -77,8 +79,8 @@ def _stored_rows_bytes(adata_path, rows, n_cells):
 
 
 def _obs_keys(cfg):
-    return [cfg["perturbation_key"], cfg.get("dosage_key")] + list(cfg.get("covariate_keys") or []) + [
-        cfg.get(k) for k in ("batch_key", "smiles_key", "split_key") if cfg.get(k)]
+    keys = [cfg["perturbation_key"]] + list(cfg.get("covariate_keys") or [])
+    return keys + [cfg[k] for k in ("dosage_key", "batch_key", "smiles_key", "split_key") if cfg.get(k)]
 
 
 def check_mem_mb(cfg, adata_path, rows_per_chunk=20_000):
