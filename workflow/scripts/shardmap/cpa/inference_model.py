@@ -7,7 +7,10 @@ of the network. An inference task needs none of that: it reads the weights and t
 registry from ``model.pt``, encodes the shard's obs with the registry's vocabularies
 (``codes``, the functions the registry fields use), and feeds CSR rows to the first
 layer as a weighted sum of the weight rows of the cell's non-zero genes
-(``torch.nn.functional.embedding_bag``: 3.5 x fewer operations at 26 % non-zeros).
+(``torch.nn.functional.embedding_bag``: 3.5 x fewer operations at 26 % non-zeros), with
+the encoder's batch norms folded into its linear layers. Each stored value counts
+once, so a CSR matrix must not store a gene twice for one cell (``cpa_check_inputs``
+names such a cell).
 
 The checks ``CPA.load`` made on the data are made here too, so a file the model
 cannot read stops the task with a message: the genes must be the model's, in its
