@@ -17,7 +17,14 @@ One run measures, side by side:
     python benchmarks/lnm_task.py                          # the table of docs/benchmarks.md
     python benchmarks/lnm_task.py --dtype float16
     python benchmarks/lnm_task.py --lesions 16 --memory-subjects 10 40 160 --repeats 1
+    python benchmarks/lnm_task.py --kernel-split --lesions 64 256   # where a subject's time goes
     python benchmarks/lnm_task.py --smoke                  # tiny sizes, for CI
+
+``--kernel-split`` times the CPU kernel's steps for one subject of random unit time
+courses (in this process, the kernel's worker threads): the matrix product alone; the
+product and the z transform's passes over each tile while it is in cache; the whole
+``add_subject`` (which also adds z and z^2 into the float32 running sums, L x 2 x V in
+memory); and the float64 flush, which runs once every FLUSH_EVERY subjects.
 """
 
 from __future__ import annotations
@@ -231,6 +238,42 @@ def child(script_args, env):
     return run_in_fresh_process(__file__, script_args, env)
 
 
+def kernel_split(n_lesions, n_frames, n_voxels, threads, repeats):
+    """Milliseconds per subject of each step of the CPU kernel (medians of ``repeats``)."""
+    import numpy as np
+
+    from shardmap.lnm.kernels import cpu
+
+    rng = np.random.default_rng(0)
+    frames = rng.standard_normal((n_frames, n_voxels), dtype=np.float32)
+    frames /= np.linalg.norm(frames, axis=0)
+    seeds = rng.standard_normal((n_frames, n_lesions))
+    seeds /= np.linalg.norm(seeds, axis=0)
+    weights = np.ascontiguousarray(seeds.T, dtype=np.float32)
+    sums = np.zeros((n_lesions, 2, n_voxels))
+
+    def tiles(mapper, with_z):
+        def work(worker, blocks):
+            r_full, scratch_full = mapper._scratch[worker]
+            for start, stop in blocks:
+                r, scratch = r_full[:, :stop - start], scratch_full[:, :stop - start]
+                np.matmul(weights, frames[:, start:stop], out=r)
+                if with_z:
+                    cpu.log_ratio_inplace(r, scratch)
+                    np.multiply(r, r, out=scratch)
+        return lambda: mapper._each_worker(work)
+
+    def one_flush(mapper):
+        mapper.pending = 1
+        mapper.flush()
+
+    with cpu.NumpyMapper(sums, threads) as mapper:
+        steps = {"product": tiles(mapper, False), "product + z passes in cache": tiles(mapper, True),
+                 "add_subject (+ running sums)": lambda: mapper.add_subject(frames, np.ones(n_voxels), seeds),
+                 "flush (once per FLUSH_EVERY)": lambda: one_flush(mapper)}
+        return {name: 1000 * median_seconds(step, repeats) for name, step in steps.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--voxels", type=int, default=230_000)
@@ -245,6 +288,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "torch-cpu"],
                         help="where our task computes (cuda: the torch kernel on a GPU, limit on the GPU)")
+    parser.add_argument("--kernel-split", action="store_true", help="only the CPU kernel's per-subject steps")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
     parser.add_argument("--one-lesions", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--method", default="ours", help=argparse.SUPPRESS)
@@ -256,6 +300,10 @@ def main():
     if args.smoke:
         args.voxels, args.frames, args.subjects, args.lesions, args.repeats = 5000, 30, 3, [1, 4], 1
         args.memory_subjects = [2, 4] if not args.memory_subjects else args.memory_subjects
+    if args.kernel_split or args.smoke:
+        print_kernel_split(args)
+        if args.kernel_split:
+            return
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMPDIR")) as folder:
         paths = make_shard(folder, args.voxels, args.frames, args.subjects, args.dtype)
@@ -332,6 +380,24 @@ def main():
                 print(f"| {n_subjects} | {n_lesions} | {run['peak_rss_mb']:.0f} | {run['seconds']:.2f} |")
                 for path in more.values():
                     os.remove(path)
+
+
+def print_kernel_split(args):
+    from shardmap.lnm.kernels.cpu import FLUSH_EVERY
+
+    print(f"CPU kernel, ms per subject: V={args.voxels} T={args.frames} threads={args.threads}, "
+          f"medians of {max(args.repeats, 5)}")
+    print()
+    print("| L | product | product + z passes in cache | add_subject (+ running sums) | "
+          f"flush / {FLUSH_EVERY} | product share of the kernel |")
+    print("|---|---|---|---|---|---|")
+    for n_lesions in args.lesions:
+        ms = kernel_split(n_lesions, args.frames, args.voxels, args.threads, max(args.repeats, 5))
+        flush = ms["flush (once per FLUSH_EVERY)"] / FLUSH_EVERY
+        total = ms["add_subject (+ running sums)"] + flush
+        print(f"| {n_lesions} | {ms['product']:.1f} | {ms['product + z passes in cache']:.1f} | "
+              f"{ms['add_subject (+ running sums)']:.1f} | {flush:.1f} | {100 * ms['product'] / total:.0f} % |")
+    print()
 
 
 if __name__ == "__main__":
