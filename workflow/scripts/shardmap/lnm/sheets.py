@@ -179,16 +179,23 @@ def _check_file(sheet, number, what, path, generated):
 STANDARD_LESION_COLUMNS = ("lesion_id", "path", "group")
 
 
-def _rows_by_unique_lesion_id(sheet, kind, rows):
-    """(line number, lesion_id, row) of each row; a lesion_id on two lines is an error."""
+def _rows_with_unique(rows, column, repeated):
+    """(line number, value of ``column``, row) of each row; a value on two lines raises
+    ``repeated(value, first line, second line)``, an InputError."""
     seen = {}
     for number, row in rows:
-        lesion_id = row["lesion_id"]
-        if lesion_id in seen:
-            raise InputError(f"{kind} sheet '{sheet}': lesion_id '{lesion_id}' appears on lines "
-                             f"{seen[lesion_id]} and {number}; lesion ids must be unique.")
-        seen[lesion_id] = number
-        yield number, lesion_id, row
+        value = row[column]
+        if value in seen:
+            raise repeated(value, seen[value], number)
+        seen[value] = number
+        yield number, value, row
+
+
+def _rows_by_unique_lesion_id(sheet, kind, rows):
+    """(line number, lesion_id, row) of each row; a lesion_id on two lines is an error."""
+    return _rows_with_unique(rows, "lesion_id", lambda lesion_id, first, again: InputError(
+        f"{kind} sheet '{sheet}': lesion_id '{lesion_id}' appears on lines {first} and {again}; lesion ids "
+        "must be unique."))
 
 
 def read_lesions(sheet, check_files=True, generated=frozenset()):
@@ -262,13 +269,12 @@ def read_subjects(sheet, check_files=True, generated=frozenset()):
     header, rows = _read_rows(sheet, "subject")
     _validate_rows(sheet, "subject", header, rows, "subjects.schema.yaml")
     runs = {}
-    where = {}
-    for number, row in rows:
-        path = row["path"]
-        if path in where:
-            raise InputError(f"subject sheet '{sheet}': run '{path}' is listed on lines "
-                             f"{where[path]} and {number}; list every run once.")
-        where[path] = number
+
+    def repeated(path, first, again):
+        return InputError(f"subject sheet '{sheet}': run '{path}' is listed on lines {first} and {again}; list "
+                          "every run once.")
+
+    for number, path, row in _rows_with_unique(rows, "path", repeated):
         if check_files:
             _check_file(sheet, number, f"run of subject '{row['subject_id']}'", path, generated)
         runs.setdefault(row["subject_id"], []).append(path)
