@@ -90,16 +90,21 @@ def _matrix_element(handle, path, layer):
     return handle["layers"][layer]
 
 
+def _check_csr(element, path):
+    """Raise InputError unless the sparse matrix ``element`` is stored by rows (CSR)."""
+    encoding = element.attrs.get("encoding-type", "")
+    if encoding != "csr_matrix":
+        raise InputError(f"'{path}': the matrix is stored as {encoding}; row shards need CSR or "
+                         "dense storage (convert with adata.X = adata.X.tocsr() and write again).")
+
+
 def read_matrix(path, start, stop, layer=None):
     """Rows start:stop of X (or a layer): a CSR matrix if stored sparse, else a dense array."""
     with open_h5ad(path) as handle:
         element = _matrix_element(handle, path, layer)
         if isinstance(element, h5py.Dataset):
             return np.asarray(element[start:stop])
-        encoding = element.attrs.get("encoding-type", "")
-        if encoding != "csr_matrix":
-            raise InputError(f"'{path}': the matrix is stored as {encoding}; row shards need CSR or "
-                             "dense storage (convert with adata.X = adata.X.tocsr() and write again).")
+        _check_csr(element, path)
         indptr = element["indptr"][start:stop + 1].astype(np.int64)
         data = element["data"][indptr[0]:indptr[-1]]
         indices = element["indices"][indptr[0]:indptr[-1]]
@@ -185,10 +190,7 @@ def _row_blocks(path, start, stop, rows_per_block, layer, n_buffers, wanted):
                 element.read_direct(view, np.s_[first:last])
                 yield RowBlock(first, last, dense=view)
             return
-        encoding = element.attrs.get("encoding-type", "")
-        if encoding != "csr_matrix":
-            raise InputError(f"'{path}': the matrix is stored as {encoding}; row shards need CSR or "
-                             "dense storage (convert with adata.X = adata.X.tocsr() and write again).")
+        _check_csr(element, path)
         indptr = element["indptr"][start:stop + 1].astype(np.int64)
         bounds = list(range(0, stop - start, rows_per_block)) + [stop - start]
         largest = max((int(indptr[b] - indptr[a]) for a, b in zip(bounds[:-1], bounds[1:])), default=0)

@@ -42,6 +42,14 @@ def _registry_state(registry, key):
     return (registry["field_registries"].get(key) or {}).get("state_registry") or {}
 
 
+def _vocabularies(registry):
+    """(perturbation state, {covariate: categories}, {batch column: categories}) of a
+    saved model's registry."""
+    return (_registry_state(registry, codes.PERTURBATION_KEY),
+            _registry_state(registry, codes.COVARIATES_KEY).get(codes.CATEGORIES, {}),
+            _registry_state(registry, codes.BATCH_KEY).get(codes.CATEGORIES, {}))
+
+
 class InferenceModel:
     """The trained network of a saved CPA with the vocabularies it encodes cells by.
 
@@ -52,12 +60,9 @@ class InferenceModel:
     def __init__(self, network, registry, var_names, device="cpu"):
         self.network = network.to(device).eval()
         self.device = torch.device(device)
-        self.registry = registry
         self.setup = registry["setup_args"]
         self.var_names = np.asarray(var_names).astype(str)
-        self.perturbation_state = _registry_state(registry, codes.PERTURBATION_KEY)
-        self.covariate_categories = _registry_state(registry, codes.COVARIATES_KEY).get(codes.CATEGORIES, {})
-        self.batch_categories = _registry_state(registry, codes.BATCH_KEY).get(codes.CATEGORIES, {})
+        self.perturbation_state, self.covariate_categories, self.batch_categories = _vocabularies(registry)
         layers = [(w.to(self.device), b.to(self.device)) for w, b in folded_layers(network.encoder)]
         # (genes, hidden): the weight rows embedding_bag sums, one per non-zero gene.
         self._first_weight = layers[0][0].t().contiguous()
@@ -80,9 +85,7 @@ class InferenceModel:
         if registry.get("model_name") != "CPA":
             raise InputError(f"'{path}' holds a {registry.get('model_name')} model, not a CPA.")
         params = {**init.get("non_kwargs", {}), **init.get("kwargs", {})}
-        perturbations = _registry_state(registry, codes.PERTURBATION_KEY)
-        covariates = _registry_state(registry, codes.COVARIATES_KEY).get(codes.CATEGORIES, {})
-        batches = _registry_state(registry, codes.BATCH_KEY).get(codes.CATEGORIES, {})
+        perturbations, covariates, batches = _vocabularies(registry)
         network = CPANetwork(
             n_genes=len(var_names), n_drugs=len(perturbations[codes.DRUGS]),
             n_conditions=len(perturbations[codes.CONDITIONS]),
@@ -113,6 +116,11 @@ class InferenceModel:
             detail = f"genes differ (e.g. the model's '{missing[0]}' is missing)"
         raise InputError(f"{where}: {detail}. The model reads the genes it was trained on, in that order; "
                          "subset and reorder the file with adata[:, model_genes] first.")
+
+    def matrix_label(self, path):
+        """How messages name the matrix the model reads: the file and X or its layer."""
+        layer = self.setup.get("layer")
+        return f"'{path}' ({f'layers[{layer!r}]' if layer else 'X'})"
 
     def read_codes(self, path, start, stop):
         """The codes of rows start:stop of the file's obs (``encode_obs``)."""
@@ -216,7 +224,6 @@ class InferenceModel:
             inputs["perturbation"] = override.expand(sub_block.n_rows, -1)
             result = self.network.latents_from_hidden(h, library, **inputs)
             out[part] = self.network.decoder_outputs(result["z"], result["library"])["mean"].cpu().numpy()
-
 
 
 def folded_layers(encoder):

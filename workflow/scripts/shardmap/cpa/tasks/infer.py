@@ -32,7 +32,7 @@ def infer_shard(model_dir, adata_path, cfg, start, stop, out_path, batch_size=IN
     n_latent = model.network.n_latent
     latents = {key: np.empty((stop - start, n_latent), dtype=np.float32) for key in LATENT_KEYS}
     layer = model.setup.get("layer")
-    where = f"'{adata_path}' ({f'layers[{layer!r}]' if layer else 'X'})"
+    where = model.matrix_label(adata_path)
     for block in h5ad_rows.row_blocks(adata_path, start, stop, rows_per_block, layer):
         at = block.start - start
         block_codes = {k: None if v is None else v[at:at + block.n_rows] for k, v in shard_codes.items()}

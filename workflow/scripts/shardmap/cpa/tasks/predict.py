@@ -43,7 +43,7 @@ def predict_counterfactual(model_dir, adata_path, cfg, perturbation, dosage, out
     if n_control == 0:
         raise InputError(f"cpa.adata has no cell of the control group '{control}' to predict from.")
     layer = model.setup.get("layer")
-    where = f"'{adata_path}' ({f'layers[{layer!r}]' if layer else 'X'})"
+    where = model.matrix_label(adata_path)
     with atomic_path(out_path) as tmp:
         result = ad.AnnData(obs=obs[is_control][list(dict.fromkeys(obs_keys(cfg)))], var=pd.DataFrame(index=genes))
         result.uns["counterfactual"] = {"perturbation": perturbation, "dosage": str(dosage),
