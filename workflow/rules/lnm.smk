@@ -89,6 +89,7 @@ rule lnm_prepare_connectome:
         data=f"{CONNECTOME}/shard-{{shard}}.npy",
         norms=f"{CONNECTOME}/shard-{{shard}}.norms.npy",
         info=f"{CONNECTOME}/shard-{{shard}}.json",
+        degree=f"{CONNECTOME}/shard-{{shard}}.degree.npy",
     log:
         f"{LNM_LOGS}/prepare_connectome/shard-{{shard}}.log",
     conda:
@@ -186,10 +187,12 @@ for batch, batch_lesions in BATCHES.items():
         name:
             f"lnm_lesion_maps_{batch}"
         input:
+            **degree_regression_inputs(batch),
             sums=f"{OUT}/lnm/stats/batch-{batch}.npy",
             info=f"{OUT}/lnm/stats/batch-{batch}.json",
             mask=LNM["connectome"]["mask"],
             mask_info=rules.lnm_mask_info.output.info,
+            # lnm.degree_regression: the degree map and the lesions' voxels
         output:
             lesion_map_files(batch_lesions),
         log:
@@ -250,6 +253,11 @@ rule lnm_qc_table:
         runtime=res.MIN_RUNTIME_MIN,
     script:
         "../scripts/lnm_qc_table.py"
+
+
+if LESIONS:
+
+    include: "lnm_hubs.smk"
 
 
 if SPEC["enabled"]:

@@ -2,7 +2,7 @@
 # lesion batches and subject shards, and the files each rule reads and writes. They run
 # in the Snakemake process while the job graph is built (standard library only).
 from shardmap.lnm import resources as lnm_res
-from shardmap.lnm.map_names import GROUP_MAP_NAMES, MAP_NAMES
+from shardmap.lnm.map_names import DEGREE_RESIDUAL_MAP_NAMES, GROUP_MAP_NAMES, MAP_NAMES, VERSUS_NULL_MAP_NAMES
 from shardmap.lnm.sheets import chunks, read_lesions, read_subjects
 
 LNM = config["lnm"]
@@ -85,9 +85,22 @@ def merged_stats_files():
     }
 
 
+def lesion_map_names():
+    """The maps of each lesion: AvgR, AvgR_Fz, T and, with lnm.degree_regression, the
+    AvgR_Fz and T maps with the degree map regressed out."""
+    return MAP_NAMES + (DEGREE_RESIDUAL_MAP_NAMES if LNM["degree_regression"] else ())
+
+
 def lesion_map_layout(lesions):
     """(lesion id, map name) of every map of ``lesions``, in the order of lesion_map_files()."""
-    return [(les.lesion_id, name) for les in lesions for name in MAP_NAMES]
+    return [(les.lesion_id, name) for les in lesions for name in lesion_map_names()]
+
+
+def degree_regression_inputs(batch):
+    """What a batch's lesion maps need besides its sums when lnm.degree_regression is on."""
+    if not LNM["degree_regression"]:
+        return {}
+    return {"batch": f"{OUT}/lnm/lesions/batch-{batch}.npz", "degree": f"{OUT}/lnm/connectome/degree.nii.gz"}
 
 
 def lesion_map_files(lesions=None):
@@ -98,7 +111,7 @@ def lesion_map_files(lesions=None):
 def check_group_names():
     """A group's maps go to a folder named after it beside the group maps of all lesions,
     and its figure beside theirs (sensitivity_all.png): names that would collide are refused."""
-    taken = {f"{name}.nii.gz" for name in GROUP_MAP_NAMES} | {"all"}
+    taken = {f"{name}.nii.gz" for name in GROUP_MAP_NAMES + VERSUS_NULL_MAP_NAMES} | {"all"}
     clash = sorted(set(GROUPS) & taken)
     if clash:
         raise WorkflowError(
@@ -125,5 +138,5 @@ def group_map_files():
 
 def lnm_outputs():
     """The lesion arm's targets of the default run."""
-    files = (lesion_map_files() + group_map_files() + [f"{OUT}/lnm/qc/lesions.tsv"]) if LESIONS else []
+    files = (lesion_map_files() + group_map_files() + [f"{OUT}/lnm/qc/lesions.tsv"] + hub_outputs()) if LESIONS else []
     return files + (list(specificity_files().values()) if SPEC["enabled"] else [])

@@ -5,4 +5,5 @@ with snakemake_task(snakemake):
     from shardmap.lnm.connectome.shards import prepare_shard_files
 
     prepare_shard_files(snakemake.input.mask, snakemake.params.subjects, snakemake.output.data,
-                        snakemake.output.norms, snakemake.output.info, snakemake.params.dtype)
+                        snakemake.output.norms, snakemake.output.info, snakemake.params.dtype,
+                        snakemake.output.degree)

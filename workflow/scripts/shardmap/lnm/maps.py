@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from .map_names import MAP_NAMES
+from .map_names import DEGREE_RESIDUAL_MAP_NAMES, MAP_NAMES
 from .nifti import write_map
 from .stats import SufficientStats, lesion_maps
 
 
-def write_lesion_maps(stats, lesion_id, mask, paths):
-    """Write the AvgR, AvgR_Fz and T maps of one lesion. ``paths`` maps name -> file."""
+def write_lesion_maps(stats, lesion_id, mask, paths, degree=None, positions=None):
+    """Write the AvgR, AvgR_Fz and T maps of one lesion. ``paths`` maps name -> file.
+
+    With ``degree`` (the mask-ordered degree map) and the lesion's mask ``positions``, also
+    the AvgR_Fz and T maps with the degree map regressed out (fitted outside the lesion).
+    """
     if lesion_id not in stats.lesion_ids:
         raise KeyError(f"lesion '{lesion_id}' is not in these statistics ({stats.lesion_ids[:5]}...)")
     index = stats.lesion_ids.index(lesion_id)
     maps = lesion_maps(stats, index)
     n = int(stats.n[index])
-    for name in MAP_NAMES:
+    names = MAP_NAMES
+    if degree is not None:
+        from .hub_bias import degree_residual, outside
+
+        fit_where = outside(stats.n_voxels, positions)
+        for name in DEGREE_RESIDUAL_MAP_NAMES:
+            maps[name] = degree_residual(maps[name.split("_degree")[0]], degree, fit_where)
+        names = MAP_NAMES + DEGREE_RESIDUAL_MAP_NAMES
+    for name in names:
         write_map(paths[name], maps[name], mask, description=f"shardmap {name} n={n}")
 
 
@@ -78,16 +90,27 @@ def write_group_maps(result, mask, paths):
         write_map(path, result[label][name], mask, description=f"shardmap {name}")
 
 
-def write_batch_lesion_map_files(stats_npy, stats_json, lesion_ids, mask_path, paths):
+def write_batch_lesion_map_files(stats_npy, stats_json, lesion_ids, mask_path, paths, batch_path=None,
+                                 degree_path=None):
     """Write the AvgR, AvgR_Fz and T maps of ``lesion_ids`` (the lesions of one batch) from
     the batch's merged statistics, read once through a memory map; ``paths`` maps
-    (lesion id, map name) -> file."""
-    from .nifti import load_mask
+    (lesion id, map name) -> file. With ``degree_path`` (and the prepared ``batch_path``,
+    for the lesions' voxels) also the maps with the degree map regressed out."""
+    from .nifti import load_mask, values_on_mask
 
     mask = load_mask(mask_path)
     stats = SufficientStats.load(stats_npy, stats_json, mmap=True)
+    degree = batch = None
+    if degree_path is not None:
+        from .lesions import LesionBatch
+
+        degree = values_on_mask(degree_path, mask, "degree map")
+        batch = LesionBatch.load(batch_path)
     for lesion_id in lesion_ids:
-        write_lesion_maps(stats, lesion_id, mask, {name: paths[(lesion_id, name)] for name in MAP_NAMES})
+        names = MAP_NAMES + (DEGREE_RESIDUAL_MAP_NAMES if degree is not None else ())
+        positions = batch.positions_of(batch.lesion_ids.index(lesion_id)) if batch is not None else None
+        write_lesion_maps(stats, lesion_id, mask, {name: paths[(lesion_id, name)] for name in names},
+                          degree, positions)
 
 
 def write_group_map_files(stats_files, groups, threshold, mask_path, paths):

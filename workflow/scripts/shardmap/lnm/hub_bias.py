@@ -1,0 +1,111 @@
+"""How much the lesion maps resemble the connectome's degree map (the hub-bias control).
+
+A lesion network map partly reflects the connectome's hubs whatever the lesion (van den
+Heuvel et al., Nature Neuroscience 2025). The report states, per lesion, the spatial
+Pearson correlation of its AvgR_Fz map with the degree map over the mask voxels outside
+the lesion (its own voxels correlate with the seed by construction) and the lesion
+site's own degree; per group map, the correlation over the whole mask. Optionally the
+degree map is regressed out of each lesion's maps (``degree_residual``).
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from ..atomic import atomic_open
+from ..errors import InputError
+from .lesions import LesionBatch
+from .stats import SufficientStats, lesion_maps
+
+HUB_BIAS_COLUMNS = ["kind", "lesion_id", "group", "map", "r_with_degree", "n_voxels_compared",
+                    "site_mean_degree", "site_degree_percentile"]
+
+
+def spatial_correlation(a, b):
+    """Pearson r of two maps over their voxels; NaN where either map is constant."""
+    a = np.asarray(a, dtype=np.float64) - np.mean(a)
+    b = np.asarray(b, dtype=np.float64) - np.mean(b)
+    denominator = np.sqrt((a @ a) * (b @ b))
+    return float(a @ b / denominator) if denominator > 0 else float("nan")
+
+
+def outside(n_voxels, positions):
+    """Boolean (V,): True at the mask voxels that are not in ``positions``."""
+    keep = np.ones(n_voxels, dtype=bool)
+    keep[positions] = False
+    return keep
+
+
+def degree_residual(values, degree, fit_where):
+    """``values`` minus their least-squares fit a + b x degree over the voxels ``fit_where``:
+    the part of a map that the degree map does not explain (at every voxel)."""
+    x, y = degree[fit_where], values[fit_where]
+    if x.size < 3 or np.ptp(x) == 0:
+        raise InputError("the degree map is constant over the voxels outside a lesion, so it cannot be "
+                         "regressed out; set lnm.degree_regression: false.")
+    slope, intercept = np.polyfit(x, y, 1)
+    return values - (intercept + slope * degree)
+
+
+def site_degree(degree, positions, weights):
+    """The lesion site's weighted mean degree and its percentile among all mask voxels."""
+    mean = float(np.average(degree[positions], weights=weights))
+    return mean, float(100.0 * np.mean(degree < mean))
+
+
+def lesion_rows(stats_files, batch_files, degree, groups):
+    """One row per lesion: r of its AvgR_Fz map with ``degree`` outside the lesion, and the
+    lesion site's mean degree. ``stats_files``: (npy, json) of each batch's merged sums,
+    ``batch_files``: the same batches' prepared lesions, ``groups``: lesion id -> group."""
+    rows = []
+    for (npy, info), batch_path in zip(stats_files, batch_files):
+        stats = SufficientStats.load(npy, info, mmap=True)
+        batch = LesionBatch.load(batch_path)
+        if list(batch.lesion_ids) != list(stats.lesion_ids):
+            raise InputError(f"lesion batch '{batch_path}' and statistics '{info}' list different lesions; "
+                             "delete both and rerun.")
+        for index, lesion_id in enumerate(stats.lesion_ids):
+            positions = batch.positions_of(index)
+            keep = outside(stats.n_voxels, positions)
+            fz = lesion_maps(stats, index)["AvgR_Fz"]
+            mean, percentile = site_degree(degree, positions, batch.weights_of(index))
+            rows.append({"kind": "lesion", "lesion_id": lesion_id, "group": groups.get(lesion_id) or "",
+                         "map": "AvgR_Fz", "r_with_degree": spatial_correlation(fz[keep], degree[keep]),
+                         "n_voxels_compared": int(keep.sum()), "site_mean_degree": mean,
+                         "site_degree_percentile": percentile})
+    return rows
+
+
+def group_rows(group_maps, degree):
+    """One row per group map: ``group_maps`` maps (group label or None, map name) -> values."""
+    return [{"kind": "group_map", "lesion_id": "", "group": label or "all", "map": name,
+             "r_with_degree": spatial_correlation(values, degree), "n_voxels_compared": int(degree.size),
+             "site_mean_degree": "", "site_degree_percentile": ""}
+            for (label, name), values in group_maps.items()]
+
+
+def write_table(path, rows, columns):
+    """Rows of dicts as a TSV, floats with 6 significant digits and NaN as NA."""
+    def cell(value):
+        if isinstance(value, float):
+            return "NA" if np.isnan(value) else f"{value:.6g}"
+        return value
+
+    with atomic_open(path, "w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({key: cell(row[key]) for key in columns} for row in rows)
+
+
+def write_hub_bias_table(stats_files, batch_files, groups, degree_path, group_map_paths, mask_path, out_path):
+    """Write ``lnm/qc/hub_bias.tsv``. ``group_map_paths``: (group label or None, map name) -> NIfTI."""
+    from .nifti import load_mask, values_on_mask
+
+    mask = load_mask(mask_path)
+    degree = values_on_mask(degree_path, mask, "degree map")
+    group_maps = {key: values_on_mask(path, mask, "group map") for key, path in group_map_paths.items()}
+    rows = lesion_rows(stats_files, batch_files, degree, groups) + group_rows(group_maps, degree)
+    write_table(out_path, rows, HUB_BIAS_COLUMNS)
+    return rows
