@@ -15,28 +15,42 @@ from shardmap.lnm.sheets import chunks
 from shardmap.lnm.stats import merge_files
 
 
+def prepare_shards(dataset, outdir, subject_shard_size=2, dtype="float32"):
+    """Prepare the connectome in shards (with their degree sums); returns their paths."""
+    shards = []
+    for index, subjects in enumerate(chunks(dataset["subjects"], subject_shard_size)):
+        paths = shard_paths(Path(outdir) / f"shard-{index}")
+        prepare_shard_files(dataset["mask"], subjects, paths["data"], paths["norms"], paths["info"], dtype,
+                            paths["degree"])
+        shards.append(paths)
+    return shards
+
+
+def map_and_merge(batch_path, shards, outdir, name, device="cpu", threads=1):
+    """Map one prepared lesion batch over every shard and merge; returns (npy, json) of the sums."""
+    outdir = Path(outdir)
+    parts = []
+    for s, shard in enumerate(shards):
+        part = (str(outdir / f"part-{name}-{s}.npy"), str(outdir / f"part-{name}-{s}.json"))
+        map_batch_files(batch_path, shard, *part, device=device, threads=threads)
+        parts.append(part)
+    merged = (str(outdir / f"merged-{name}.npy"), str(outdir / f"merged-{name}.json"))
+    merge_files(parts, *merged)
+    return merged
+
+
 def run_library(dataset, outdir, lesion_batch_size=2, subject_shard_size=2, dtype="float32", device="cpu",
                 threads=1, lesion_rules=None):
     """Run prepare -> map -> merge -> maps; return {lesion_id: {map name: 3D array}}.
     ``lesion_rules``: the lnm config keys lesion_values, lesion_threshold, ... (defaults
     otherwise)."""
     outdir = Path(outdir)
-    shards = []
-    for index, subjects in enumerate(chunks(dataset["subjects"], subject_shard_size)):
-        paths = shard_paths(outdir / f"shard-{index}")
-        prepare_shard_files(dataset["mask"], subjects, paths["data"], paths["norms"], paths["info"], dtype)
-        shards.append(paths)
+    shards = prepare_shards(dataset, outdir, subject_shard_size, dtype)
     maps = {}
     for b, lesions in enumerate(chunks(dataset["lesions"], lesion_batch_size)):
         batch = outdir / f"batch-{b}.npz"
         prepare_lesion_batch_files(dataset["mask"], lesions, batch, outdir / f"batch-{b}.qc.tsv", lesion_rules)
-        parts = []
-        for s, shard in enumerate(shards):
-            part = (str(outdir / f"part-{b}-{s}.npy"), str(outdir / f"part-{b}-{s}.json"))
-            map_batch_files(batch, shard, *part, device=device, threads=threads)
-            parts.append(part)
-        merged = (str(outdir / f"merged-{b}.npy"), str(outdir / f"merged-{b}.json"))
-        merge_files(parts, *merged)
+        merged = map_and_merge(batch, shards, outdir, str(b), device, threads)
         files = {(lesion_id, name): str(outdir / f"{lesion_id}_{name}.nii.gz")
                  for lesion_id, _, _ in lesions for name in ("AvgR", "AvgR_Fz", "T")}
         write_batch_lesion_map_files(*merged, [lesion_id for lesion_id, _, _ in lesions], dataset["mask"], files)

@@ -68,3 +68,17 @@ def reference_maps(mask_path, subjects, lesion_paths, lesion_values="binary", th
             volume[inside] = values
             out[path][name] = volume
     return out
+
+
+def degree_map(mask_path, subjects):
+    """(subjects, V): per subject, each mask voxel's mean r with every other mask voxel, from
+    the subject's full correlation matrix (r = 0 with a zero-variance voxel)."""
+    inside = np.asarray(nib.load(mask_path).dataobj) > 0
+    degrees = []
+    for _, runs in subjects:
+        series = subject_series(runs, inside)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.nan_to_num(np.corrcoef(series), nan=0.0)
+        np.fill_diagonal(r, 0.0)
+        degrees.append(r.sum(axis=1) / (len(series) - 1))
+    return np.array(degrees)

@@ -180,7 +180,8 @@ def test_per_lesion_figures_honour_the_cap_and_the_summary_covers_every_lesion(t
     assert "out/figures/lnm/lesions_summary.png" in result.stdout
 
 
-@pytest.mark.parametrize("group", ["sensitivity_pos.nii.gz", "mean_AvgR_Fz.nii.gz", "all"])
+@pytest.mark.parametrize("group", ["sensitivity_pos.nii.gz", "mean_AvgR_Fz.nii.gz", "sensitivity_vs_null.nii.gz",
+                                   "all"])
 def test_group_names_taken_by_the_outputs_are_refused_before_any_job(tmp_path, group):
     dataset = make_dataset(tmp_path / "data", np.random.default_rng(6))
     dataset["lesions"][1] = (*dataset["lesions"][1][:2], group)

@@ -179,7 +179,8 @@ rule lnm_merge:
 
 
 # One job per lesion batch writes the maps of all its lesions (their files are known from
-# the sheet, so each batch has a rule of its own), reading the batch's merged sums once.
+# the sheet, so each batch has a rule of its own), reading the batch's merged sums once
+# (with lnm.degree_regression also the degree map and the batch's lesion voxels).
 # On a cluster it travels with its batch's merge and figures (group lnm_batch).
 for batch, batch_lesions in BATCHES.items():
 

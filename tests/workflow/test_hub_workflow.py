@@ -1,0 +1,110 @@
+"""The hub controls through the Snakemake command line: the degree map, the hub-bias table,
+the degree-regressed maps and the random-lesion null, checked against references."""
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from projects import assert_every_file_is_whole, snakemake, write_project
+from reference import degree_map, lesion_weights, reference_maps
+from synthetic import make_dataset
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("hubs")
+    dataset = make_dataset(workdir / "data", np.random.default_rng(31))
+    write_project(workdir, dataset, degree_regression=True,
+                  null_lesions={"enabled": True, "n": 8, "resamples": 100, "method": "sphere"})
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir, dataset
+
+
+def load(path):
+    return np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
+
+
+def read_tsv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def test_degree_map_and_hub_bias_table_equal_the_references(project):
+    workdir, dataset = project
+    out = workdir / "out" / "lnm"
+    inside = load(dataset["mask"]) > 0
+    degree = degree_map(dataset["mask"], dataset["subjects"]).mean(axis=0)
+    np.testing.assert_allclose(load(out / "connectome" / "degree.nii.gz")[inside], degree, atol=1e-5)
+    ref = reference_maps(dataset["mask"], dataset["subjects"], [p for _, p, _ in dataset["lesions"]])
+    rows = {row["lesion_id"]: row for row in read_tsv(out / "qc" / "hub_bias.tsv") if row["kind"] == "lesion"}
+    assert set(rows) == {lesion_id for lesion_id, _, _ in dataset["lesions"]}
+    mask_img = nib.load(dataset["mask"])
+    for lesion_id, path, group in dataset["lesions"]:
+        lesion = lesion_weights(path, mask_img)[inside] > 0
+        fz = ref[path]["AvgR_Fz"][inside]
+        expected = np.corrcoef(fz[~lesion], degree[~lesion])[0, 1]
+        assert float(rows[lesion_id]["r_with_degree"]) == pytest.approx(expected, abs=1e-3), lesion_id
+        assert int(rows[lesion_id]["n_voxels_compared"]) == int((~lesion).sum())
+        assert float(rows[lesion_id]["site_mean_degree"]) == pytest.approx(degree[lesion].mean(), abs=1e-5)
+        assert rows[lesion_id]["group"] == group
+    groups = {(row["group"], row["map"]) for row in read_tsv(out / "qc" / "hub_bias.tsv") if row["kind"] == "group_map"}
+    assert groups == {(g, m) for g in ("all", "g1", "g2") for m in ("sensitivity_pos", "sensitivity_neg", "mean_AvgR_Fz")}
+
+
+def test_degree_regressed_maps_are_the_residuals_of_a_least_squares_fit(project):
+    workdir, dataset = project
+    out = workdir / "out" / "lnm"
+    inside = load(dataset["mask"]) > 0
+    degree = load(out / "connectome" / "degree.nii.gz")[inside]
+    mask_img = nib.load(dataset["mask"])
+    for lesion_id, path, _ in dataset["lesions"]:
+        fit = ~(lesion_weights(path, mask_img)[inside] > 0)
+        for name in ("AvgR_Fz", "T"):
+            values = load(out / "maps" / f"{lesion_id}_{name}.nii.gz")[inside]
+            design = np.column_stack([np.ones(fit.sum()), degree[fit]])
+            coef = np.linalg.lstsq(design, values[fit], rcond=None)[0]
+            residual = load(out / "maps" / f"{lesion_id}_{name}_degree-resid.nii.gz")[inside]
+            scale = max(1.0, np.abs(values).max())
+            assert np.abs(residual - (values - coef[0] - coef[1] * degree)).max() <= 1e-5 * scale, (lesion_id, name)
+
+
+def test_random_lesion_null_outputs(project):
+    workdir, dataset = project
+    out = workdir / "out" / "lnm"
+    tables = sorted((out / "null" / "lesions").glob("batch-*.tsv"))
+    nulls = [row for table in tables for row in read_tsv(table)]
+    assert len(nulls) == 2 * len(dataset["lesions"])  # n = 8 over 4 lesions
+    assert {row["method"] for row in nulls} == {"sphere"}
+    assert not list((out / "null" / "stats").glob("*")), "the null sums are temporary by default"
+    assert not (out / "null" / "maps").exists()
+    for folder in (out / "group", out / "group" / "g1", out / "group" / "g2"):
+        for name in ("sensitivity_vs_null", "sensitivity_neg_vs_null"):
+            values = load(folder / f"{name}.nii.gz")[load(dataset["mask"]) > 0]
+            assert values.min() >= 0 and values.max() <= 100
+    null_pos = load(out / "null" / "group" / "sensitivity_pos.nii.gz")
+    assert null_pos.min() >= 0 and null_pos.max() <= 1
+    summary = read_tsv(out / "qc" / "null_summary.tsv")
+    assert [row["group"] for row in summary] == ["all", "g1", "g2"]
+    assert [int(row["n_null_lesions"]) for row in summary] == [8, 4, 4]
+    assert_every_file_is_whole(workdir / "out")
+
+
+def test_keep_maps_keeps_the_null_sums_and_writes_each_null_lesions_maps(project):
+    workdir, dataset = project
+    config = yaml.safe_load((workdir / "my.yaml").read_text())
+    config["lnm"]["null_lesions"]["keep_maps"] = True
+    (workdir / "keep.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, configfile="keep.yaml")
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = workdir / "out" / "lnm" / "null"
+    assert len(list((out / "stats").glob("batch-*.npy"))) == len(list((out / "lesions").glob("batch-*.npz")))
+    for lesion_id, _, _ in dataset["lesions"]:
+        for index in range(2):
+            for name in ("AvgR", "AvgR_Fz", "T"):
+                assert (out / "maps" / f"{lesion_id}.null{index:04d}_{name}.nii.gz").exists()
