@@ -94,3 +94,16 @@ def test_a_lesion_that_fits_nowhere_else_is_named(prepared, monkeypatch):
     with pytest.raises(InputError, match="lesion 'wide'.*method: sphere"):
         shifted_lesion(sources.positions_of(0), sources.weights_of(0), MaskGrid(mask), np.random.default_rng(0),
                        "lesion 'wide'")
+
+
+def test_a_weighted_lesions_weights_move_with_its_voxels(prepared):
+    """A probabilistic lesion shifted: each placed voxel keeps the weight of the source voxel
+    it came from (one offset for all)."""
+    _, sources, mask = prepared
+    index = sources.lesion_ids.index("sphere-ras3")
+    positions = sources.positions_of(index)
+    weights = np.linspace(0.1, 1.0, len(positions))  # distinct, so each names its voxel
+    placed, placed_weights, _, _ = shifted_lesion(positions, weights, MaskGrid(mask), np.random.default_rng(9))
+    source_of = {w: mask.ijk[p] for p, w in zip(positions, weights)}
+    offsets = {tuple(mask.ijk[p] - source_of[w]) for p, w in zip(placed, placed_weights)}
+    assert len(offsets) == 1 and len(placed) >= MIN_INSIDE * len(positions)

@@ -77,14 +77,15 @@ def check_runs_runtime(run_paths):
 
 def prepare_shard_mem_mb(mask_info, run_paths, n_subjects):
     """One run's whole 4D array (float64 after scaling) plus the subject's (V, T) float64
-    copies (centred, unit, stored) and the shard's norms."""
+    copies (centred, unit, stored), the shard's norms and its degree sums (with their
+    temporaries, 8 x V float64)."""
     n_voxels = mask_info["n_voxels"]
     grid = math.prod(mask_info["shape"])
     shapes = [nifti_header(p)[0] for p in run_paths]
     frames = [shape[3] if len(shape) > 3 else 1 for shape in shapes]
     per_subject_frames = max(frames) * 2  # a subject has one or more runs; keep room for two
     working = grid * max(frames) * 8 + 4 * n_voxels * per_subject_frames * 8
-    return request_mb(working + n_subjects * 2 * n_voxels * 8)
+    return request_mb(working + n_subjects * 2 * n_voxels * 8 + 8 * n_voxels * 8)
 
 
 def prepare_shard_runtime(run_paths):
