@@ -36,6 +36,8 @@ def expected_report_files(lesion_sheet):
     files += ["results/cpa/metrics.tsv", "results/report/software.tsv", "results/report/config.yaml"]
     files += [f"results/figures/lnm/specificity_{name}.png" for name in ("tstat", "conjunction", "null")]
     files += ["results/lnm/specificity/design.tsv"]
+    files += [f"results/figures/lnm/{name}.png" for name in ["degree", "hub_bias"] + [f"null_{g}" for g in ["all"] + groups]]
+    files += ["results/lnm/qc/hub_bias.tsv", "results/lnm/qc/null_summary.tsv"]
     return files
 
 
@@ -61,6 +63,22 @@ def test_demo_lesion_maps_and_qc(demo):
     assert len(qc) == 13
     for group in ("A", "B"):
         assert (demo / "results" / "lnm" / "group" / group / "sensitivity_pos.nii.gz").exists()
+
+
+def test_demo_hub_controls(demo):
+    """The degree map, the hub-bias table and the random-lesion null of the demo (n = 24,
+    keep_maps false: the null lesions' sums are gone once their group maps are made)."""
+    lnm = demo / "results" / "lnm"
+    degree = np.asarray(nib.load(str(lnm / "connectome" / "degree.nii.gz")).dataobj)
+    assert np.isfinite(degree).all() and degree.max() > 0.05
+    rows = list(csv.DictReader(open(lnm / "qc" / "hub_bias.tsv"), delimiter="\t"))
+    assert sum(row["kind"] == "lesion" for row in rows) == 12 and sum(row["kind"] == "group_map" for row in rows) == 9
+    summary = list(csv.DictReader(open(lnm / "qc" / "null_summary.tsv"), delimiter="\t"))
+    assert [row["group"] for row in summary] == ["all", "A", "B"] and summary[0]["n_null_lesions"] == "24"
+    assert not list((lnm / "null" / "stats").glob("*.npy")), "the null lesions' sums are temporary by default"
+    assert not (lnm / "null" / "maps").exists()
+    percentile = np.asarray(nib.load(str(lnm / "group" / "sensitivity_vs_null.nii.gz")).dataobj)
+    assert percentile.min() >= 0 and percentile.max() <= 100
 
 
 def test_demo_specificity(demo):
@@ -118,5 +136,5 @@ def test_report_embeds_every_figure_and_caption(demo):
     for caption in ("Sensitivity maps", "adversarial classifiers", "UMAP of the basal latent",
                     "predicted against the observed mean", "Software versions", "The config this run used",
                     "design matrix of the specificity GLM", "cosine similarity between the drugs",
-                    "Predicted dose response"):
+                    "Predicted dose response", "degree map", "random-lesion null", "Hub-bias table"):
         assert caption in html, caption

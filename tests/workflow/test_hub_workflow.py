@@ -6,7 +6,6 @@ import csv
 import nibabel as nib
 import numpy as np
 import pytest
-import yaml
 
 from projects import assert_every_file_is_whole, snakemake, write_project
 from reference import degree_map, lesion_weights, reference_maps
@@ -20,7 +19,7 @@ def project(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("hubs")
     dataset = make_dataset(workdir / "data", np.random.default_rng(31))
     write_project(workdir, dataset, degree_regression=True,
-                  null_lesions={"enabled": True, "n": 8, "resamples": 100, "method": "sphere"})
+                  null_lesions={"enabled": True, "n": 8, "resamples": 100, "method": "sphere", "keep_maps": True})
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, dataset
@@ -81,8 +80,6 @@ def test_random_lesion_null_outputs(project):
     nulls = [row for table in tables for row in read_tsv(table)]
     assert len(nulls) == 2 * len(dataset["lesions"])  # n = 8 over 4 lesions
     assert {row["method"] for row in nulls} == {"sphere"}
-    assert not list((out / "null" / "stats").glob("*")), "the null sums are temporary by default"
-    assert not (out / "null" / "maps").exists()
     for folder in (out / "group", out / "group" / "g1", out / "group" / "g2"):
         for name in ("sensitivity_vs_null", "sensitivity_neg_vs_null"):
             values = load(folder / f"{name}.nii.gz")[load(dataset["mask"]) > 0]
@@ -96,12 +93,8 @@ def test_random_lesion_null_outputs(project):
 
 
 def test_keep_maps_keeps_the_null_sums_and_writes_each_null_lesions_maps(project):
+    """(Without keep_maps the sums are temporary: tests/workflow/test_demo.py.)"""
     workdir, dataset = project
-    config = yaml.safe_load((workdir / "my.yaml").read_text())
-    config["lnm"]["null_lesions"]["keep_maps"] = True
-    (workdir / "keep.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(workdir, configfile="keep.yaml")
-    assert result.returncode == 0, result.stderr[-4000:]
     out = workdir / "out" / "lnm" / "null"
     assert len(list((out / "stats").glob("batch-*.npy"))) == len(list((out / "lesions").glob("batch-*.npz")))
     for lesion_id, _, _ in dataset["lesions"]:

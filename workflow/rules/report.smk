@@ -146,6 +146,42 @@ if config["lnm"]["enabled"] and LESIONS:
         script:
             "../scripts/report_group_figures.py"
 
+    # The hub controls: the degree map, each map's likeness to it, and real against null.
+    rule report_hub_figures:
+        input:
+            degree=degree_map_files()["degree"],
+            hub_bias=f"{OUT}/lnm/qc/hub_bias.tsv",
+            real_maps=group_map_files() if NULL["enabled"] else [],
+            null_maps=null_group_map_files() if NULL["enabled"] else [],
+            mask=LNM["connectome"]["mask"],
+            mask_info=rules.lnm_mask_info.output.info,
+        output:
+            **{
+                name: report(
+                    path,
+                    caption=f"../report/{name.split('_')[0] if name.startswith('null_') else name}.rst",
+                    category=LNM_CATEGORY,
+                    subcategory="Hub controls",
+                    labels={"figure": name.replace("_", " ")},
+                )
+                for name, path in hub_figure_files().items()
+            },
+        log:
+            f"{REPORT_LOGS}/hub_figures.log",
+        conda:
+            "../../envs/report.yaml"
+        resources:
+            mem_mb=lambda wc, input: report_res.brain_figure_mem_mb(res.read_json(input.mask_info)),
+            runtime=lambda wc: res.MIN_RUNTIME_MIN + len(GROUPS) // 10,
+        params:
+            threshold=LNM["sensitivity_threshold"],
+            real_layout=group_map_layout() if NULL["enabled"] else [],
+            null_layout=null_group_map_layout() if NULL["enabled"] else [],
+            n_lesions={group: sum(1 for les in LESIONS if not group or les.group == group) for group in [""] + GROUPS},
+            n_null={group: sum(1 for _, _, g, _ in NULL_PLAN if not group or g == group) for group in [""] + GROUPS},
+        script:
+            "../scripts/report_hub_figures.py"
+
 
 if config["lnm"]["enabled"] and SPEC["enabled"]:
 

@@ -35,12 +35,22 @@ def specificity_figure_files():
     }
 
 
+def hub_figure_files():
+    """{name: PNG} of the hub controls' figures; with the random-lesion null, one
+    real-against-null figure per group ("null_all", "null_{group}")."""
+    files = {"degree": f"{FIGURES}/lnm/degree.png", "hub_bias": f"{FIGURES}/lnm/hub_bias.png"}
+    if LNM["null_lesions"]["enabled"]:
+        files.update({f"null_{group or 'all'}": f"{FIGURES}/lnm/null_{group or 'all'}.png" for group in [""] + GROUPS})
+    return files
+
+
 def report_outputs():
     """The report's figures and tables of the default run, for the enabled arms."""
     files = [f"{OUT}/report/software.tsv", f"{OUT}/report/config.yaml"]
     if config["lnm"]["enabled"] and LESIONS:
         files += lesion_figure_files() + list(sensitivity_figure_files().values())
         files += [f"{FIGURES}/lnm/qc.png", f"{FIGURES}/lnm/lesions_summary.png"]
+        files += list(hub_figure_files().values())
     if config["lnm"]["enabled"] and SPEC["enabled"]:
         files += [path for path, _ in specificity_figure_files().values()]
     if config["cpa"]["enabled"]:
