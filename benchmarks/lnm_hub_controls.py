@@ -209,9 +209,10 @@ def main():
                 prepare[with_degree].append(run(args, "prepare", subjects=args.prepare_subjects,
                                                 with_degree=with_degree)["seconds"])
         without, with_degree = median(prepare[False]), median(prepare[True])
+        extra_ms = 1e3 * (with_degree - without) / args.prepare_subjects
         print(f"prepare {args.prepare_subjects} subjects: {without:.2f} s without the degree, {with_degree:.2f} s with "
-              f"(+{100 * (with_degree / without - 1):.1f} %; {1e3 * (with_degree - without) / args.prepare_subjects:.0f} "
-              "ms per subject); the mapping tasks are unchanged")
+              f"(+{100 * (with_degree / without - 1):.1f} %; {extra_ms:.0f} ms per subject); the mapping tasks are "
+              "unchanged")
 
         for method in ("shift", "sphere"):
             result = run(args, "null_lesions", method=method)

@@ -36,7 +36,8 @@ def expected_report_files(lesion_sheet):
     files += ["results/cpa/metrics.tsv", "results/report/software.tsv", "results/report/config.yaml"]
     files += [f"results/figures/lnm/specificity_{name}.png" for name in ("tstat", "conjunction", "null")]
     files += ["results/lnm/specificity/design.tsv"]
-    files += [f"results/figures/lnm/{name}.png" for name in ["degree", "hub_bias"] + [f"null_{g}" for g in ["all"] + groups]]
+    hub_figures = ["degree", "hub_bias"] + [f"null_{group}" for group in ["all"] + groups]
+    files += [f"results/figures/lnm/{name}.png" for name in hub_figures]
     files += ["results/lnm/qc/hub_bias.tsv", "results/lnm/qc/null_summary.tsv"]
     return files
 
