@@ -54,6 +54,29 @@ def prepare_seconds(folder, n_voxels, n_frames, n_subjects, with_degree):
     return time.perf_counter() - started
 
 
+def child_degree_alone(args):
+    """Milliseconds per subject of the degree itself: from the float64 unit time courses (as
+    in the preparation) and from a stored float32 subject (the upgrade path)."""
+    import numpy as np
+
+    from shardmap.lnm.connectome.degree import degree_sums, stored_subject_degree, subject_degree
+
+    rng = np.random.default_rng(0)
+    unit = rng.standard_normal((args.voxels, args.frames))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    norm = np.ones(args.voxels)
+    stored = np.ascontiguousarray(unit.T, dtype=np.float32)
+    times = {"prepared": [], "stored": []}
+    for _ in range(5):
+        started = time.perf_counter()
+        degree_sums(subject_degree(unit, norm))
+        times["prepared"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        degree_sums(stored_subject_degree(stored, norm))
+        times["stored"].append(time.perf_counter() - started)
+    return {key: 1e3 * median(values) for key, values in times.items()}
+
+
 def mni_mask(folder):
     """nilearn's MNI152 brain mask at 2 mm, saved as a file (returns its path)."""
     import nibabel as nib
@@ -192,7 +215,7 @@ def main():
     parser.add_argument("--method", default="shift", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        handler = {"prepare": child_prepare, "null_lesions": child_null_lesions, "null_map": child_null_map,
+        handler = {"prepare": child_prepare, "degree_alone": child_degree_alone, "null_lesions": child_null_lesions, "null_map": child_null_map,
                    "null_inputs": child_null_inputs, "null_group_maps": child_null_group_maps}[args.child]
         print(json.dumps(handler(args)))
         return
@@ -209,6 +232,9 @@ def main():
                 prepare[with_degree].append(run(args, "prepare", subjects=args.prepare_subjects,
                                                 with_degree=with_degree)["seconds"])
         without, with_degree = median(prepare[False]), median(prepare[True])
+        alone = run(args, "degree_alone")
+        print(f"the degree of one subject: {alone['prepared']:.0f} ms from the float64 time courses (preparation), "
+              f"{alone['stored']:.0f} ms from a stored float32 subject (the upgrade command)")
         extra_ms = 1e3 * (with_degree - without) / args.prepare_subjects
         print(f"prepare {args.prepare_subjects} subjects: {without:.2f} s without the degree, {with_degree:.2f} s with "
               f"(+{100 * (with_degree / without - 1):.1f} %; {extra_ms:.0f} ms per subject); the mapping tasks are "
@@ -227,10 +253,11 @@ def main():
         batches = -(-args.null // args.batch_lesions)
         print(f"one mapping task, {args.batch_lesions} null lesions x {args.subjects} subjects: {task:.1f} s "
               f"({per_pair:.2f} ms per pair), peak {median(m['peak_mb'] for m in maps):.0f} MB")
-        cpu_hours = per_pair * 1e-3 * args.null * 1000 / 3600
-        print(f"projected null run at GSP1000 (1000 subjects): {batches} batches x 10 shards of 100 = "
-              f"{10 * batches} tasks, {cpu_hours:.1f} task-hours at this per-pair time; "
-              f"{cpu_hours * 60 / min(10 * batches, 100):.0f} min on 100 two-core cluster slots")
+        task_seconds = per_pair * 1e-3 * args.batch_lesions * 100
+        print(f"projected null run at GSP1000 (1000 subjects, shards of 100): {batches} batches x 10 shards = "
+              f"{10 * batches} mapping tasks of about {task_seconds:.0f} s each at this per-pair time "
+              f"({batches * 10 * task_seconds / 60:.0f} task-minutes in all; about {task_seconds:.0f} s of wall time "
+              f"when a cluster runs them side by side, before queueing and the fixed cost of each task)")
 
         run(args, "null_inputs")
         groups = [run(args, "null_group_maps") for _ in range(args.repeats)]

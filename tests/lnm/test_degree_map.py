@@ -1,5 +1,7 @@
 """The connectome's degree map against a brute-force float64 V x V correlation matrix."""
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import pytest
 from pipeline import prepare_shards
 from reference import degree_map
 from shardmap.errors import InputError
-from shardmap.lnm.connectome.degree import merge_degree_files, write_degree_maps
+from shardmap.lnm.connectome.degree import add_degree_to_stored_shard, merge_degree_files, write_degree_maps
 
 
 def brute_force_degree(dataset):
@@ -36,3 +38,18 @@ def test_a_subject_in_two_shards_is_refused(dataset, tmp_path):
     pairs = [(shards[0]["degree"], shards[0]["info"])] * 2
     with pytest.raises(InputError, match="in another shard too"):
         merge_degree_files(pairs, np.load(shards[0]["degree"]).shape[1])
+
+
+@pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-5), ("float16", 5e-5)])
+def test_degree_of_a_shard_prepared_without_it_comes_from_its_stored_time_courses(dataset, tmp_path, dtype,
+                                                                                 tolerance):
+    """An outdir prepared before the degree map existed: the sums come from the stored data."""
+    shards = prepare_shards(dataset, tmp_path, 2, dtype)
+    for shard in shards:
+        Path(shard["degree"]).unlink()
+        add_degree_to_stored_shard(shard["data"].removesuffix(".npy"))
+    sums, subjects = merge_degree_files([(s["degree"], s["info"]) for s in shards], np.load(shards[0]["norms"]).shape[2])
+    inside, degree, degree_fz = brute_force_degree(dataset)
+    assert len(subjects) == len(dataset["subjects"])
+    np.testing.assert_allclose(sums[0] / len(subjects), degree, atol=tolerance)
+    np.testing.assert_allclose(sums[1] / len(subjects), degree_fz, atol=tolerance)

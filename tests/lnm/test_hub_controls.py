@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline import map_and_merge, prepare_shards
+from shardmap.errors import InputError
 from shardmap.lnm.connectome.degree import merge_degree_files
 from shardmap.lnm.hub_bias import degree_residual, lesion_rows, spatial_correlation
 from shardmap.lnm.lesions import prepare_lesion_batch_files
@@ -29,7 +30,7 @@ def near(ijk, centre, radius):
 def study(tmp_path_factory):
     """Twelve subjects: a global signal loads 1.2 on the hub and 0.35 elsewhere; a network
     signal loads 1.2 on two blobs away from the hub. Six real lesions lie in the first
-    blob; 36 null lesions are their shapes moved anywhere."""
+    blob; 60 null lesions are their shapes moved anywhere."""
     root = tmp_path_factory.mktemp("hubs")
     rng = np.random.default_rng(11)
     mask_img = make_mask()
@@ -60,7 +61,7 @@ def study(tmp_path_factory):
     real = map_and_merge(batch, shards, root, "real")
     mask = load_mask(mask_path)
     sums, subject_ids = merge_degree_files([(s["degree"], s["info"]) for s in shards], mask.n_voxels)
-    plan = null_plan([(lesion_id, group) for lesion_id, _, group in lesions], 36)
+    plan = null_plan([(lesion_id, group) for lesion_id, _, group in lesions], 60)
 
     def map_nulls(batch_size, name):
         """(merged sums, batch file) of each null batch."""
@@ -76,7 +77,7 @@ def study(tmp_path_factory):
     nulls, null_batches = map_nulls(7, "null7")
     return {"mask": mask, "hub": hub, "network": network, "degree": sums[0] / len(subject_ids),
             "real": [real], "plan": plan, "nulls": nulls, "null_batches": null_batches,
-            "nulls_other_batches": map_nulls(36, "null36")[0], "groups": {les[0]: les[2] for les in lesions}}
+            "nulls_other_batches": map_nulls(60, "null60")[0], "groups": {les[0]: les[2] for les in lesions}}
 
 
 def test_the_degree_map_peaks_in_the_hub(study):
@@ -90,7 +91,7 @@ def test_maps_of_lesions_anywhere_resemble_the_degree_map(study):
     rows = lesion_rows(study["nulls"], study["null_batches"], study["degree"], {})
     r = np.array([row["r_with_degree"] for row in rows])
     print("null lesions' r with the degree map:", np.round(np.percentile(r, [0, 50, 100]), 3))
-    assert len(r) == 36 and np.median(r) > 0.5
+    assert len(r) == 60 and np.median(r) > 0.5
 
 
 def test_the_real_sensitivity_stands_out_from_the_null_only_in_the_lesions_network(study):
@@ -109,7 +110,7 @@ def test_the_real_sensitivity_stands_out_from_the_null_only_in_the_lesions_netwo
     summary = {row["group"]: row for row in rows}
     print({key: summary["all"][key] for key in ("r_null_mean_AvgR_Fz_degree", "r_real_mean_AvgR_Fz_degree")})
     assert summary["all"]["r_null_mean_AvgR_Fz_degree"] > summary["all"]["r_real_mean_AvgR_Fz_degree"]
-    assert summary["net"]["n_null_lesions"] == 36 and summary["net"]["n_lesions"] == 6
+    assert summary["net"]["n_null_lesions"] == 60 and summary["net"]["n_lesions"] == 6
 
 
 def test_null_group_maps_do_not_depend_on_the_null_batches(study):
@@ -119,6 +120,13 @@ def test_null_group_maps_do_not_depend_on_the_null_batches(study):
                                 THRESHOLD, 200, 4)
     for key in first:
         np.testing.assert_allclose(first[key], second[key], atol=1e-6, err_msg=str(key))
+
+
+def test_too_few_null_lesions_per_lesion_are_refused(study):
+    """With k null lesions per lesion the null groups' spread is (k - 1) / k of the true one."""
+    sources = {null_id: source for null_id, source, _, index in study["plan"] if index < 9}
+    with pytest.raises(InputError, match="need at least 10 per lesion"):
+        null_group_maps(study["real"], study["nulls"], study["groups"], sources, THRESHOLD, 50, 0)
 
 
 def test_null_groups_take_one_null_lesion_of_each_real_lesion():

@@ -22,10 +22,12 @@ def plan_of(batch, n):
     return null_plan([(lesion_id, None) for lesion_id in batch.lesion_ids], n)
 
 
-def test_nulls_per_lesion_rounds_up():
+def test_nulls_per_lesion_rounds_up_and_must_reach_ten():
     assert nulls_per_lesion(500, 12) == 42
     assert nulls_per_lesion(3, 12) == 1
-    assert len(null_plan([("a", None), ("b", "g")], 5)) == 6
+    assert len(null_plan([("a", None), ("b", "g")], 19)) == 20
+    with pytest.raises(InputError, match="gives 9 null lesion.*Set lnm.null_lesions.n to at least 20"):
+        null_plan([("a", None), ("b", "g")], 18)
 
 
 @pytest.mark.parametrize("method", ["shift", "sphere"])
@@ -68,7 +70,7 @@ def test_a_shift_moves_the_shape_by_one_offset(prepared):
 
 def test_null_lesions_are_reproducible_different_and_independent_of_batching(prepared):
     batch_path, sources, mask = prepared
-    plan = plan_of(sources, 24)
+    plan = plan_of(sources, 40)
     whole, _ = make_null_batch(plan, [batch_path], mask, "shift", seed=7)
     again, _ = make_null_batch(plan, [batch_path], mask, "shift", seed=7)
     other_seed, _ = make_null_batch(plan, [batch_path], mask, "shift", seed=8)

@@ -67,7 +67,7 @@ def test_demo_lesion_maps_and_qc(demo):
 
 
 def test_demo_hub_controls(demo):
-    """The degree map, the hub-bias table and the random-lesion null of the demo (n = 24,
+    """The degree map, the hub-bias table and the random-lesion null of the demo (n = 120,
     keep_maps false: the null lesions' sums are gone once their group maps are made)."""
     lnm = demo / "results" / "lnm"
     degree = np.asarray(nib.load(str(lnm / "connectome" / "degree.nii.gz")).dataobj)
@@ -75,7 +75,7 @@ def test_demo_hub_controls(demo):
     rows = list(csv.DictReader(open(lnm / "qc" / "hub_bias.tsv"), delimiter="\t"))
     assert sum(row["kind"] == "lesion" for row in rows) == 12 and sum(row["kind"] == "group_map" for row in rows) == 9
     summary = list(csv.DictReader(open(lnm / "qc" / "null_summary.tsv"), delimiter="\t"))
-    assert [row["group"] for row in summary] == ["all", "A", "B"] and summary[0]["n_null_lesions"] == "24"
+    assert [row["group"] for row in summary] == ["all", "A", "B"] and summary[0]["n_null_lesions"] == "120"
     assert not list((lnm / "null" / "stats").glob("*.npy")), "the null lesions' sums are temporary by default"
     assert not (lnm / "null" / "maps").exists()
     percentile = np.asarray(nib.load(str(lnm / "group" / "sensitivity_vs_null.nii.gz")).dataobj)

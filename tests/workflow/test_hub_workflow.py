@@ -19,7 +19,10 @@ def project(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("hubs")
     dataset = make_dataset(workdir / "data", np.random.default_rng(31))
     write_project(workdir, dataset, degree_regression=True,
-                  null_lesions={"enabled": True, "n": 8, "resamples": 100, "method": "sphere", "keep_maps": True})
+                  null_lesions={"enabled": True, "n": 40, "resamples": 100, "method": "sphere", "keep_maps": True,
+                                "batch_size": 40},
+                  specificity={"enabled": True, "cases": ["g1"], "controls": ["g2"], "map": "T_degree-resid",
+                               "n_permutations": 20, "permutation_shard_size": 20})
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, dataset
@@ -80,7 +83,7 @@ def test_random_lesion_null_outputs(project):
     out = workdir / "out" / "lnm"
     tables = sorted((out / "null" / "lesions").glob("batch-*.tsv"))
     nulls = [row for table in tables for row in read_tsv(table)]
-    assert len(nulls) == 2 * len(dataset["lesions"])  # n = 8 over 4 lesions
+    assert len(nulls) == 10 * len(dataset["lesions"])  # n = 40 over 4 lesions
     assert {row["method"] for row in nulls} == {"sphere"}
     for folder in (out / "group", out / "group" / "g1", out / "group" / "g2"):
         for name in ("sensitivity_vs_null", "sensitivity_neg_vs_null"):
@@ -90,7 +93,8 @@ def test_random_lesion_null_outputs(project):
     assert null_pos.min() >= 0 and null_pos.max() <= 1
     summary = read_tsv(out / "qc" / "null_summary.tsv")
     assert [row["group"] for row in summary] == ["all", "g1", "g2"]
-    assert [int(row["n_null_lesions"]) for row in summary] == [8, 4, 4]
+    assert [int(row["n_null_lesions"]) for row in summary] == [40, 20, 20]
+    assert len(tables) == 1  # lnm.null_lesions.batch_size: 40
     assert_every_file_is_whole(workdir / "out")
 
 
@@ -100,6 +104,37 @@ def test_keep_maps_keeps_the_null_sums_and_writes_each_null_lesions_maps(project
     out = workdir / "out" / "lnm" / "null"
     assert len(list((out / "stats").glob("batch-*.npy"))) == len(list((out / "lesions").glob("batch-*.npz")))
     for lesion_id, _, _ in dataset["lesions"]:
-        for index in range(2):
+        for index in range(10):
             for name in ("AvgR", "AvgR_Fz", "T"):
                 assert (out / "maps" / f"{lesion_id}.null{index:04d}_{name}.nii.gz").exists()
+
+
+def test_the_specificity_glm_takes_the_degree_regressed_maps(project):
+    """lnm.specificity.map: T_degree-resid: the GLM's t (cases g1 against controls g2, no
+    covariates) equals the pooled two-sample t of the written _T_degree-resid maps."""
+    workdir, dataset = project
+    out = workdir / "out" / "lnm"
+    inside = load(dataset["mask"]) > 0
+    maps = {g: np.stack([load(out / "maps" / f"{lesion_id}_T_degree-resid.nii.gz")[inside]
+                         for lesion_id, _, group in dataset["lesions"] if group == g]) for g in ("g1", "g2")}
+    cases, controls = maps["g1"], maps["g2"]
+    n1, n2 = len(cases), len(controls)
+    pooled = (((cases - cases.mean(0)) ** 2).sum(0) + ((controls - controls.mean(0)) ** 2).sum(0)) / (n1 + n2 - 2)
+    expected = (cases.mean(0) - controls.mean(0)) / np.sqrt(pooled * (1 / n1 + 1 / n2))
+    tstat = load(out / "specificity" / "tstat.nii.gz")[inside]
+    scale = np.maximum(1.0, np.abs(expected))
+    assert np.abs(tstat - expected).max() / scale.max() < 1e-3
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"null_lesions": {"enabled": True, "n": 20}}, "Set lnm.null_lesions.n to at least 40"),
+    ({"specificity": {"enabled": True, "cases": ["g1"], "controls": ["g2"], "map": "AvgR_Fz_degree-resid",
+                      "covariates": ["centrality"]}}, "drop centrality from lnm.specificity.covariates"),
+])
+def test_hub_settings_that_cannot_work_stop_before_any_job(tmp_path, change, fragment):
+    dataset = make_dataset(tmp_path / "data", np.random.default_rng(5))
+    write_project(tmp_path, dataset, **change)
+    result = snakemake(tmp_path, "-n")
+    assert result.returncode != 0
+    assert fragment in result.stdout + result.stderr, (result.stdout + result.stderr)[-2000:]
+    assert not (tmp_path / "out" / "lnm").exists()

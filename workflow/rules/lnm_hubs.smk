@@ -73,7 +73,8 @@ if NULL["enabled"]:
             "../../envs/lnm.yaml"
         resources:
             mem_mb=lambda wc, input: lnm_res.null_lesions_mem_mb(
-                res.read_json(input.mask_info), sum(os.path.getsize(path) for path in input.batches) // 8
+                # a prepared batch stores 16 bytes per lesion voxel (position and weight)
+                res.read_json(input.mask_info), sum(os.path.getsize(path) for path in input.batches) // 16
             ),
             runtime=lambda wc, input: lnm_res.null_lesions_runtime(
                 res.read_json(input.mask_info), len(NULL_BATCHES[wc.batch])

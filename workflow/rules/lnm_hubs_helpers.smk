@@ -6,8 +6,22 @@ from shardmap.lnm.null_plan import null_plan
 NULL = LNM["null_lesions"]
 NULL_DIR = f"{OUT}/lnm/null"
 
-NULL_PLAN = null_plan([(les.lesion_id, les.group) for les in LESIONS], NULL["n"]) if NULL["enabled"] else []
-NULL_BATCHES = {chunk_name(i): plan for i, plan in enumerate(chunks(NULL_PLAN, LNM["lesion_batch_size"]))}
+
+
+def load_null_plan():
+    """(null id, source id, group, index) of every null lesion, or [] without the null."""
+    if not NULL["enabled"]:
+        return []
+    try:
+        return null_plan([(les.lesion_id, les.group) for les in LESIONS], NULL["n"])
+    except InputError as err:
+        raise WorkflowError(str(err)) from None
+
+
+NULL_PLAN = load_null_plan()
+NULL_BATCHES = {
+    chunk_name(i): plan for i, plan in enumerate(chunks(NULL_PLAN, NULL["batch_size"] or LNM["lesion_batch_size"]))
+}
 BATCH_OF_LESION = {les.lesion_id: batch for batch, lesions in BATCHES.items() for les in lesions}
 
 

@@ -27,6 +27,12 @@ def load_design():
                 "lnm.specificity.tfce is true, and TFCE needs the whole map of every permutation: set "
                 "lnm.specificity.voxel_chunks: 1 (split the permutations instead, with permutation_shard_size)."
             )
+        if SPEC["map"].endswith("_degree-resid") and "centrality" in SPEC["covariates"] and not SPEC["maps"]:
+            raise InputError(
+                f"lnm.specificity.map is {SPEC['map']}: a map with the degree map regressed out (fitted outside "
+                "the lesion) has mean 0 outside the lesion, so the covariate centrality (that mean) is 0 for every "
+                "lesion; drop centrality from lnm.specificity.covariates."
+            )
         sheet, rows = design_sheet()
         spec = DesignSpec.from_config(SPEC)
         selected = select_design_lesions(rows, spec, sheet)
@@ -78,11 +84,14 @@ def specificity_map_inputs(wildcards):
         }
     design_ids = {les.lesion_id for les, _ in DESIGN_LESIONS}
     batches = [b for b, lesions in BATCHES.items() if any(les.lesion_id in design_ids for les in lesions)]
-    return {
+    inputs = {
         "sums": [f"{OUT}/lnm/stats/batch-{b}.npy" for b in batches],
         "infos": [f"{OUT}/lnm/stats/batch-{b}.json" for b in batches],
         "batches": [f"{OUT}/lnm/lesions/batch-{b}.npz" for b in batches],
     }
+    if SPEC["map"].endswith("_degree-resid"):
+        inputs["degree"] = f"{OUT}/lnm/connectome/degree.nii.gz"
+    return inputs
 
 
 def null_shard_files():

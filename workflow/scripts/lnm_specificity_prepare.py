@@ -9,4 +9,4 @@ with snakemake_task(snakemake) as log:
     prepare_specificity_files(params.design, params.sheet_covariates, params.spec, snakemake.input.mask,
                               params.lesion_rules, params.sheet, params.lesion_maps,
                               list(zip(snakemake.input.get("sums", []), snakemake.input.get("infos", []))),
-                              snakemake.input.get("batches", []), snakemake.output)
+                              snakemake.input.get("batches", []), snakemake.output, snakemake.input.get("degree"))

@@ -23,11 +23,21 @@ class DesignMap:
     positions: np.ndarray | None  # mask positions of the lesion's voxels, if known
 
 
-def maps_from_this_run(stats_files, batch_files, lesion_ids, map_name):
+def maps_from_this_run(stats_files, batch_files, lesion_ids, map_name, degree=None):
     """DesignMap of each of ``lesion_ids`` from the merged batch statistics (pairs of npy and
-    json) and the prepared lesion batches (npz), which list the same batches in order."""
+    json) and the prepared lesion batches (npz), which list the same batches in order.
+
+    A ``map_name`` of DEGREE_RESIDUAL_MAP_NAMES is that map with ``degree`` (the
+    mask-ordered degree map) regressed out, fitted outside the lesion's voxels.
+    """
+    from .hub_bias import degree_residual, outside
     from .lesions import LesionBatch
+    from .map_names import DEGREE_RESIDUAL_MAP_NAMES
     from .stats import SufficientStats, lesion_maps
+
+    residual = map_name in DEGREE_RESIDUAL_MAP_NAMES
+    if residual and degree is None:
+        raise ValueError(f"the map {map_name} needs the degree map")
 
     wanted = set(lesion_ids)
     for (npy, info), batch_file in zip(stats_files, batch_files):
@@ -38,7 +48,12 @@ def maps_from_this_run(stats_files, batch_files, lesion_ids, map_name):
                 continue
             maps = lesion_maps(stats, index)
             positions = batch.positions_of(batch.lesion_ids.index(lesion_id))
-            yield DesignMap(lesion_id, maps[map_name], maps["T"], positions)
+            if residual:
+                base = map_name.split("_degree")[0]
+                values = degree_residual(maps[base], degree, outside(stats.n_voxels, positions))
+            else:
+                values = maps[map_name]
+            yield DesignMap(lesion_id, values, maps["T"], positions)
 
 
 def maps_from_sheet(lesion_maps, mask, lesion_rules, sheet):

@@ -14,7 +14,8 @@ falls in, the number of lesions in the sheet or the order of the sheet.
     mask do not enter the seed, as for a real lesion. Weights move with their voxels.
 ``sphere``
     The mask voxels nearest (in mm) to a mask voxel drawn uniformly, as many as the source
-    has inside the mask, with weight 1: a ball of the source's volume, wholly inside the mask.
+    has inside the mask, with weight 1: a ball of the source's volume where the mask allows
+    (near its edge the shape follows the edge), wholly inside the mask.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import InputError
 from .hub_bias import spatial_correlation, write_table
 from .map_names import NULL_GROUP_MAP_NAMES, VERSUS_NULL_MAP_NAMES
+from .null_plan import check_nulls_per_lesion
 from .stats import SufficientStats, maps_from_sums
 
 NULL_SUMMARY_COLUMNS = ["group", "n_lesions", "n_null_lesions", "n_resamples", "r_mean_AvgR_Fz_real_null",
@@ -32,12 +33,25 @@ NULL_SUMMARY_COLUMNS = ["group", "n_lesions", "n_null_lesions", "n_resamples", "
 BLOCK_BYTES = 1 << 24  # float64 maps of all lesions per voxel block
 
 
+def data_offset(path):
+    """Where the array of a .npy file starts."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        header(handle)
+        return handle.tell()
+
+
 class StatsRows:
     """The lesions of several merged statistics files, addressed by lesion id, read one
-    voxel block at a time."""
+    voxel block at a time. Blocks are read with pread rather than through a memory map, so
+    the task's resident memory is its blocks, not the files it has read."""
 
     def __init__(self, stats_files, lesion_ids):
+        stats_files = list(stats_files)
         self.stats = [SufficientStats.load(npy, info, mmap=True) for npy, info in stats_files]
+        self.offsets = [data_offset(npy) for npy, _ in stats_files]
+        self.paths = [npy for npy, _ in stats_files]
         where = {lesion_id: (f, i) for f, stats in enumerate(self.stats) for i, lesion_id in
                  enumerate(stats.lesion_ids)}
         missing = [lesion_id for lesion_id in lesion_ids if lesion_id not in where]
@@ -59,10 +73,22 @@ class StatsRows:
             if not rows:
                 continue
             index = [self.where[row][1] for row in rows]
-            sums = np.asarray(stats.sums[:, :, start:stop])[index]
+            sums = self._read(f, index, start, stop)
             mean, _, tvalue = maps_from_sums(stats.n[index][:, None], sums[:, 0], sums[:, 1])
             fz[rows], t[rows] = mean, tvalue
         return fz, t
+
+    def _read(self, f, index, start, stop):
+        """sums[index, :, start:stop] of file ``f`` (float64, C order (L, 2, V))."""
+        n_voxels, width = self.stats[f].n_voxels, stop - start
+        out = np.empty((len(index), 2, width))
+        with open(self.paths[f], "rb", buffering=0) as handle:
+            for row, lesion in enumerate(index):
+                for k in (0, 1):
+                    handle.seek(self.offsets[f] + ((lesion * 2 + k) * n_voxels + start) * 8)
+                    if handle.readinto(memoryview(out[row, k]).cast("B")) != width * 8:
+                        raise InputError(f"statistics file '{self.paths[f]}' is truncated; delete it and rerun.")
+        return out
 
 
 def null_groups(real_ids, nulls_of, n_resamples, seed, label):
@@ -111,9 +137,7 @@ def null_group_maps(real_files, null_files, groups, null_sources, threshold, n_r
     nulls_of = {lesion_id: [] for lesion_id in real_ids}
     for null_id, source in null_sources.items():
         nulls_of[source].append(null_index[null_id])
-    empty = [lesion_id for lesion_id, nulls in nulls_of.items() if not nulls]
-    if empty:
-        raise InputError(f"lesions {empty[:5]} have no null lesions; delete lnm/null under outdir and rerun.")
+    check_nulls_per_lesion(min(len(nulls) for nulls in nulls_of.values()), len(nulls_of))
 
     labels = [None] + sorted({g for g in groups.values() if g is not None})
     members = {label: [i for i, lesion_id in enumerate(real_ids) if label is None or groups[lesion_id] == label]

@@ -103,7 +103,8 @@ def log_unused_columns(sheet, is_map_sheet, covariates):
         log.info("columns of '%s' not used by the GLM: %s", sheet, ", ".join(unused))
 
 
-def design_map_source(design, spec, mask, lesion_rules, sheet, lesion_maps, stats_files, batch_files):
+def design_map_source(design, spec, mask, lesion_rules, sheet, lesion_maps, stats_files, batch_files,
+                      degree_path=None):
     """(selected, DesignMap iterator) for the rule's parameters.
 
     Parameters
@@ -115,6 +116,7 @@ def design_map_source(design, spec, mask, lesion_rules, sheet, lesion_maps, stat
     lesion_maps : (lesion_id, map, group, lesion path or None, T map or None) rows of the
         lesion map sheet, or empty when the maps come from this run's ``stats_files`` and
         ``batch_files``.
+    degree_path : the degree map, for a ``map`` with the degree regressed out.
     """
     from .design_maps import maps_from_sheet, maps_from_this_run
     from .lesions import LesionRules
@@ -126,18 +128,23 @@ def design_map_source(design, spec, mask, lesion_rules, sheet, lesion_maps, stat
                 for lesion_id, map_path, group, path, t_map in lesion_maps]
         return selected, maps_from_sheet(rows, mask, LesionRules.from_config(lesion_rules), sheet)
     lesion_ids = [lesion_id for lesion_id, _, _ in design]
-    return selected, maps_from_this_run(stats_files, batch_files, lesion_ids, spec["map"])
+    degree = None
+    if degree_path is not None:
+        from .nifti import values_on_mask
+
+        degree = values_on_mask(degree_path, mask, "degree map")
+    return selected, maps_from_this_run(stats_files, batch_files, lesion_ids, spec["map"], degree)
 
 
 def prepare_specificity_files(design, sheet_covariates, spec, mask_path, lesion_rules, sheet, lesion_maps,
-                              stats_files, batch_files, outputs):
+                              stats_files, batch_files, outputs, degree_path=None):
     """prepare_specificity from what the rule passes (see design_map_source); ``spec`` has
     map, covariates and tfce; ``outputs`` has design, residuals and glm paths."""
     from .nifti import load_mask
 
     mask = load_mask(mask_path)
     selected, source = design_map_source(design, spec, mask, lesion_rules, sheet, lesion_maps, stats_files,
-                                         batch_files)
+                                         batch_files, degree_path)
     return prepare_specificity(source, selected, sheet_covariates, list(spec["covariates"]), mask, spec["tfce"],
                                outputs.design, outputs.residuals, outputs.glm)
 
@@ -167,6 +174,7 @@ def cases_sensitivity_files(design, spec, mask_path, lesion_rules, sheet, lesion
     mask = load_mask(mask_path)
     cases = [row for row in design if row[2]]  # only the cases' maps are read
     case_ids = {lesion_id for lesion_id, _, _ in cases}
+    spec = dict(spec, map="T")  # only their T maps: the sensitivity threshold applies to T
     _, source = design_map_source(cases, spec, mask, lesion_rules, sheet,
                                   [row for row in lesion_maps if row[0] in case_ids], stats_files, batch_files)
     positive, negative = cases_sensitivity(source, case_ids, threshold, mask.n_voxels)

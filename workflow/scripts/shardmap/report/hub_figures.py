@@ -129,7 +129,8 @@ def null_figure(real_path, null_path, versus_path, mask_path, out_png, threshold
             axes.axis("off")
             axes.text(0.5, 0.5, f"{title}: no voxel", ha="center", va="center", fontsize=14)
             continue
-        display = plotting.plot_stat_map(img, bg_img=template, display_mode="z", cut_coords=cuts, threshold=0.5,
+        # Every voxel above 0 coloured: with thousands of null lesions, fractions of 1 % matter.
+        display = plotting.plot_stat_map(img, bg_img=template, display_mode="z", cut_coords=cuts, threshold=1e-3,
                                          vmin=0, vmax=max(peak, 1.0), cmap="Reds", symmetric_cbar=False,
                                          colorbar=True, figure=figure, axes=axes, title=title, black_bg=False,
                                          cbar_tick_format="%.0f")

@@ -14,6 +14,10 @@ float64: sum d, sum z(d) and sum z(d)^2 with z = arctanh. They add across shards
 the lesions' sums. The maps (``write_degree_maps``) are the mean degree over subjects
 (``degree.nii.gz``: the mean r of each voxel with all others) and the mean of its Fisher
 z over subjects (``degree_Fz.nii.gz``).
+
+A shard prepared by a shardmap without the degree map gets its sums from its stored
+time courses instead (``python -m shardmap.lnm.connectome.degree PREFIX ...``, see the
+README), so that an existing outdir need not be prepared and mapped again.
 """
 
 from __future__ import annotations
@@ -39,6 +43,41 @@ def subject_degree(unit, norm):
     with_all = unit @ total
     with_all -= norm > 0  # r of a voxel with itself
     return with_all / max(n_voxels - 1, 1)
+
+
+STORED_BLOCK = 8192  # voxels of stored float32 time courses widened to float64 at a time
+
+
+def stored_subject_degree(frames, inv_stored_norm):
+    """subject_degree of one subject of a prepared shard, from its stored (T, V) float32
+    time courses scaled by their inverse stored norms (0 for zero-variance voxels), in
+    float64, a block of voxels at a time."""
+    n_frames, n_voxels = frames.shape
+    total = np.zeros(n_frames)
+    blocks = [slice(start, min(start + STORED_BLOCK, n_voxels)) for start in range(0, n_voxels, STORED_BLOCK)]
+    for block in blocks:
+        total += frames[:, block].astype(np.float64) @ inv_stored_norm[block]
+    with_all = np.empty(n_voxels)
+    for block in blocks:
+        with_all[block] = (total @ frames[:, block].astype(np.float64)) * inv_stored_norm[block]
+    with_all -= inv_stored_norm > 0
+    return with_all / max(n_voxels - 1, 1)
+
+
+def add_degree_to_stored_shard(prefix):
+    """Write ``prefix.degree.npy`` from the stored time courses of the prepared shard at
+    ``prefix`` (a shard prepared before the degree map existed); returns its path. Within
+    float32 rounding of what the preparation computes (float16 storage: about 1e-5)."""
+    from .reader import ShardReader
+    from .shards import shard_paths
+
+    paths = shard_paths(prefix)
+    with ShardReader(paths, prefetch=True) as reader:
+        total = np.zeros((3, reader.info.n_voxels))
+        for _, frames, _, inv_stored_norm in reader.subjects():
+            total += degree_sums(stored_subject_degree(frames, inv_stored_norm))
+    save_degree_sums(paths["degree"], total)
+    return paths["degree"]
 
 
 def degree_sums(degrees):
@@ -95,3 +134,13 @@ def write_degree_maps(shard_files, mask_path, paths):
     for name, values in degree_maps(sums, len(subjects)).items():
         write_map(paths[name], values, mask, description=f"shardmap {name} n={len(subjects)}")
     return sums, subjects
+
+
+if __name__ == "__main__":
+    import sys
+
+    # python -m shardmap.lnm.connectome.degree results/lnm/connectome/shard-????.npy: the data
+    # file (or prefix) of each shard; the shard's other .npy files are passed over.
+    for path in sys.argv[1:]:
+        if not path.endswith((".norms.npy", ".degree.npy")):
+            print(add_degree_to_stored_shard(path.removesuffix(".npy")))
