@@ -203,7 +203,7 @@ def main():
     parser.add_argument("--subjects", type=int, default=20, help="subjects of the benchmark's shard")
     parser.add_argument("--prepare-subjects", type=int, default=4)
     parser.add_argument("--null", type=int, default=500)
-    parser.add_argument("--real", type=int, default=64)
+    parser.add_argument("--real", type=int, default=50, help="real lesions (ten null lesions each for --null 500)")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--batch-lesions", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
@@ -221,7 +221,7 @@ def main():
         return
     if args.smoke:
         args.voxels, args.frames, args.subjects, args.prepare_subjects = 5000, 40, 4, 2
-        args.null, args.real, args.resamples, args.repeats, args.batch_lesions = 40, 8, 50, 1, 8
+        args.null, args.real, args.resamples, args.repeats, args.batch_lesions = 80, 8, 50, 1, 8
 
     with tempfile.TemporaryDirectory(prefix="shardmap-hubs-") as folder:
         args.folder = folder
