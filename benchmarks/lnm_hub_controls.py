@@ -13,6 +13,7 @@ Each measurement runs in a fresh process, so its peak RSS (VmHWM) is its own.
 
     python benchmarks/lnm_hub_controls.py                 # the numbers of docs/benchmarks.md
     python benchmarks/lnm_hub_controls.py --smoke         # tiny sizes
+    python benchmarks/lnm_hub_controls.py --sections prepare --repeats 7
 """
 
 from __future__ import annotations
@@ -209,13 +210,16 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--sections", nargs="+", default=["prepare", "null_lesions", "null_map", "null_group_maps"],
+                        choices=["prepare", "null_lesions", "null_map", "null_group_maps"])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--with-degree", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", default="shift", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        handler = {"prepare": child_prepare, "degree_alone": child_degree_alone, "null_lesions": child_null_lesions, "null_map": child_null_map,
+        handler = {"prepare": child_prepare, "degree_alone": child_degree_alone, "null_lesions": child_null_lesions,
+                   "null_map": child_null_map,
                    "null_inputs": child_null_inputs, "null_group_maps": child_null_group_maps}[args.child]
         print(json.dumps(handler(args)))
         return
@@ -226,44 +230,63 @@ def main():
     with tempfile.TemporaryDirectory(prefix="shardmap-hubs-") as folder:
         args.folder = folder
         print(f"V = {args.voxels}, T = {args.frames}, {args.threads} threads, medians of {args.repeats}")
-        prepare = {False: [], True: []}
-        for _ in range(args.repeats):  # interleaved, so both see the same machine
-            for with_degree in (False, True):
-                prepare[with_degree].append(run(args, "prepare", subjects=args.prepare_subjects,
-                                                with_degree=with_degree)["seconds"])
-        without, with_degree = median(prepare[False]), median(prepare[True])
-        alone = run(args, "degree_alone")
-        print(f"the degree of one subject: {alone['prepared']:.0f} ms from the float64 time courses (preparation), "
-              f"{alone['stored']:.0f} ms from a stored float32 subject (the upgrade command)")
-        extra_ms = 1e3 * (with_degree - without) / args.prepare_subjects
-        print(f"prepare {args.prepare_subjects} subjects: {without:.2f} s without the degree, {with_degree:.2f} s with "
-              f"(+{100 * (with_degree / without - 1):.1f} %; {extra_ms:.0f} ms per subject); the mapping tasks are "
-              "unchanged")
+        if "prepare" in args.sections:
+            prepare_section(args)
+        if "null_lesions" in args.sections:
+            null_lesions_section(args)
+        if "null_map" in args.sections:
+            null_map_section(args)
+        if "null_group_maps" in args.sections:
+            null_group_maps_section(args)
 
-        for method in ("shift", "sphere"):
-            result = run(args, "null_lesions", method=method)
-            print(f"null lesions ({method}): {result['n']} on the MNI152 2 mm mask ({result['voxels']} voxels) in "
-                  f"{result['seconds']:.2f} s ({result['per_lesion_ms']:.1f} ms each; sources of median "
-                  f"{result['lesion_voxels_median']:.0f} voxels), peak {result['peak_mb']:.0f} MB")
 
-        make_shard(folder, args.voxels, args.frames, args.subjects, "float32")
-        maps = [run(args, "null_map") for _ in range(args.repeats)]
-        per_pair = median(m["per_pair_ms"] for m in maps)
-        task = median(m["seconds"] for m in maps)
-        batches = -(-args.null // args.batch_lesions)
-        print(f"one mapping task, {args.batch_lesions} null lesions x {args.subjects} subjects: {task:.1f} s "
-              f"({per_pair:.2f} ms per pair), peak {median(m['peak_mb'] for m in maps):.0f} MB")
-        task_seconds = per_pair * 1e-3 * args.batch_lesions * 100
-        print(f"projected null run at GSP1000 (1000 subjects, shards of 100): {batches} batches x 10 shards = "
-              f"{10 * batches} mapping tasks of about {task_seconds:.0f} s each at this per-pair time "
-              f"({batches * 10 * task_seconds / 60:.0f} task-minutes in all; about {task_seconds:.0f} s of wall time "
-              f"when a cluster runs them side by side, before queueing and the fixed cost of each task)")
+def prepare_section(args):
+    """Preparation with and without the degree sums, interleaved; and the degree alone."""
+    prepare = {False: [], True: []}
+    for _ in range(args.repeats):  # interleaved, so both see the same machine
+        for with_degree in (False, True):
+            prepare[with_degree].append(run(args, "prepare", subjects=args.prepare_subjects,
+                                            with_degree=with_degree)["seconds"])
+    without, with_degree = median(prepare[False]), median(prepare[True])
+    alone = run(args, "degree_alone")
+    print(f"the degree of one subject: {alone['prepared']:.0f} ms from the float64 time courses (preparation), "
+          f"{alone['stored']:.0f} ms from a stored float32 subject (the upgrade command)")
+    extra_ms = 1e3 * (with_degree - without) / args.prepare_subjects
+    print(f"prepare {args.prepare_subjects} subjects: {without:.2f} s without the degree, {with_degree:.2f} s with "
+          f"(+{100 * (with_degree / without - 1):.1f} %; {extra_ms:.0f} ms per subject); runs without / with: "
+          f"{' '.join(f'{v:.2f}' for v in prepare[False])} / {' '.join(f'{v:.2f}' for v in prepare[True])}; "
+          "the mapping tasks are unchanged")
 
-        run(args, "null_inputs")
-        groups = [run(args, "null_group_maps") for _ in range(args.repeats)]
-        print(f"null group maps: {args.real} real lesions (2 groups), {groups[0]['n_null']} null lesions, "
-              f"{args.resamples} resamples, V = {args.voxels}: {median(g['seconds'] for g in groups):.1f} s, "
-              f"peak {median(g['peak_mb'] for g in groups):.0f} MB")
+
+def null_lesions_section(args):
+    for method in ("shift", "sphere"):
+        result = run(args, "null_lesions", method=method)
+        print(f"null lesions ({method}): {result['n']} on the MNI152 2 mm mask ({result['voxels']} voxels) in "
+              f"{result['seconds']:.2f} s ({result['per_lesion_ms']:.1f} ms each; sources of median "
+              f"{result['lesion_voxels_median']:.0f} voxels), peak {result['peak_mb']:.0f} MB")
+
+
+def null_map_section(args):
+    make_shard(args.folder, args.voxels, args.frames, args.subjects, "float32")
+    maps = [run(args, "null_map") for _ in range(args.repeats)]
+    per_pair = median(m["per_pair_ms"] for m in maps)
+    task = median(m["seconds"] for m in maps)
+    batches = -(-args.null // args.batch_lesions)
+    print(f"one mapping task, {args.batch_lesions} null lesions x {args.subjects} subjects: {task:.1f} s "
+          f"({per_pair:.2f} ms per pair), peak {median(m['peak_mb'] for m in maps):.0f} MB")
+    task_seconds = per_pair * 1e-3 * args.batch_lesions * 100
+    print(f"projected null run at GSP1000 (1000 subjects, shards of 100): {batches} batches x 10 shards = "
+          f"{10 * batches} mapping tasks of about {task_seconds:.0f} s each at this per-pair time "
+          f"({batches * 10 * task_seconds / 60:.0f} task-minutes in all; about {task_seconds:.0f} s of wall time "
+          f"when a cluster runs them side by side, before queueing and the fixed cost of each task)")
+
+
+def null_group_maps_section(args):
+    run(args, "null_inputs")
+    groups = [run(args, "null_group_maps") for _ in range(args.repeats)]
+    print(f"null group maps: {args.real} real lesions (2 groups), {groups[0]['n_null']} null lesions, "
+          f"{args.resamples} resamples, V = {args.voxels}: {median(g['seconds'] for g in groups):.1f} s, "
+          f"peak {median(g['peak_mb'] for g in groups):.0f} MB")
 
 
 if __name__ == "__main__":
