@@ -267,13 +267,16 @@ def null_lesions_section(args):
 
 
 def null_map_section(args):
+    """The null run over the benchmark's shard: every batch of null lesions, one task each."""
     make_shard(args.folder, args.voxels, args.frames, args.subjects, "float32")
-    maps = [run(args, "null_map") for _ in range(args.repeats)]
-    per_pair = median(m["per_pair_ms"] for m in maps)
-    task = median(m["seconds"] for m in maps)
     batches = -(-args.null // args.batch_lesions)
-    print(f"one mapping task, {args.batch_lesions} null lesions x {args.subjects} subjects: {task:.1f} s "
-          f"({per_pair:.2f} ms per pair), peak {median(m['peak_mb'] for m in maps):.0f} MB")
+    sizes = [min(args.batch_lesions, args.null - b * args.batch_lesions) for b in range(batches)]
+    runs = [[run(args, "null_map", batch_lesions=size) for size in sizes] for _ in range(args.repeats)]
+    totals = [sum(m["seconds"] for m in tasks) for tasks in runs]
+    per_pair = median(1e3 * total / (args.null * args.subjects) for total in totals)
+    print(f"the null run, {args.null} null lesions x {args.subjects} subjects in {batches} mapping tasks: "
+          f"{median(totals):.1f} s ({per_pair:.2f} ms per pair; runs {' '.join(f'{t:.1f}' for t in totals)} s), "
+          f"peak {max(m['peak_mb'] for tasks in runs for m in tasks):.0f} MB")
     task_seconds = per_pair * 1e-3 * args.batch_lesions * 100
     print(f"projected null run at GSP1000 (1000 subjects, shards of 100): {batches} batches x 10 shards = "
           f"{10 * batches} mapping tasks of about {task_seconds:.0f} s each at this per-pair time "
