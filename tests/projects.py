@@ -30,6 +30,11 @@ def snakemake(workdir, *args, configfile="my.yaml"):
     return subprocess.run(cmd + list(args), cwd=workdir, capture_output=True, text=True, timeout=600)
 
 
+def load_map(path):
+    """A NIfTI map's values as float64 (the 3D grid)."""
+    return np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
+
+
 def write_project(workdir, dataset, report=False, **lnm):
     """Sheets and config with paths relative to ``workdir``. The report's figures are off
     unless asked for (they are tested on the demo, tests/workflow/test_demo.py)."""

@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from projects import assert_every_file_is_whole, snakemake, write_project
+from projects import assert_every_file_is_whole, load_map, snakemake, write_project
 from reference import degree_map, lesion_weights, reference_maps
 from synthetic import make_dataset
 
@@ -28,10 +28,6 @@ def project(tmp_path_factory):
     return workdir, dataset
 
 
-def load(path):
-    return np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
-
-
 def read_tsv(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle, delimiter="\t"))
@@ -40,9 +36,9 @@ def read_tsv(path):
 def test_degree_map_and_hub_bias_table_equal_the_references(project):
     workdir, dataset = project
     out = workdir / "out" / "lnm"
-    inside = load(dataset["mask"]) > 0
+    inside = load_map(dataset["mask"]) > 0
     degree = degree_map(dataset["mask"], dataset["subjects"]).mean(axis=0)
-    np.testing.assert_allclose(load(out / "connectome" / "degree.nii.gz")[inside], degree, atol=1e-5)
+    np.testing.assert_allclose(load_map(out / "connectome" / "degree.nii.gz")[inside], degree, atol=1e-5)
     ref = reference_maps(dataset["mask"], dataset["subjects"], [p for _, p, _ in dataset["lesions"]])
     rows = {row["lesion_id"]: row for row in read_tsv(out / "qc" / "hub_bias.tsv") if row["kind"] == "lesion"}
     assert set(rows) == {lesion_id for lesion_id, _, _ in dataset["lesions"]}
@@ -64,16 +60,16 @@ def test_degree_map_and_hub_bias_table_equal_the_references(project):
 def test_degree_regressed_maps_are_the_residuals_of_a_least_squares_fit(project):
     workdir, dataset = project
     out = workdir / "out" / "lnm"
-    inside = load(dataset["mask"]) > 0
-    degree = load(out / "connectome" / "degree.nii.gz")[inside]
+    inside = load_map(dataset["mask"]) > 0
+    degree = load_map(out / "connectome" / "degree.nii.gz")[inside]
     mask_img = nib.load(dataset["mask"])
     for lesion_id, path, _ in dataset["lesions"]:
         fit = ~(lesion_weights(path, mask_img)[inside] > 0)
         for name in ("AvgR_Fz", "T"):
-            values = load(out / "maps" / f"{lesion_id}_{name}.nii.gz")[inside]
+            values = load_map(out / "maps" / f"{lesion_id}_{name}.nii.gz")[inside]
             design = np.column_stack([np.ones(fit.sum()), degree[fit]])
             coef = np.linalg.lstsq(design, values[fit], rcond=None)[0]
-            residual = load(out / "maps" / f"{lesion_id}_{name}_degree-resid.nii.gz")[inside]
+            residual = load_map(out / "maps" / f"{lesion_id}_{name}_degree-resid.nii.gz")[inside]
             scale = max(1.0, np.abs(values).max())
             assert np.abs(residual - (values - coef[0] - coef[1] * degree)).max() <= 1e-5 * scale, (lesion_id, name)
 
@@ -87,9 +83,9 @@ def test_random_lesion_null_outputs(project):
     assert {row["method"] for row in nulls} == {"sphere"}
     for folder in (out / "group", out / "group" / "g1", out / "group" / "g2"):
         for name in ("sensitivity_vs_null", "sensitivity_neg_vs_null"):
-            values = load(folder / f"{name}.nii.gz")[load(dataset["mask"]) > 0]
+            values = load_map(folder / f"{name}.nii.gz")[load_map(dataset["mask"]) > 0]
             assert values.min() >= 0 and values.max() <= 100
-    null_pos = load(out / "null" / "group" / "sensitivity_pos.nii.gz")
+    null_pos = load_map(out / "null" / "group" / "sensitivity_pos.nii.gz")
     assert null_pos.min() >= 0 and null_pos.max() <= 1
     summary = read_tsv(out / "qc" / "null_summary.tsv")
     assert [row["group"] for row in summary] == ["all", "g1", "g2"]
@@ -114,14 +110,14 @@ def test_the_specificity_glm_takes_the_degree_regressed_maps(project):
     covariates) equals the pooled two-sample t of the written _T_degree-resid maps."""
     workdir, dataset = project
     out = workdir / "out" / "lnm"
-    inside = load(dataset["mask"]) > 0
-    maps = {g: np.stack([load(out / "maps" / f"{lesion_id}_T_degree-resid.nii.gz")[inside]
+    inside = load_map(dataset["mask"]) > 0
+    maps = {g: np.stack([load_map(out / "maps" / f"{lesion_id}_T_degree-resid.nii.gz")[inside]
                          for lesion_id, _, group in dataset["lesions"] if group == g]) for g in ("g1", "g2")}
     cases, controls = maps["g1"], maps["g2"]
     n1, n2 = len(cases), len(controls)
     pooled = (((cases - cases.mean(0)) ** 2).sum(0) + ((controls - controls.mean(0)) ** 2).sum(0)) / (n1 + n2 - 2)
     expected = (cases.mean(0) - controls.mean(0)) / np.sqrt(pooled * (1 / n1 + 1 / n2))
-    tstat = load(out / "specificity" / "tstat.nii.gz")[inside]
+    tstat = load_map(out / "specificity" / "tstat.nii.gz")[inside]
     scale = np.maximum(1.0, np.abs(expected))
     assert np.abs(tstat - expected).max() / scale.max() < 1e-3
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from projects import REPO, SNAKEMAKE, snakemake, write_project
+from projects import REPO, SNAKEMAKE, load_map, snakemake, write_project
 from reference import reference_maps
 from synthetic import make_dataset
 
@@ -24,10 +24,6 @@ def project(tmp_path_factory):
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, dataset
-
-
-def load(path):
-    return np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
 
 
 def test_maps_equal_reference(project):
@@ -58,11 +54,11 @@ def test_group_maps_count_lesions_beyond_threshold(project):
         folder = group if label is None else group / label
         # T within 1e-3 of the reference can flip a voxel sitting right at the threshold.
         near = (np.abs(np.abs(t) - 2.0) < 1e-2).any(axis=0)
-        np.testing.assert_allclose(load(folder / "sensitivity_pos.nii.gz")[~near],
+        np.testing.assert_allclose(load_map(folder / "sensitivity_pos.nii.gz")[~near],
                                    (t > 2.0).mean(axis=0)[~near], atol=1e-6)
-        np.testing.assert_allclose(load(folder / "sensitivity_neg.nii.gz")[~near],
+        np.testing.assert_allclose(load_map(folder / "sensitivity_neg.nii.gz")[~near],
                                    (t < -2.0).mean(axis=0)[~near], atol=1e-6)
-        np.testing.assert_allclose(load(folder / "mean_AvgR_Fz.nii.gz"), fz.mean(axis=0), atol=1e-4)
+        np.testing.assert_allclose(load_map(folder / "mean_AvgR_Fz.nii.gz"), fz.mean(axis=0), atol=1e-4)
 
 
 def test_qc_table(project):
