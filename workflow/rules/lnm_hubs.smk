@@ -74,7 +74,8 @@ if NULL["enabled"]:
         resources:
             mem_mb=lambda wc, input: lnm_res.null_lesions_mem_mb(
                 # a prepared batch stores 16 bytes per lesion voxel (position and weight)
-                res.read_json(input.mask_info), sum(os.path.getsize(path) for path in input.batches) // 16
+                res.read_json(input.mask_info),
+                sum(os.path.getsize(path) for path in input.batches) // 16,
             ),
             runtime=lambda wc, input: lnm_res.null_lesions_runtime(
                 res.read_json(input.mask_info), len(NULL_BATCHES[wc.batch])

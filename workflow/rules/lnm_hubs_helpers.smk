@@ -7,7 +7,6 @@ NULL = LNM["null_lesions"]
 NULL_DIR = f"{OUT}/lnm/null"
 
 
-
 def load_null_plan():
     """(null id, source id, group, index) of every null lesion, or [] without the null."""
     if not NULL["enabled"]:
@@ -67,21 +66,23 @@ def null_lesion_map_files(plan=None):
 
 def null_group_map_layout():
     """(group, name) of every map of the null group task, in the order of null_group_map_files();
-    group "" is all lesions; names "null/..." are the null lesions' maps."""
+    group "" is all lesions; names "null_..." are the null lesions' maps."""
     return [
         (group, name)
         for group in [""] + GROUPS
-        for name in [f"null/{n}" for n in NULL_GROUP_MAP_NAMES] + list(VERSUS_NULL_MAP_NAMES)
+        for name in [f"null_{n}" for n in NULL_GROUP_MAP_NAMES] + list(VERSUS_NULL_MAP_NAMES)
     ]
 
 
 def null_group_map_files():
+    """The files of null_group_map_layout(): the null lesions' maps under lnm/null/group, the
+    real sensitivity's percentile maps beside the real group maps."""
     files = []
     for group, name in null_group_map_layout():
-        folder = f"{NULL_DIR}/group" if name.startswith("null/") else f"{OUT}/lnm/group"
-        files.append(
-            f"{folder}/{group}/{name.split('/')[-1]}.nii.gz" if group else f"{folder}/{name.split('/')[-1]}.nii.gz"
-        )
+        folder = f"{NULL_DIR}/group" if name.startswith("null_") else f"{OUT}/lnm/group"
+        if group:
+            folder = f"{folder}/{group}"
+        files.append(f"{folder}/{name.removeprefix('null_')}.nii.gz")
     return files
 
 

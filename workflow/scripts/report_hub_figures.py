@@ -11,7 +11,7 @@ with snakemake_task(snakemake):
     null = dict(zip((tuple(item) for item in snakemake.params.null_layout), snakemake.input.null_maps))
     for group in dict.fromkeys(group for group, _ in snakemake.params.null_layout):
         png = snakemake.output[f"null_{group or 'all'}"]
-        null_figure(real[(group, "sensitivity_pos")], null[(group, "null/sensitivity_pos")],
+        null_figure(real[(group, "sensitivity_pos")], null[(group, "null_sensitivity_pos")],
                     null[(group, "sensitivity_vs_null")], snakemake.input.mask, png, snakemake.params.threshold,
                     group=group or None, n_lesions=snakemake.params.n_lesions[group],
                     n_null=snakemake.params.n_null[group])

@@ -127,7 +127,7 @@ def null_group_maps(real_files, null_files, groups, null_sources, threshold, n_r
     Returns
     -------
     (maps, rows): maps[(group label or None, name)] -> mask-ordered values for the names of
-    NULL_GROUP_MAP_NAMES (prefixed "null/") and VERSUS_NULL_MAP_NAMES; rows for NULL_SUMMARY_COLUMNS.
+    NULL_GROUP_MAP_NAMES (prefixed "null_") and VERSUS_NULL_MAP_NAMES; rows for NULL_SUMMARY_COLUMNS.
     """
     real_ids, null_ids = list(groups), list(null_sources)
     real, null = StatsRows(real_files, real_ids), StatsRows(null_files, null_ids)
@@ -150,7 +150,7 @@ def null_group_maps(real_files, null_files, groups, null_sources, threshold, n_r
 
     n_voxels = real.n_voxels
     maps = {(label, name): np.zeros(n_voxels) for label in labels
-            for name in [f"null/{n}" for n in NULL_GROUP_MAP_NAMES] + list(VERSUS_NULL_MAP_NAMES)}
+            for name in [f"null_{n}" for n in NULL_GROUP_MAP_NAMES] + list(VERSUS_NULL_MAP_NAMES)}
     real_maps = {(label, name): np.zeros(n_voxels) for label in labels for name in NULL_GROUP_MAP_NAMES}
     width = max(256, BLOCK_BYTES // (8 * max(len(null_ids), 1)))
     for start in range(0, n_voxels, width):
@@ -167,15 +167,15 @@ def null_group_maps(real_files, null_files, groups, null_sources, threshold, n_r
                 null_hits = (sign * null_t[null_members] > threshold).astype(np.float32)
                 counts = selection @ null_hits  # exact: small whole numbers in float32
                 maps[(label, versus)][start:stop] = percentile_among(real_hits, counts)
-                maps[(label, f"null/{name}")][start:stop] = null_hits.mean(axis=0)
+                maps[(label, f"null_{name}")][start:stop] = null_hits.mean(axis=0)
                 real_maps[(label, name)][start:stop] = real_hits / m
-            maps[(label, "null/mean_AvgR_Fz")][start:stop] = null_fz[null_members].mean(axis=0)
+            maps[(label, "null_mean_AvgR_Fz")][start:stop] = null_fz[null_members].mean(axis=0)
             real_maps[(label, "mean_AvgR_Fz")][start:stop] = real_fz[rows].mean(axis=0)
 
     rows = []
     for label in labels:
         def r(name):
-            return spatial_correlation(real_maps[(label, name)], maps[(label, f"null/{name}")])
+            return spatial_correlation(real_maps[(label, name)], maps[(label, f"null_{name}")])
 
         rows.append({
             "group": label or "all", "n_lesions": len(members[label]), "n_null_lesions": len(plans[label][0]),
@@ -183,7 +183,7 @@ def null_group_maps(real_files, null_files, groups, null_sources, threshold, n_r
             "r_sensitivity_pos_real_null": r("sensitivity_pos"), "r_sensitivity_neg_real_null": r("sensitivity_neg"),
             "r_real_mean_AvgR_Fz_degree": (spatial_correlation(real_maps[(label, "mean_AvgR_Fz")], degree)
                                            if degree is not None else float("nan")),
-            "r_null_mean_AvgR_Fz_degree": (spatial_correlation(maps[(label, "null/mean_AvgR_Fz")], degree)
+            "r_null_mean_AvgR_Fz_degree": (spatial_correlation(maps[(label, "null_mean_AvgR_Fz")], degree)
                                            if degree is not None else float("nan")),
             "fraction_voxels_vs_null_ge_95": float(np.mean(maps[(label, "sensitivity_vs_null")] >= 95.0)),
         })
@@ -193,7 +193,7 @@ def null_group_maps(real_files, null_files, groups, null_sources, threshold, n_r
 def write_null_group_map_files(real_files, null_files, groups, null_sources, threshold, n_resamples, seed,
                                mask_path, paths, summary_path, degree_path=None):
     """Compute the null group maps and write them; ``paths`` maps (group label or None, name) -> file
-    with names "null/sensitivity_pos", ..., "sensitivity_vs_null", "sensitivity_neg_vs_null"."""
+    with names "null_sensitivity_pos", ..., "sensitivity_vs_null", "sensitivity_neg_vs_null"."""
     from .nifti import load_mask, values_on_mask, write_map
 
     mask = load_mask(mask_path)

@@ -173,7 +173,9 @@ def null_lesions_runtime(mask_info, n_null):
 
 
 NULL_BLOCK_BYTES = 1 << 24  # null_maps.BLOCK_BYTES (this module stays free of NumPy)
-NULL_GROUP_FLOPS = 4e9  # float32 products of null-group selections with blocks of null hits, one thread
+# float32 products of null-group selections with blocks of null hits: measured 72 GFLOP/s
+# on this project's 2-core VM (docs/benchmarks.md); set low for a slow or shared node.
+NULL_GROUP_FLOPS = 10e9
 
 
 def null_group_maps_mem_mb(mask_info, n_lesions, n_null, n_groups, n_resamples):
