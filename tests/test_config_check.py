@@ -41,7 +41,7 @@ def test_unknown_key_names_the_nearest_valid_key(path, nearest):
 
 def test_unknown_key_with_no_near_match_lists_the_valid_keys():
     (problem,) = config_problems(with_change("lnm.zzz", 1), SCHEMA)
-    assert "unknown config key 'lnm.zzz': valid keys under 'lnm' are connectome, device" in problem
+    assert "unknown config key 'lnm.zzz': valid keys under 'lnm' are connectome, degree_regression, device" in problem
 
 
 def test_unknown_key_inside_a_list_item():
