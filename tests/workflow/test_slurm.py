@@ -97,7 +97,8 @@ def test_slurm_outputs_equal_the_local_run(runs):
     local, remote, _ = runs
     files = data_files(local)
     assert files == data_files(remote)
-    assert len([f for f in files if f.name.endswith(".nii.gz")]) == 4 * 3 + 3 * 3
+    # per lesion 3 maps, 3 group maps for all and each of 2 groups, the 2 degree maps
+    assert len([f for f in files if f.name.endswith(".nii.gz")]) == 4 * 3 + 3 * 3 + 2
     assert {f.suffix for f in files} >= {".gz", ".h5ad", ".tsv", ".npy", ".json", ".pt"}
     for name in files:
         if name.name == "model.pt":
