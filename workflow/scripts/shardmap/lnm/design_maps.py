@@ -30,7 +30,7 @@ def maps_from_this_run(stats_files, batch_files, lesion_ids, map_name, degree=No
     A ``map_name`` of DEGREE_RESIDUAL_MAP_NAMES is that map with ``degree`` (the
     mask-ordered degree map) regressed out, fitted outside the lesion's voxels.
     """
-    from .hub_bias import degree_residual, outside
+    from .hub_bias import outside, residual_map
     from .lesions import LesionBatch
     from .map_names import DEGREE_RESIDUAL_MAP_NAMES
     from .stats import SufficientStats, lesion_maps
@@ -49,8 +49,7 @@ def maps_from_this_run(stats_files, batch_files, lesion_ids, map_name, degree=No
             maps = lesion_maps(stats, index)
             positions = batch.positions_of(batch.lesion_ids.index(lesion_id))
             if residual:
-                base = map_name.split("_degree")[0]
-                values = degree_residual(maps[base], degree, outside(stats.n_voxels, positions))
+                values = residual_map(maps, map_name, degree, outside(stats.n_voxels, positions))
             else:
                 values = maps[map_name]
             yield DesignMap(lesion_id, values, maps["T"], positions)

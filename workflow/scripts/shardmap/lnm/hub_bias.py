@@ -49,6 +49,12 @@ def degree_residual(values, degree, fit_where):
     return values - (intercept + slope * degree)
 
 
+def residual_map(maps, name, degree, fit_where):
+    """The map ``name`` of map_names.DEGREE_RESIDUAL_MAP_NAMES (e.g. "T_degree-resid") from a
+    lesion's ``maps`` (name -> values)."""
+    return degree_residual(maps[name.removesuffix("_degree-resid")], degree, fit_where)
+
+
 def site_degree(degree, positions, weights):
     """The lesion site's weighted mean degree and its percentile among all mask voxels."""
     mean = float(np.average(degree[positions], weights=weights))

@@ -26,11 +26,11 @@ def write_lesion_maps(stats, lesion_id, mask, paths, degree=None, positions=None
     n = int(stats.n[index])
     names = MAP_NAMES
     if degree is not None:
-        from .hub_bias import degree_residual, outside
+        from .hub_bias import outside, residual_map
 
         fit_where = outside(stats.n_voxels, positions)
         for name in DEGREE_RESIDUAL_MAP_NAMES:
-            maps[name] = degree_residual(maps[name.split("_degree")[0]], degree, fit_where)
+            maps[name] = residual_map(maps, name, degree, fit_where)
         names = MAP_NAMES + DEGREE_RESIDUAL_MAP_NAMES
     for name in names:
         write_map(paths[name], maps[name], mask, description=f"shardmap {name} n={n}")
