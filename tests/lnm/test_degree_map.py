@@ -53,3 +53,11 @@ def test_degree_of_a_shard_prepared_without_it_comes_from_its_stored_time_course
     assert len(subjects) == len(dataset["subjects"])
     np.testing.assert_allclose(sums[0] / len(subjects), degree, atol=tolerance)
     np.testing.assert_allclose(sums[1] / len(subjects), degree_fz, atol=tolerance)
+
+
+def test_degree_sums_of_another_mask_are_refused_by_name(dataset, tmp_path):
+    shards = prepare_shards(dataset, tmp_path, 5)
+    np.save(shards[0]["degree"], np.zeros((3, 17)))
+    with pytest.raises(InputError, match=r"degree sums '.*shard-0.degree.npy' have shape \(3, 17\).*delete the "
+                                         r"prepared connectome"):
+        merge_degree_files([(shards[0]["degree"], shards[0]["info"])], np.load(shards[0]["norms"]).shape[2])
