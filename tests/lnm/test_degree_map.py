@@ -48,7 +48,8 @@ def test_degree_of_a_shard_prepared_without_it_comes_from_its_stored_time_course
     for shard in shards:
         Path(shard["degree"]).unlink()
         add_degree_to_stored_shard(shard["data"].removesuffix(".npy"))
-    sums, subjects = merge_degree_files([(s["degree"], s["info"]) for s in shards], np.load(shards[0]["norms"]).shape[2])
+    n_voxels = np.load(shards[0]["norms"]).shape[2]
+    sums, subjects = merge_degree_files([(s["degree"], s["info"]) for s in shards], n_voxels)
     inside, degree, degree_fz = brute_force_degree(dataset)
     assert len(subjects) == len(dataset["subjects"])
     np.testing.assert_allclose(sums[0] / len(subjects), degree, atol=tolerance)
