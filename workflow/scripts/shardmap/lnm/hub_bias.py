@@ -10,14 +10,12 @@ degree map is regressed out of each lesion's maps (``degree_residual``).
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 
-from ..atomic import atomic_open
 from ..errors import InputError
 from .lesions import LesionBatch
 from .stats import SufficientStats, lesion_maps
+from .tables import write_table
 
 HUB_BIAS_COLUMNS = ["kind", "lesion_id", "group", "map", "r_with_degree", "n_voxels_compared",
                     "site_mean_degree", "site_degree_percentile"]
@@ -90,19 +88,6 @@ def group_rows(group_maps, degree):
              "r_with_degree": spatial_correlation(values, degree), "n_voxels_compared": int(degree.size),
              "site_mean_degree": "", "site_degree_percentile": ""}
             for (label, name), values in group_maps.items()]
-
-
-def write_table(path, rows, columns):
-    """Rows of dicts as a TSV, floats with 6 significant digits and NaN as NA."""
-    def cell(value):
-        if isinstance(value, float):
-            return "NA" if np.isnan(value) else f"{value:.6g}"
-        return value
-
-    with atomic_open(path, "w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({key: cell(row[key]) for key in columns} for row in rows)
 
 
 def write_hub_bias_table(stats_files, batch_files, groups, degree_path, group_map_paths, mask_path, out_path):

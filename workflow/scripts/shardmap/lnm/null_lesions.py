@@ -20,15 +20,14 @@ falls in, the number of lesions in the sheet or the order of the sheet.
 
 from __future__ import annotations
 
-import csv
 import zlib
 
 import numpy as np
 
-from ..atomic import atomic_open
 from ..errors import InputError
 from .lesions import LesionBatch
 from .null_plan import NULL_METHODS
+from .tables import write_table
 
 MIN_INSIDE = 0.9
 MAX_TRIES = 10_000
@@ -139,9 +138,6 @@ def write_null_batch_files(plan, batch_files, mask_path, method, seed, batch_pat
 
     batch, rows = make_null_batch([tuple(item) for item in plan], batch_files, load_mask(mask_path), method,
                                   seed)
-    with atomic_open(table_path, "w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=NULL_LESION_COLUMNS, delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_table(table_path, rows, NULL_LESION_COLUMNS)
     batch.save(batch_path)
     return batch

@@ -21,10 +21,11 @@ import zlib
 import numpy as np
 
 from ..errors import InputError
-from .hub_bias import spatial_correlation, write_table
+from .hub_bias import spatial_correlation
 from .map_names import NULL_GROUP_MAP_NAMES, VERSUS_NULL_MAP_NAMES
 from .null_plan import check_nulls_per_lesion
 from .stats import SufficientStats, maps_from_sums
+from .tables import write_table
 
 NULL_SUMMARY_COLUMNS = ["group", "n_lesions", "n_null_lesions", "n_resamples", "r_mean_AvgR_Fz_real_null",
                         "r_sensitivity_pos_real_null", "r_sensitivity_neg_real_null",
@@ -60,6 +61,9 @@ class StatsRows:
                              "delete lnm/stats and lnm/null under outdir and rerun.")
         self.where = [where[lesion_id] for lesion_id in lesion_ids]
         self.n_voxels = self.stats[0].n_voxels if self.stats else 0
+        # Per file: the rows (positions in lesion_ids) it holds and their index in the file.
+        self.rows_of_file = [([row for row, (file, _) in enumerate(self.where) if file == f],
+                              [index for file, index in self.where if file == f]) for f in range(len(self.stats))]
 
     def __len__(self):
         return len(self.where)
@@ -68,11 +72,9 @@ class StatsRows:
         """(AvgR_Fz, T) of every lesion at voxels [start, stop): two (L, width) arrays."""
         fz = np.empty((len(self.where), stop - start))
         t = np.empty_like(fz)
-        for f, stats in enumerate(self.stats):
-            rows = [row for row, (file, _) in enumerate(self.where) if file == f]
+        for f, (stats, (rows, index)) in enumerate(zip(self.stats, self.rows_of_file)):
             if not rows:
                 continue
-            index = [self.where[row][1] for row in rows]
             sums = self._read(f, index, start, stop)
             mean, _, tvalue = maps_from_sums(stats.n[index][:, None], sums[:, 0], sums[:, 1])
             fz[rows], t[rows] = mean, tvalue

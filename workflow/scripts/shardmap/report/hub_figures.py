@@ -15,17 +15,11 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
-from .lnm_figures import _template, _volume, axial_cuts, check_same_grid
+from .lnm_figures import _template, _volume, axial_cuts, map_on_mask
 from .plotting import label_colorbar, plt, save_png, skip_imported_objects_in_collections
 
 log = logging.getLogger(__name__)
 PERCENTILE_SHOWN = 95.0
-
-
-def _map_on_mask(path, mask, mask_path, what):
-    img = _volume(path, what)
-    check_same_grid(img, mask, f"{what} '{path}'", f"the brain mask '{mask_path}'")
-    return img
 
 
 def degree_figure(degree_path, mask_path, out_png, n_cuts=7):
@@ -33,7 +27,7 @@ def degree_figure(degree_path, mask_path, out_png, n_cuts=7):
     from nilearn import plotting
 
     mask = _volume(mask_path, "brain mask")
-    degree = _map_on_mask(degree_path, mask, mask_path, "degree map")
+    degree = map_on_mask(degree_path, "degree map", mask, mask_path)
     values = np.asarray(degree.dataobj)[np.asarray(mask.dataobj) > 0]
     skip_imported_objects_in_collections()
     figure = plt.figure(figsize=(15, 4.5))
@@ -119,7 +113,7 @@ def null_figure(real_path, null_path, versus_path, mask_path, out_png, threshold
     figure.suptitle(f"Real against random lesions, {who}", fontsize=15, fontweight="bold")
     rows = [figure.add_axes((0.0, 0.64, 1.0, 0.28)), figure.add_axes((0.0, 0.33, 1.0, 0.28)),
             figure.add_axes((0.0, 0.02, 1.0, 0.28))]
-    percents = [nib.Nifti1Image(np.asarray(_map_on_mask(path, mask, mask_path, what).dataobj) * 100.0, mask.affine)
+    percents = [nib.Nifti1Image(np.asarray(map_on_mask(path, what, mask, mask_path).dataobj) * 100.0, mask.affine)
                 for path, what in ((real_path, "sensitivity map"), (null_path, "null sensitivity map"))]
     peak = max(float(np.asarray(img.dataobj).max()) for img in percents)
     titles = [f"real: % of {n_lesions or ''} lesions with T > {threshold:g}",
@@ -135,7 +129,7 @@ def null_figure(real_path, null_path, versus_path, mask_path, out_png, threshold
                                          colorbar=True, figure=figure, axes=axes, title=title, black_bg=False,
                                          cbar_tick_format="%.0f")
         label_colorbar(display, "% of lesions")
-    versus = _map_on_mask(versus_path, mask, mask_path, "percentile map")
+    versus = map_on_mask(versus_path, "percentile map", mask, mask_path)
     values = np.asarray(versus.dataobj)
     shown = np.where(values >= PERCENTILE_SHOWN, values, 0.0)
     title = f"percentile of the real sensitivity among null groups (>= {PERCENTILE_SHOWN:g})"

@@ -43,6 +43,13 @@ def check_same_grid(img, reference, what, reference_what):
                          "ones written for this mask: delete them and rerun.")
 
 
+def map_on_mask(path, what, mask, mask_path):
+    """The 3D volume at ``path``, checked to lie on the brain mask's grid."""
+    img = _volume(path, what)
+    check_same_grid(img, mask, f"{what} '{path}'", f"the brain mask '{mask_path}'")
+    return img
+
+
 def lesion_cut(lesion):
     """World coordinates (mm) of the lesion voxel nearest to the lesion's centre of mass, so
     that the cuts pass through the lesion even when it is not convex."""
@@ -147,8 +154,7 @@ def sensitivity_figure(pos_path, neg_path, mask_path, out_png, threshold, group=
     figure.suptitle(f"Sensitivity maps, {who}", fontsize=15, fontweight="bold")
     rows = [figure.add_axes((0.0, 0.48, 1.0, 0.42)), figure.add_axes((0.0, 0.02, 1.0, 0.42))]
     for axes, path, sign, cmap in ((rows[0], pos_path, ">", "Reds"), (rows[1], neg_path, "<", "Blues")):
-        img = _volume(path, "sensitivity map")
-        check_same_grid(img, mask, f"sensitivity map '{path}'", f"the brain mask '{mask_path}'")
+        img = map_on_mask(path, "sensitivity map", mask, mask_path)
         percent = nib.Nifti1Image(np.asarray(img.dataobj) * 100.0, img.affine)
         peak = float(np.asarray(percent.dataobj).max())
         limit = f"{'' if sign == '>' else '-'}{threshold:g}"

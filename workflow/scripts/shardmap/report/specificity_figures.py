@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
-from .lnm_figures import _template, _volume, axial_cuts, check_same_grid
+from .lnm_figures import _template, _volume, axial_cuts, check_same_grid, map_on_mask
 from .plotting import label_colorbar, plt, save_png, skip_imported_objects_in_collections
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,6 @@ N_CUTS = 7
 NULL_T_COLUMN = "max_abs_t"
 NULL_TFCE_COLUMN = "max_abs_tfce"
 NULL_COLUMNS = ("permutation", NULL_T_COLUMN)
-
-
-def _on_mask(path, what, mask, mask_path):
-    """The 3D volume at ``path``, checked to lie on the brain mask's grid."""
-    img = _volume(path, what)
-    check_same_grid(img, mask, f"{what} '{path}'", f"the brain mask '{mask_path}'")
-    return img
 
 
 def _nothing_to_show(axes, text):
@@ -54,8 +47,8 @@ def specificity_t_figure(t_path, p_path, mask_path, out_png, alpha, p_label="FWE
     """Axial slices of the t map (cases > controls) where ``p_path``'s p < ``alpha`` (inside
     the mask: the p map is 0 outside it), t elsewhere transparent; symmetric colour bar."""
     mask = _volume(mask_path, "brain mask")
-    t_img = _on_mask(t_path, "specificity t map", mask, mask_path)
-    p_img = _on_mask(p_path, f"specificity {p_label} p map", mask, mask_path)
+    t_img = map_on_mask(t_path, "specificity t map", mask, mask_path)
+    p_img = map_on_mask(p_path, f"specificity {p_label} p map", mask, mask_path)
     inside = np.asarray(mask.dataobj) > 0
     t = np.asarray(t_img.dataobj)
     significant = inside & (np.asarray(p_img.dataobj) < alpha)
@@ -92,7 +85,7 @@ def conjunction_figure(conjunction_path, mask_path, out_png, alpha, fraction, p_
     voxels with FWE p < ``alpha`` that are in the cases' sensitivity map of the same sign
     (at least ``fraction`` of the cases beyond the sensitivity threshold)."""
     mask = _volume(mask_path, "brain mask")
-    img = _on_mask(conjunction_path, "conjunction map", mask, mask_path)
+    img = map_on_mask(conjunction_path, "conjunction map", mask, mask_path)
     values = np.where(np.asarray(mask.dataobj) > 0, np.asarray(img.dataobj), 0)
     n_positive, n_negative = int((values > 0).sum()), int((values < 0).sum())
     rule = f"{p_label} p < {alpha:g} and in >= {fraction * 100:g} % of the cases' sensitivity map"
