@@ -90,16 +90,36 @@ def test_float16_storage_is_close(dataset, reference, tmp_path):
         assert err <= 1e-3
 
 
-def test_narrow_and_ragged_voxel_blocks_small_exact_chunks_and_threads(dataset, reference, tmp_path, monkeypatch):
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy-epilogue", "compiled-epilogue"])
+def test_narrow_and_ragged_voxel_blocks_small_exact_chunks_and_threads(dataset, reference, tmp_path, monkeypatch,
+                                                                        compiled):
     """Block widths that do not divide the voxel count (a narrow last block), tiny
-    float64-recompute chunks and three worker threads give the same maps."""
+    float64-recompute chunks, three worker threads and passes of 3 subjects over shards
+    of 4 (a short last pass) give the same maps; with the NumPy epilogue and with the
+    compiled one (chosen by the task's size: here every task counts as large)."""
     from shardmap.lnm.kernels import cpu as cpu_kernel
+
+    if compiled:
+        pytest.importorskip("numba")
+        monkeypatch.setattr(cpu_kernel, "COMPILED_EPILOGUE_FROM", 0)
+        used = []
+        real_init = cpu_kernel.NumpyMapper.__init__
+
+        def spy_init(self, *args, **kwargs):
+            real_init(self, *args, **kwargs)
+            used.append(self._add_twice_z is not None)
+
+        monkeypatch.setattr(cpu_kernel.NumpyMapper, "__init__", spy_init)
 
     monkeypatch.setattr(cpu_kernel, "BLOCK_ELEMENTS", 777)
     monkeypatch.setattr(cpu_kernel, "EXACT_CHUNK", 3)
+    monkeypatch.setattr(cpu_kernel, "SUBJECTS_PER_PASS", 3)
+    monkeypatch.setattr(cpu_kernel.NumpyMapper, "subjects_per_pass", 3)
     ours = run_library(dataset, tmp_path, lesion_batch_size=3, subject_shard_size=4, threads=3)
     for lesion_id, path, _ in dataset["lesions"]:
         assert_maps_match(ours[lesion_id], reference[path])
+    if compiled:
+        assert used and all(used)
 
 
 @pytest.mark.parametrize("device", ["torch-cpu", "cuda"])

@@ -1,9 +1,11 @@
 """The fast float32 pieces of the mapping kernels against float64 NumPy."""
 
+import sys
+
 import numpy as np
 import pytest
 
-from shardmap.lnm.kernels.cpu import FLOAT64_ABOVE, NumpyMapper, log_ratio_inplace
+from shardmap.lnm.kernels.cpu import FLOAT64_ABOVE, SUBJECTS_PER_PASS, NumpyMapper, log_ratio_inplace
 
 
 def test_log_ratio_matches_twice_arctanh_on_its_range():
@@ -12,6 +14,38 @@ def test_log_ratio_matches_twice_arctanh_on_its_range():
     twice_z = log_ratio_inplace(r.copy(), np.empty_like(r))
     assert np.abs(twice_z - expected).max() < 4e-7
     assert twice_z[0, 100_000] == 0.0
+
+
+def test_compiled_epilogue_matches_twice_arctanh_on_its_range():
+    """The compiled loop's own log: as accurate as NumPy's float32 log on |r| <= 0.95, on
+    a tile whose used width (999 of 1000 columns) leaves a remainder after the vector loop."""
+    fused_epilogue = pytest.importorskip("shardmap.lnm.kernels.fused_epilogue")
+    r = np.linspace(-FLOAT64_ABOVE, FLOAT64_ABOVE, 200_001)[:199_800].astype(np.float32).reshape(200, 999)
+    tile = np.zeros((200, 1000), dtype=np.float32)
+    tile[:, :999] = r
+    tile[:, 999] = 0.5  # outside the width: must not be added
+    z_sum, z2_sum = np.zeros_like(tile), np.zeros_like(tile)
+    z_sum[:, 999] = 7.0
+    fused_epilogue.add_twice_z(tile, z_sum, z2_sum, 999)
+    expected = 2 * np.arctanh(r.astype(np.float64))
+    assert np.abs(z_sum[:, :999] - expected).max() < 4e-7
+    assert np.abs(z2_sum[:, :999] - expected ** 2).max() < 4e-6  # (2z)^2 <= 13.4: float32 relative rounding
+    assert (z_sum[:, 999] == 7.0).all() and (z2_sum[:, 999] == 0.0).all()
+
+
+def test_compiled_epilogue_is_used_only_where_it_pays(monkeypatch):
+    from shardmap.lnm.kernels import cpu
+
+    assert not cpu.compiled_epilogue_pays(64, 292_019, 10)
+    assert not cpu.compiled_epilogue_pays(64, 230_000, 100)
+    assert cpu.compiled_epilogue_pays(256, 230_000, 100)
+    assert cpu.compiled_epilogue_pays(1024, 292_019, 10)
+    with NumpyMapper(np.zeros((2, 2, 100)), compiled=False) as mapper:
+        assert mapper._add_twice_z is None
+    # Without numba (here: the module cannot be imported) the NumPy passes do the work.
+    monkeypatch.setitem(sys.modules, "shardmap.lnm.kernels.fused_epilogue", None)
+    with NumpyMapper(np.zeros((2, 2, 100)), compiled=True) as mapper:
+        assert mapper._add_twice_z is None
 
 
 def _random_subjects(n_subjects, n_frames, n_voxels, n_lesions, seed=0):
@@ -35,31 +69,95 @@ def _float64_sums(subjects, n_lesions, n_voxels):
     return sums
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy-epilogue", "compiled-epilogue"])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_numpy_mapper_matches_float64_over_flushes_and_ragged_blocks(threads):
-    """19 subjects cross two flushes and end with a partial one; 9001 voxels leave a
-    ragged last block; the first voxels take the float64 path."""
-    n_subjects, n_frames, n_voxels, n_lesions = 19, 50, 9001, 5
+def test_numpy_mapper_matches_float64_over_passes_and_ragged_blocks(threads, compiled):
+    """19 subjects in passes of 8, 8 and 3 subjects (and one more, alone); 9001 voxels
+    leave a ragged last block; the first voxels take the float64 path."""
+    n_subjects, n_frames, n_voxels, n_lesions = 20, 50, 9001, 5
     subjects = list(_random_subjects(n_subjects, n_frames, n_voxels, n_lesions))
     sums = np.zeros((n_lesions, 2, n_voxels))
-    with NumpyMapper(sums, threads=threads) as mapper:
+    with NumpyMapper(sums, threads=threads, compiled=compiled) as mapper:
+        assert (mapper._add_twice_z is not None) == compiled
         assert len(mapper.blocks) > 1 and n_voxels % mapper.width
-        for frames, seeds in subjects:
-            mapper.add_subject(frames, np.ones(n_voxels), seeds)
+        assert mapper.subjects_per_pass == SUBJECTS_PER_PASS == 8
+        as_passed = [(frames, np.ones(n_voxels), seeds) for frames, seeds in subjects]
+        for start, stop in ((0, 8), (8, 16), (16, 19)):
+            mapper.add_subjects(as_passed[start:stop])
+        mapper.add_subject(*as_passed[19])
         mapper.finish()
     expected = _float64_sums(subjects, n_lesions, n_voxels)
     assert (np.abs(expected[np.arange(n_lesions), 0, np.arange(n_lesions)]) > FLOAT64_ABOVE * n_subjects).all()
     np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=2e-5)
 
 
-def test_numpy_mapper_result_does_not_depend_on_threads():
-    subjects = list(_random_subjects(10, 40, 20_000, 3, seed=4))
+def test_memory_request_counts_the_kernels_pass():
+    from shardmap.lnm import resources
+
+    assert resources.CPU_SUBJECTS_PER_PASS == SUBJECTS_PER_PASS
+
+
+def test_compiled_and_numpy_epilogues_agree_to_float32_rounding():
+    """The two epilogues differ only in how float32 rounds: the sums of 2z agree within
+    a few float32 steps of their size (their relative difference is measured here)."""
+    pytest.importorskip("numba")
+    subjects = [(frames, np.ones(4000), seeds) for frames, seeds in _random_subjects(12, 60, 4000, 6, seed=11)]
+    results = []
+    for compiled in (False, True):
+        sums = np.zeros((6, 2, 4000))
+        with NumpyMapper(sums, threads=2, compiled=compiled) as mapper:
+            mapper.add_subjects(subjects[:8])
+            mapper.add_subjects(subjects[8:])
+        results.append(sums)
+    scale = np.maximum(1.0, np.abs(results[0]))
+    assert np.abs(results[1] - results[0]).max() > 0  # two different computations
+    assert (np.abs(results[1] - results[0]) / scale).max() < 2e-6
+
+
+@pytest.mark.parametrize("with_torch", [True, False], ids=["torch-widens", "numpy-widens"])
+def test_numpy_mapper_widens_float16_blocks_exactly(with_torch, monkeypatch):
+    """float16 frames, widened by the kernel a block at a time (by torch, or by NumPy
+    without it), give the sums of the same values widened beforehand, bit for bit."""
+    if not with_torch:
+        monkeypatch.setitem(sys.modules, "torch", None)
+    n_voxels = 20_000
+    stored = []
+    for frames, seeds in _random_subjects(9, 30, n_voxels, 3, seed=13):
+        half = frames.astype(np.float16)
+        inv = 1.0 / np.linalg.norm(half.astype(np.float64), axis=0)
+        stored.append((half, inv, seeds))
+    results = []
+    for widened in (False, True):
+        sums = np.zeros((3, 2, n_voxels))
+        subjects = [(half.astype(np.float32) if widened else half, inv, seeds) for half, inv, seeds in stored]
+        with NumpyMapper(sums, threads=2) as mapper:
+            assert len(mapper.blocks) > 1
+            mapper.add_subjects(subjects[:8])
+            mapper.add_subjects(subjects[8:])
+            used = mapper._widener._torch
+            if widened:
+                assert used is None  # float32 frames: nothing to widen
+            else:
+                assert bool(used) == with_torch
+        results.append(sums)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_numpy_mapper_refuses_more_subjects_than_a_pass_holds():
+    subjects = [(frames, np.ones(300), seeds) for frames, seeds in _random_subjects(9, 10, 300, 2)]
+    with NumpyMapper(np.zeros((2, 2, 300))) as mapper, pytest.raises(ValueError, match="at most 8"):
+        mapper.add_subjects(subjects)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy-epilogue", "compiled-epilogue"])
+def test_numpy_mapper_result_does_not_depend_on_threads(compiled):
+    subjects = [(frames, np.ones(20_000), seeds) for frames, seeds in _random_subjects(10, 40, 20_000, 3, seed=4)]
     results = []
     for threads in (1, 2, 5):
         sums = np.zeros((3, 2, 20_000))
-        with NumpyMapper(sums, threads=threads) as mapper:
-            for frames, seeds in subjects:
-                mapper.add_subject(frames, np.ones(20_000), seeds)
+        with NumpyMapper(sums, threads=threads, compiled=compiled) as mapper:
+            mapper.add_subjects(subjects[:8])
+            mapper.add_subjects(subjects[8:])
             mapper.finish()
         results.append(sums)
     np.testing.assert_array_equal(results[0], results[1])
@@ -76,19 +174,23 @@ def _torch_device(name):
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_torch_kernel_matches_float64(device, monkeypatch):
-    """Several voxel chunks, some pairs on the float64 path, in more than one recompute round."""
+    """Several voxel chunks, some pairs on the float64 path, in more than one recompute
+    round; 6 subjects cross a flush of the float32 running sums (every 4 here) and end
+    with a partial one."""
     from shardmap.lnm.kernels import gpu as gpu_kernel
 
     device = _torch_device(device)
     monkeypatch.setattr(gpu_kernel, "CHUNK_ELEMENTS", 4 * 1500)
     monkeypatch.setattr(gpu_kernel, "EXACT_CHUNK", 3)
+    monkeypatch.setattr(gpu_kernel, "RUNNING_SUBJECTS", 4)
     n_voxels, n_lesions = 5000, 4
     subjects = list(_random_subjects(6, 40, n_voxels, n_lesions, seed=2))
     sums = np.zeros((n_lesions, 2, n_voxels))
     with gpu_kernel.TorchMapper(sums, device) as mapper:
         assert mapper.chunk < n_voxels
-        for frames, seeds in subjects:
+        for number, (frames, seeds) in enumerate(subjects, 1):
             mapper.add_subject(frames, np.ones(n_voxels), seeds)
+            assert mapper.pending == number % 4
         mapper.finish()
     np.testing.assert_allclose(sums, _float64_sums(subjects, n_lesions, n_voxels), rtol=1e-5, atol=2e-5)
 
@@ -139,25 +241,34 @@ def test_float16_frames_widen_exactly():
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_shard_reader_prefetch_yields_every_subject_as_stored(tmp_path, dtype):
+    """One subject at a time, and in groups of 2 (the last group short): each subject as
+    stored. With prefetch, a group's arrays never share memory with the next group's,
+    which is read while the caller still works on the first."""
     from shardmap.lnm.connectome.reader import ShardReader
     from shardmap.lnm.connectome.shards import shard_paths, write_shard
 
     rng = np.random.default_rng(5)
-    runs = [rng.standard_normal((300, frames)) for frames in (7, 12, 9)]
+    runs = [rng.standard_normal((300, frames)) for frames in (7, 12, 9, 5, 11)]
     for series in runs:
         series -= series.mean(axis=1, keepdims=True)
     subjects = ((f"s{i}", [], series, (series ** 2).sum(axis=1)) for i, series in enumerate(runs))
     paths = shard_paths(tmp_path / "shard")
-    write_shard(subjects, 3, 300, "mask", paths["data"], paths["norms"], paths["info"], dtype)
+    write_shard(subjects, len(runs), 300, "mask", paths["data"], paths["norms"], paths["info"], dtype)
     stored = np.load(paths["data"]).astype(np.float32)
-    seen = {}
+    offsets = np.cumsum([0, 7, 12, 9, 5, 11])
     for prefetch in (False, True):
         with ShardReader(paths, prefetch=prefetch) as reader:
-            seen[prefetch] = [(index, frames.copy(), norm.copy()) for index, frames, norm, _ in reader.subjects()]
-    offsets = np.cumsum([0, 7, 12, 9])
-    for prefetch, subjects_seen in seen.items():
-        assert [index for index, _, _ in subjects_seen] == [0, 1, 2]
-        for index, frames, norm in subjects_seen:
+            seen = [(index, frames.copy(), norm.copy()) for index, frames, norm, _ in reader.subjects()]
+            groups = []
+            for group in reader.subject_groups(2):
+                groups.append([(index, frames, frames.copy(), norm.copy()) for index, frames, norm, _ in group])
+                if prefetch and len(groups) > 1:
+                    assert not any(np.shares_memory(held, new) for _, held, _, _ in groups[-2]
+                                   for _, new, _, _ in groups[-1])
+        assert [len(group) for group in groups] == [2, 2, 1]
+        seen += [(index, copy, norm) for group in groups for index, _, copy, norm in group]
+        assert [index for index, _, _ in seen] == [0, 1, 2, 3, 4] * 2
+        for index, frames, norm in seen:
             np.testing.assert_array_equal(frames, stored[offsets[index]:offsets[index + 1]])
             np.testing.assert_allclose(norm, np.linalg.norm(runs[index], axis=1))
 

@@ -18,6 +18,9 @@ from ..resources import request_mb, runtime_minutes
 # z transform and float64 accumulation), measured low on purpose: see docs/benchmarks.md.
 MAPPING_FLOPS_PER_THREAD = 8e9
 MAPPING_FLOPS_PER_GPU = 2e12
+# Subjects per pass over the voxels in the CPU kernel: kernels.cpu.SUBJECTS_PER_PASS
+# (this module is standard library only; tests/lnm/test_mapping_kernels.py keeps the two equal).
+CPU_SUBJECTS_PER_PASS = 8
 # Reading and decompressing NIfTI (gzip) in the preparation task, bytes per second.
 PREPARE_BYTES_PER_S = 60e6
 
@@ -103,17 +106,23 @@ def lesion_batch_mem_mb(mask_info, lesion_paths, coverage=False):
 
 
 def mapping_mem_mb(shard_info, n_lesions, device="cpu"):
-    """Two subjects' frames as float32 (plus the stored copies if float16: one is read
-    while the other is computed), the float64 sums (L x 2 x V), on the CPU the float32
-    running sums (L x 2 x V) and per-block scratch."""
+    """Two groups of subjects' frames (one group computed, the next one read meanwhile),
+    the float64 sums (L x 2 x V) and small per-block tiles. On the CPU a group is
+    CPU_SUBJECTS_PER_PASS subjects (fewer if the shard has fewer), as stored (the kernel
+    widens float16 block by block); on a GPU one subject, widened to float32 (plus the
+    stored copy being converted if float16)."""
     n_voxels = shard_info["n_voxels"]
     offsets = shard_info["frame_offsets"]
     max_frames = max(b - a for a, b in zip(offsets, offsets[1:]))
     float16 = shard_info["dtype"] == "float16"
-    frames = 2 * max_frames * n_voxels * (6 if float16 else 4)
-    sums = n_lesions * 2 * n_voxels * (8 if device == "cuda" else 12)
+    if device == "cuda":
+        frames = max_frames * n_voxels * (2 * 4 + (2 if float16 else 0))
+    else:
+        frames = max_frames * n_voxels * (2 if float16 else 4) * min(2 * CPU_SUBJECTS_PER_PASS, len(offsets) - 1)
+    sums = n_lesions * 2 * n_voxels * 8
     torch_import = 400e6 if float16 or device == "cuda" else 0  # torch widens float16 / runs the GPU kernel
-    return request_mb(frames + sums + n_voxels * 8 * 6 + 32 * 2 ** 20 + torch_import)
+    numba_import = 0 if device == "cuda" else 150e6  # a large CPU task loads the compiled epilogue
+    return request_mb(frames + sums + n_voxels * 8 * 6 + 32 * 2 ** 20 + torch_import + numba_import)
 
 
 def mapping_runtime(shard_info, n_lesions, threads=1, device="cpu"):

@@ -1,7 +1,8 @@
-"""Streaming a prepared shard: one subject's rows at a time, the next one read ahead.
+"""Streaming a prepared shard: one subject's rows (or a small group of subjects) at a
+time, the next one read ahead.
 
-A mapping task holds at most two subjects of the shard in memory (the one it computes
-and the one being read), so its memory does not grow with the shard.
+A mapping task holds at most two groups of the shard in memory (the one it computes and
+the one being read), so its memory does not grow with the shard.
 """
 
 from __future__ import annotations
@@ -124,16 +125,19 @@ def widen_into(out, values):
 
 
 class ShardReader:
-    """Reads one subject at a time from a prepared shard.
+    """Reads one subject, or a group of subjects, at a time from a prepared shard.
 
     float32 data are used in place through a memory map: no copy, and only the subjects
-    in use are resident. float16 data are converted into reused float32 buffers. With
-    ``prefetch``, :meth:`subjects` maps (and converts) the next subject in a background
-    thread while the caller works on the current one: on a cluster file system the read
-    then hides behind the computation.
+    in use are resident. float16 data are converted into reused float32 buffers (or,
+    with ``widen=False``, used in place too). With
+    ``prefetch``, :meth:`subjects` and :meth:`subject_groups` map (and convert) the next
+    subject or group in a background thread while the caller works on the current one:
+    on a cluster file system the read then hides behind the computation.
     """
 
-    def __init__(self, prefix_or_paths, prefetch=False):
+    def __init__(self, prefix_or_paths, prefetch=False, widen=True):
+        """``widen=False``: float16 data too are used in place, as stored (for a kernel
+        that widens them itself, block by block)."""
         paths = prefix_or_paths if isinstance(prefix_or_paths, dict) else shard_paths(prefix_or_paths)
         self.paths = paths
         with open(paths["info"]) as handle:
@@ -141,10 +145,18 @@ class ShardReader:
         n_voxels = self.info.n_voxels
         self._data = NpyRowReader(paths["data"], (self.info.frame_offsets[-1], n_voxels))
         self._norms = NpyRowReader(paths["norms"], (self.info.n_subjects, 2, n_voxels))
-        self._in_place = self._data.dtype == np.float32
-        shape = (self.info.max_frames, n_voxels)
-        self._slots = [(None if self._in_place else np.empty(shape, dtype=np.float32),
-                        np.empty((1, 2, n_voxels))) for _ in range(2 if prefetch else 1)]
+        self._in_place = self._data.dtype == np.float32 or not widen
+        self._prefetch = prefetch
+        self._slots = []
+        self._ensure_slots(2 if prefetch else 1)
+
+    def _ensure_slots(self, count):
+        """Buffers for ``count`` subjects read at once: float32 frames (float16 storage
+        only) and norms."""
+        shape = (self.info.max_frames, self.info.n_voxels)
+        while len(self._slots) < count:
+            self._slots.append((None if self._in_place else np.empty(shape, dtype=np.float32),
+                                np.empty((1, 2, self.info.n_voxels))))
 
     def __len__(self):
         return self.info.n_subjects
@@ -153,7 +165,8 @@ class ShardReader:
         return self.info.frame_offsets[index], self.info.frame_offsets[index + 1]
 
     def read(self, index, slot=0):
-        """Return (stored time courses as (T, V) float32, norm (V,), inverse stored norm (V,)).
+        """Return (stored time courses as (T, V) float32 (as stored if not widened), norm
+        (V,), inverse stored norm (V,)).
 
         The arrays are valid until :meth:`release` of this subject, or the next read into
         ``slot``.
@@ -178,19 +191,42 @@ class ShardReader:
 
         A yielded subject's arrays stay valid until the generator is advanced.
         """
-        if len(self._slots) == 1:
-            for index in range(len(self)):
-                yield (index, *self.read(index))
-                self.release(index)
+        for group in self.subject_groups(1):
+            yield group[0]
+
+    def subject_groups(self, size):
+        """Yield the subjects in order, ``size`` at a time: lists of (index, frames, norm,
+        inverse stored norm). With prefetch, the next group is read meanwhile.
+
+        A yielded group's arrays stay valid until the generator is advanced, so a task
+        holds at most two groups (one with prefetch off).
+        """
+        starts = range(0, len(self), size)
+        self._ensure_slots(2 * size if self._prefetch else size)
+
+        def read_group(number):
+            # With prefetch, groups alternate between two sets of buffers.
+            first = starts[number]
+            base = (number % 2) * size if self._prefetch else 0
+            return [(index, *self.read(index, base + index - first))
+                    for index in range(first, min(first + size, len(self)))]
+
+        if not self._prefetch:
+            for number in range(len(starts)):
+                group = read_group(number)
+                yield group
+                for index, *_ in group:
+                    self.release(index)
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-prefetch") as pool:
-            pending = pool.submit(self.read, 0, 0)
-            for index in range(len(self)):
+            pending = pool.submit(read_group, 0) if starts else None
+            for number in range(len(starts)):
                 current = pending.result()
-                if index + 1 < len(self):
-                    pending = pool.submit(self.read, index + 1, (index + 1) % 2)
-                yield (index, *current)
-                self.release(index)
+                if number + 1 < len(starts):
+                    pending = pool.submit(read_group, number + 1)
+                yield current
+                for index, *_ in current:
+                    self.release(index)
 
     def close(self):
         self._data.close()

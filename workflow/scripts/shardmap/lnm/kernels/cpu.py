@@ -1,13 +1,26 @@
 """The CPU kernel of a mapping task: NumPy with BLAS, in worker threads that own voxel blocks.
 
-Per subject and voxel block (a few MiB, so temporaries stay in cache) a worker computes
-r for all lesions in one float32 matrix product, turns it into 2z = log((1 + r) / (1 - r))
-in place, and adds 2z and (2z)^2 into float32 running sums. Every FLUSH_EVERY subjects
-the running sums are scaled (by 1/2 and 1/4, exact in binary) and added into the float64
-totals. This halves the memory traffic of the accumulation, which otherwise costs more
-than the matrix product. Entries with |r| > FLOAT64_ABOVE skip all of this: they are
-recomputed in float64 and added to the float64 totals directly, because near |r| = 1
-float32 rounding of r is amplified by arctanh.
+The kernel takes the task's subjects a few at a time (SUBJECTS_PER_PASS of them, all
+resident) and makes one pass over the voxels for the whole group. Per voxel block (a
+tile of lesions x voxels that stays in cache) and per subject of the group, a worker
+computes r for all lesions in one float32 matrix product, turns it into
+2z = log((1 + r) / (1 - r)) in place, and adds 2z and (2z)^2 into two float32 tiles of
+the block. After the group's last subject those tiles are scaled (by 1/2 and 1/4, exact
+in binary) and added into the task's float64 sums, while they are still in cache.
+
+So the float64 sums are read and written once per group, and nothing of the size of
+the sums is streamed through memory per subject. (The first version kept float32 running
+sums of all voxels, L x 2 x V, and streamed them through memory once per subject: that
+cost a third of the kernel's time, and their first touch was a fixed cost of every task.)
+The price is memory for the group's frames, which are resident together.
+
+The z transform and the adds are NumPy passes over the tile in cache, or, in a task
+large enough to earn back loading it (COMPILED_EPILOGUE_FROM), one compiled pass
+(``fused_epilogue``, numba), which is several times faster.
+
+Entries with |r| > FLOAT64_ABOVE skip the float32 path: they are recomputed in float64
+and added to the float64 sums directly, because near |r| = 1 float32 rounding of r is
+amplified by arctanh.
 
 Each worker always owns the same blocks and every block sees the same operations in the
 same order, so the result is the same bit for bit whatever the number of threads.
@@ -15,6 +28,7 @@ same order, so the result is the same bit for bit whatever the number of threads
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -22,13 +36,84 @@ from threadpoolctl import threadpool_limits
 
 R_CLIP = 1.0 - 1e-7
 FLOAT64_ABOVE = 0.95
-BLOCK_ELEMENTS = 1 << 18  # lesions x voxels per block: 1 MiB of float32
+BLOCK_ELEMENTS = 1 << 17  # lesions x voxels per tile: 512 KiB of float32
 MAX_BLOCK_WIDTH = 8192  # voxels per block, so even one lesion splits V into blocks
 EXACT_CHUNK = 4096  # (lesion, voxel) pairs recomputed in float64 at a time
-# Subjects summed in float32 between flushes. 8 values of (2z)^2 <= 13.4 sum to at most
-# 108, so the float32 running sums carry a relative error below 1e-6 before they reach
-# float64; the float32 matrix product itself is no more accurate than that.
-FLUSH_EVERY = 8
+# Subjects summed in float32 before their sums reach float64. 8 values of (2z)^2 <= 13.4
+# sum to at most 108, so the float32 tiles carry a relative error below 1e-6 before they
+# reach float64; the float32 matrix product itself is no more accurate than that.
+SUBJECTS_PER_PASS = 8
+# Lesion x voxel x subject values from which a task uses the compiled epilogue. On this
+# project's 2-core VM it saved 0.25-0.6 ns per value and cost about 0.5 s per process to
+# import numba and load the loop from its cache (docs/benchmarks.md), so it pays from
+# about 2e9 values: L = 256 with 100 subjects of 230k voxels, not L = 64 with 100.
+COMPILED_EPILOGUE_FROM = 2e9
+
+
+def compiled_epilogue_pays(n_lesions, n_voxels, n_subjects):
+    """Whether a task of this size should use the compiled epilogue."""
+    return float(n_lesions) * n_voxels * n_subjects >= COMPILED_EPILOGUE_FROM
+
+
+def load_compiled_epilogue():
+    """``fused_epilogue.add_twice_z``, or None where numba is not installed."""
+    try:
+        from .fused_epilogue import add_twice_z
+    except ImportError:
+        return None
+    return add_twice_z
+
+
+class BlockWidener:
+    """Widens float16 stored time courses to float32 one voxel block at a time, into a
+    tile of the worker's, so a task holds no float32 copy of a float16 subject.
+
+    torch's copy uses the CPU's F16C instructions: 26 us for a 240 x 1024 block here,
+    against 420 us for NumPy's cast, which is the fallback without torch. torch runs on
+    one thread meanwhile (the workers are the parallelism; its own threads would spin on
+    their cores), and is given its thread count back by :meth:`close`.
+    """
+
+    def __init__(self):
+        self._tiles = {}
+        self._torch = None
+        self._threads = None
+
+    def start(self, sample):
+        """Prepare torch in the calling (main) thread, with ``sample`` a stored float16 block."""
+        if self._torch is not None:
+            return
+        try:
+            import torch
+        except ImportError:
+            self._torch = False
+            return
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        with warnings.catch_warnings():
+            # The stored frames are a read-only memory map; they are only read. torch warns
+            # once per process, so the workers' later calls do not warn.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            torch.from_numpy(sample[:1, :1])
+        self._torch = torch
+
+    def widen(self, worker, frames, start, stop):
+        """frames[:, start:stop] as float32, in ``worker``'s tile (valid until its next call)."""
+        n_frames, width = frames.shape[0], stop - start
+        tile = self._tiles.get(worker)
+        if tile is None or tile.shape[0] < n_frames or tile.shape[1] < width:
+            tile = self._tiles[worker] = np.empty((n_frames, width), dtype=np.float32)
+        out = tile[:n_frames, :width]
+        if self._torch:
+            self._torch.from_numpy(out).copy_(self._torch.from_numpy(frames[:, start:stop]))
+        else:
+            np.copyto(out, frames[:, start:stop])
+        return out
+
+    def close(self):
+        if self._torch and self._threads is not None:
+            self._torch.set_num_threads(self._threads)
+        self._tiles = {}
 
 
 def log_ratio_inplace(r, scratch):
@@ -76,19 +161,23 @@ def lesion_seeds(frames, norm, batch):
 class NumpyMapper:
     """Accumulates one task's subjects into float64 sums (L, 2, V) of z and z^2.
 
-    Memory beyond the sums: float32 running sums (L x 2 x V x 4 bytes) and two scratch
-    blocks of 1 MiB per thread.
+    Memory beyond the sums: per worker thread, four tiles of lesions x block width in
+    float32 (2 MiB). The caller keeps each group's frames resident during its pass.
     """
 
-    def __init__(self, sums, threads=1):
+    subjects_per_pass = SUBJECTS_PER_PASS
+
+    def __init__(self, sums, threads=1, compiled=False):
+        """``compiled``: add z and z^2 with the compiled epilogue (when numba is there)."""
         n_lesions, _, n_voxels = sums.shape
         self.sums = sums
+        self._add_twice_z = load_compiled_epilogue() if compiled else None
         self.width = block_width(n_lesions)
         self.blocks = [(start, min(start + self.width, n_voxels)) for start in range(0, n_voxels, self.width)]
         self.threads = max(1, min(int(threads), len(self.blocks)))
-        self.running = np.zeros((n_lesions, 2, n_voxels), dtype=np.float32)
-        self.pending = 0
-        self._scratch = [np.empty((2, n_lesions, self.width), dtype=np.float32) for _ in range(self.threads)]
+        # Per worker: the tile of r, a scratch tile, and the group's sums of 2z and (2z)^2.
+        self._tiles = [np.empty((4, n_lesions, self.width), dtype=np.float32) for _ in range(self.threads)]
+        self._widener = BlockWidener()
         self._pool = ThreadPoolExecutor(self.threads, "lnm-block") if self.threads > 1 else None
         # The workers are the parallelism: a multi-threaded BLAS inside each would oversubscribe.
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
@@ -102,35 +191,52 @@ class NumpyMapper:
         for future in futures:
             future.result()
 
-    def add_lesions(self, frames, norm, inv_stored_norm, batch):
-        """Add one subject for every lesion of ``batch`` (``norm``: each voxel's centred norm)."""
-        self.add_subject(frames, inv_stored_norm, lesion_seeds(frames, norm, batch))
+    def add_group(self, subjects, batch):
+        """Add a group of subjects for every lesion of ``batch`` in one pass over the voxels.
+
+        ``subjects``: (frames, norm, inv_stored_norm) per subject, at most
+        SUBJECTS_PER_PASS of them (``norm``: each voxel's centred norm).
+        """
+        def seeds_of(subject):
+            frames, norm, _ = subject
+            return lesion_seeds(frames, norm, batch)
+
+        # One worker builds all seeds of a subject, so they do not depend on the thread count.
+        seeds = list(self._pool.map(seeds_of, subjects)) if self._pool is not None else map(seeds_of, subjects)
+        self.add_subjects([(frames, inv_stored_norm, unit_seeds)
+                           for (frames, _, inv_stored_norm), unit_seeds in zip(subjects, seeds)])
+
+    def add_subjects(self, subjects):
+        """Add (frames, inv_stored_norm, unit_seeds) per subject in one pass: ``frames``
+        (T, V) stored time courses, float32 or float16 (widened here, block by block),
+        ``unit_seeds`` (T, L) float64 unit-norm (or
+        zero) lesion seeds. At most SUBJECTS_PER_PASS subjects, which bounds the float32
+        sums' rounding."""
+        if len(subjects) > SUBJECTS_PER_PASS:
+            raise ValueError(f"{len(subjects)} subjects in one pass; at most {SUBJECTS_PER_PASS}")
+        prepared = []
+        for frames, inv_stored_norm, unit_seeds in subjects:
+            if frames.dtype != np.float32:
+                self._widener.start(frames)
+            weights = np.ascontiguousarray(unit_seeds.T, dtype=np.float32)
+            scale = None if unit_float32_storage(inv_stored_norm) else inv_stored_norm.astype(np.float32)
+            prepared.append((frames, inv_stored_norm, unit_seeds, weights, scale))
+        if prepared:
+            self._each_worker(self._add_blocks, prepared)
 
     def add_subject(self, frames, inv_stored_norm, unit_seeds):
-        """Add one subject: ``frames`` (T, V) float32 stored time courses, ``unit_seeds``
-        (T, L) float64 unit-norm (or zero) lesion seeds."""
-        weights = np.ascontiguousarray(unit_seeds.T, dtype=np.float32)
-        scale = None if unit_float32_storage(inv_stored_norm) else inv_stored_norm.astype(np.float32)
-        self._each_worker(self._add_blocks, frames, inv_stored_norm, unit_seeds, weights, scale)
-        self.pending += 1
-        if self.pending == FLUSH_EVERY:
-            self.flush()
-
-    def flush(self):
-        """Move the float32 running sums into the float64 totals."""
-        if self.pending:
-            self._each_worker(self._flush_blocks)
-            self.pending = 0
+        """Add one subject (a pass of its own; see :meth:`add_subjects`)."""
+        self.add_subjects([(frames, inv_stored_norm, unit_seeds)])
 
     def finish(self):
-        """Complete the float64 sums (after the last subject)."""
-        self.flush()
+        """Complete the float64 sums (after the last subject): every pass already has."""
 
     def close(self):
         """Stop the worker threads and give BLAS its threads back (also after an error)."""
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+        self._widener.close()
         self._blas_limit.restore_original_limits()
 
     def __enter__(self):
@@ -139,33 +245,41 @@ class NumpyMapper:
     def __exit__(self, *exc):
         self.close()
 
-    def _add_blocks(self, worker, blocks, frames, inv_stored_norm, unit_seeds, weights, scale):
-        r_full, scratch_full = self._scratch[worker]
+    def _add_blocks(self, worker, blocks, subjects):
+        r_full, scratch_full, z_full, z2_full = self._tiles[worker]
         for start, stop in blocks:
             width = stop - start
             r, scratch = r_full[:, :width], scratch_full[:, :width]
-            np.matmul(weights, frames[:, start:stop], out=r)
-            if scale is not None:
-                np.multiply(r, scale[start:stop], out=r)
-            exact = None
-            if max(r.max(), -r.min()) > FLOAT64_ABOVE:
-                exact = np.nonzero(np.abs(r, out=scratch) > FLOAT64_ABOVE)
-                r[exact] = 0.0  # their z goes into the float64 sums below
-            log_ratio_inplace(r, scratch)
-            running = self.running[:, :, start:stop]
-            np.add(running[:, 0], r, out=running[:, 0])
-            np.multiply(r, r, out=r)
-            np.add(running[:, 1], r, out=running[:, 1])
-            if exact is not None:
-                add_exact_z(self.sums, unit_seeds, frames, inv_stored_norm, exact[0], exact[1] + start)
-
-    def _flush_blocks(self, worker, blocks):
-        for start, stop in blocks:
-            running = self.running[:, :, start:stop]
-            np.multiply(running[:, 0], 0.5, out=running[:, 0])
-            np.multiply(running[:, 1], 0.25, out=running[:, 1])
-            np.add(self.sums[:, :, start:stop], running, out=self.sums[:, :, start:stop])
-            running.fill(0.0)
+            z_sum, z2_sum = z_full[:, :width], z2_full[:, :width]
+            for index, (frames, inv_stored_norm, unit_seeds, weights, scale) in enumerate(subjects):
+                block = (frames[:, start:stop] if frames.dtype == np.float32
+                         else self._widener.widen(worker, frames, start, stop))
+                np.matmul(weights, block, out=r)
+                if scale is not None:
+                    np.multiply(r, scale[start:stop], out=r)
+                exact = None
+                if max(r.max(), -r.min()) > FLOAT64_ABOVE:
+                    exact = np.nonzero(np.abs(r, out=scratch) > FLOAT64_ABOVE)
+                    r[exact] = 0.0  # their z goes into the float64 sums below
+                if self._add_twice_z is not None:
+                    if index == 0:
+                        z_sum.fill(0.0)
+                        z2_sum.fill(0.0)
+                    self._add_twice_z(r_full, z_full, z2_full, width)
+                elif index == 0:
+                    z_sum[...] = log_ratio_inplace(r, scratch)
+                    np.multiply(r, r, out=z2_sum)
+                else:
+                    np.add(z_sum, log_ratio_inplace(r, scratch), out=z_sum)
+                    np.multiply(r, r, out=r)
+                    np.add(z2_sum, r, out=z2_sum)
+                if exact is not None:
+                    add_exact_z(self.sums, unit_seeds, frames, inv_stored_norm, exact[0], exact[1] + start)
+            np.multiply(z_sum, 0.5, out=z_sum)
+            np.multiply(z2_sum, 0.25, out=z2_sum)
+            block_sums = self.sums[:, :, start:stop]
+            np.add(block_sums[:, 0], z_sum, out=block_sums[:, 0])
+            np.add(block_sums[:, 1], z2_sum, out=block_sums[:, 1])
 
 
 def add_exact_z(sums, unit_seeds, frames, inv_stored_norm, lesion_index, voxel, chunk=EXACT_CHUNK):
