@@ -18,13 +18,18 @@ One run measures, side by side:
     python benchmarks/lnm_task.py --dtype float16
     python benchmarks/lnm_task.py --lesions 16 --memory-subjects 10 40 160 --repeats 1
     python benchmarks/lnm_task.py --kernel-split --lesions 64 256   # where a subject's time goes
+    python benchmarks/lnm_task.py --subjects 40 --before ../old/workflow/scripts --epilogues numpy compiled
     python benchmarks/lnm_task.py --smoke                  # tiny sizes, for CI
 
-``--kernel-split`` times the CPU kernel's steps for one subject of random unit time
-courses (in this process, the kernel's worker threads): the matrix product alone; the
-product and the z transform's passes over each tile while it is in cache; the whole
-``add_subject`` (which also adds z and z^2 into the float32 running sums, L x 2 x V in
-memory); and the float64 flush, which runs once every FLUSH_EVERY subjects.
+``--kernel-split`` times the CPU kernel's steps per subject, on a pass over random unit
+time courses (in this process, the kernel's worker threads): the matrix products alone;
+the products and NumPy's z transform passes over each tile while it is in cache; and
+the whole pass, with its float32 tiles and the float64 sums (``--subjects-per-pass``
+compares passes of other sizes).
+
+``--before SCRIPTS`` runs another checkout's library (its ``workflow/scripts``) in turn
+with ours, as rows of the same table; ``--epilogues numpy compiled`` adds rows with the
+CPU kernel's epilogue forced, whatever the task's size.
 """
 
 from __future__ import annotations
@@ -111,12 +116,10 @@ def naive_task(paths, batch):
         _ = mean / (sd / np.sqrt(len(maps)) + 1e-30)
 
 
-# The matrix-product shape of the limit: the batch size the docs recommend.
-LIMIT_LESIONS = 64
-
-
 def run_child(args):
     """Child process: time one task and print JSON."""
+    if args.library:
+        sys.path.insert(0, args.library)
     from shardmap.lnm.mapping import map_batch_over_shard
 
     with open(args.paths) as handle:
@@ -133,6 +136,11 @@ def run_child(args):
         if on == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+    if args.epilogue != "auto":
+        # The task decides by its size whether to load the compiled epilogue; force it here.
+        from shardmap.lnm.kernels import cpu
+
+        cpu.COMPILED_EPILOGUE_FROM = 0 if args.epilogue == "compiled" else float("inf")
     started = time.perf_counter()
     if args.method == "naive":
         naive_task(paths, batch)
@@ -142,7 +150,7 @@ def run_child(args):
     peak = peak_rss_mb()
     if args.device == "cuda":
         gpu = {"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2 ** 20}
-    limit = {} if args.no_limit else measure_limit(paths, LIMIT_LESIONS, args.frames, args.voxels, args.threads,
+    limit = {} if args.no_limit else measure_limit(paths, args.one_lesions, args.frames, args.voxels, args.threads,
                                                             args.device)
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, **gpu, **limit}))
 
@@ -238,40 +246,42 @@ def child(script_args, env):
     return run_in_fresh_process(__file__, script_args, env)
 
 
-def kernel_split(n_lesions, n_frames, n_voxels, threads, repeats):
-    """Milliseconds per subject of each step of the CPU kernel (medians of ``repeats``)."""
+def kernel_split(n_lesions, n_frames, n_voxels, threads, repeats, per_pass):
+    """Milliseconds per subject of each step of the CPU kernel, ``per_pass`` subjects
+    per pass over the voxels (medians of ``repeats``)."""
     import numpy as np
 
     from shardmap.lnm.kernels import cpu
 
     rng = np.random.default_rng(0)
-    frames = rng.standard_normal((n_frames, n_voxels), dtype=np.float32)
-    frames /= np.linalg.norm(frames, axis=0)
-    seeds = rng.standard_normal((n_frames, n_lesions))
-    seeds /= np.linalg.norm(seeds, axis=0)
-    weights = np.ascontiguousarray(seeds.T, dtype=np.float32)
+    subjects = []
+    for _ in range(per_pass):
+        frames = rng.standard_normal((n_frames, n_voxels), dtype=np.float32)
+        frames /= np.linalg.norm(frames, axis=0)
+        seeds = rng.standard_normal((n_frames, n_lesions))
+        seeds /= np.linalg.norm(seeds, axis=0)
+        subjects.append((frames, np.ones(n_voxels), seeds))
+    weights = [np.ascontiguousarray(seeds.T, dtype=np.float32) for _, _, seeds in subjects]
     sums = np.zeros((n_lesions, 2, n_voxels))
 
     def tiles(mapper, with_z):
         def work(worker, blocks):
-            r_full, scratch_full = mapper._scratch[worker]
+            r_full, scratch_full = mapper._tiles[worker][:2]
             for start, stop in blocks:
                 r, scratch = r_full[:, :stop - start], scratch_full[:, :stop - start]
-                np.matmul(weights, frames[:, start:stop], out=r)
-                if with_z:
-                    cpu.log_ratio_inplace(r, scratch)
-                    np.multiply(r, r, out=scratch)
+                for (frames, _, _), weight in zip(subjects, weights):
+                    np.matmul(weight, frames[:, start:stop], out=r)
+                    if with_z:
+                        cpu.log_ratio_inplace(r, scratch)
+                        np.multiply(r, r, out=scratch)
         return lambda: mapper._each_worker(work)
 
-    def one_flush(mapper):
-        mapper.pending = 1
-        mapper.flush()
-
-    with cpu.NumpyMapper(sums, threads) as mapper:
+    with cpu.NumpyMapper(sums, threads) as mapper, cpu.NumpyMapper(sums, threads, compiled=True) as compiled:
         steps = {"product": tiles(mapper, False), "product + z passes in cache": tiles(mapper, True),
-                 "add_subject (+ running sums)": lambda: mapper.add_subject(frames, np.ones(n_voxels), seeds),
-                 "flush (once per FLUSH_EVERY)": lambda: one_flush(mapper)}
-        return {name: 1000 * median_seconds(step, repeats) for name, step in steps.items()}
+                 "pass (+ sums)": lambda: mapper.add_subjects(subjects)}
+        if compiled._add_twice_z is not None:
+            steps["pass, compiled epilogue"] = lambda: compiled.add_subjects(subjects)
+        return {name: 1000 * median_seconds(step, repeats) / per_pass for name, step in steps.items()}
 
 
 def main():
@@ -289,11 +299,20 @@ def main():
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "torch-cpu"],
                         help="where our task computes (cuda: the torch kernel on a GPU, limit on the GPU)")
     parser.add_argument("--kernel-split", action="store_true", help="only the CPU kernel's per-subject steps")
+    parser.add_argument("--subjects-per-pass", type=int, nargs="*", default=[],
+                        help="with --kernel-split: subjects per pass to compare (default: the kernel's)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
     parser.add_argument("--one-lesions", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--method", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--no-limit", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
+    parser.add_argument("--before", metavar="SCRIPTS",
+                        help="also run the task of another checkout's library (its workflow/scripts folder), "
+                             "interleaved with ours, as rows 'before'")
+    parser.add_argument("--library", help=argparse.SUPPRESS)
+    parser.add_argument("--epilogues", nargs="*", default=[], choices=["numpy", "compiled"],
+                        help="also run our task with this epilogue forced, whatever the task's size")
+    parser.add_argument("--epilogue", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_lesions:
         return run_child(args)
@@ -316,15 +335,29 @@ def main():
         print()
         gpu = args.device == "cuda"
         print("| method | L | median s/task | ms per lesion-subject | lesion-subjects/s | limit ms (shape GEMM / "
-              "best GEMM) | % of limit (shape / best; median of runs) | peak RSS MB |" + (" peak GPU MB |" if gpu else ""))
+              "best GEMM) | % of limit (shape / best; median of runs) | peak RSS MB |"
+              + (" peak GPU MB |" if gpu else ""))
         print("|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""))
         ours, rates = {}, []
-        rows = [("ours", n) for n in args.lesions] + ([("naive", args.naive_lesions)] if args.naive_lesions else [])
+        ours_methods = ["ours"] + [f"ours-{e}" for e in args.epilogues] + (["before"] if args.before else [])
+        rows = [(m, n) for n in args.lesions for m in ours_methods]
+        rows += [("naive", args.naive_lesions)] if args.naive_lesions else []
+
+        def task(method, n_lesions):
+            library = ["--library", args.before] if method == "before" else []
+            epilogue = ["--epilogue", method.split("-")[1]] if method.startswith("ours-") else []
+            return child(["--voxels", str(args.voxels), "--frames", str(args.frames), "--one-lesions",
+                          str(n_lesions), "--paths", str(paths_file), "--threads", str(args.threads),
+                          "--method", "naive" if method == "naive" else "ours", "--device", args.device,
+                          *library, *epilogue], env)
+
+        runs_of = {}
+        for n_lesions in args.lesions:
+            for _ in range(args.repeats):  # ours and the --before library in turn, so both see the same load
+                for method in ours_methods:
+                    runs_of.setdefault((method, n_lesions), []).append(task(method, n_lesions))
         for method, n_lesions in rows:
-            runs = [child(["--voxels", str(args.voxels), "--frames", str(args.frames), "--one-lesions",
-                           str(n_lesions), "--paths", str(paths_file), "--threads", str(args.threads),
-                           "--method", method, "--device", args.device], env)
-                    for _ in range(1 if method == "naive" else args.repeats)]
+            runs = runs_of.get((method, n_lesions)) or [task(method, n_lesions)]
             pairs = n_lesions * args.subjects
             seconds = median([r["seconds"] for r in runs])
             peak = max(r["peak_rss_mb"] for r in runs)
@@ -343,7 +376,9 @@ def main():
                       for key in ("gemm_at_shape_gflops", "gemm_square_gflops")]
             rates.extend(runs)
             ours[(method, n_lesions)] = ms
-            name = {"ours": "shardmap task", "naive": "(a) naive: keep every z map, float64"}[method]
+            name = {"ours": "shardmap task", "before": "shardmap task, --before library",
+                    "ours-numpy": "shardmap task, NumPy epilogue", "ours-compiled": "shardmap task, compiled epilogue",
+                    "naive": "(a) naive: keep every z map, float64"}[method]
             if method == "ours" and n_lesions == 1:
                 name = "shardmap task = (b) per-lesion loop"
             peak_gpu = f" {max(r.get('peak_gpu_mb', 0) for r in runs):.0f} |" if gpu else ""
@@ -351,7 +386,7 @@ def main():
                   f"{limits[1]:.3f} | {100 * shares[0]:.0f} / {100 * shares[1]:.0f} | {peak:.0f} |{peak_gpu}")
         print()
         print(f"limit, medians over the runs: GEMM {median([r['gemm_at_shape_gflops'] for r in rates]):.0f} GFLOP/s "
-              f"at ({LIMIT_LESIONS} x {args.frames}) @ ({args.frames} x {min(args.voxels, 100_000)}), "
+              f"at each task's shape (L x {args.frames}) @ ({args.frames} x {min(args.voxels, 100_000)}), "
               f"{median([r['gemm_square_gflops'] for r in rates]):.0f} GFLOP/s at 2048^3; shard read "
               f"{median([r['read_gbs'] for r in rates]):.1f} GB/s (mapped from the page cache)")
         if gpu:
@@ -359,7 +394,8 @@ def main():
                   f"memory, {median([r['h2d_pageable_gbs'] for r in rates]):.1f} GB/s from the shard's mapping")
         if ("ours", reference_l) in ours:
             best = ours[("ours", reference_l)]
-            for key, label in ((("ours", 1), "(b) per-lesion loop"), (("naive", args.naive_lesions), "(a) naive")):
+            for key, label in ((("ours", 1), "(b) per-lesion loop"), (("naive", args.naive_lesions), "(a) naive"),
+                               (("before", reference_l), "the --before library")):
                 if key in ours:
                     print(f"speed-up at L = {reference_l} over {label}: {ours[key] / best:.1f}x")
             per_pair = min(ms for (method, _), ms in ours.items() if method == "ours")
@@ -368,7 +404,7 @@ def main():
         if args.memory_subjects:
             n_lesions = args.lesions[0] if args.smoke else (16 if 16 in args.lesions else args.lesions[0])
             print()
-            print(f"| subjects in the shard | L | peak RSS MB | s/task |")
+            print("| subjects in the shard | L | peak RSS MB | s/task |")
             print("|---|---|---|---|")
             for n_subjects in args.memory_subjects:
                 more = make_shard(folder, args.voxels, args.frames, n_subjects, args.dtype, seed=5)
@@ -384,20 +420,21 @@ def main():
 
 
 def print_kernel_split(args):
-    from shardmap.lnm.kernels.cpu import FLUSH_EVERY
+    from shardmap.lnm.kernels import cpu
 
     print(f"CPU kernel, ms per subject: V={args.voxels} T={args.frames} threads={args.threads}, "
           f"medians of {max(args.repeats, 5)}")
     print()
-    print("| L | product | product + z passes in cache | add_subject (+ running sums) | "
-          f"flush / {FLUSH_EVERY} | product share of the kernel |")
-    print("|---|---|---|---|---|---|")
+    print("| L | subjects per pass | product | product + z passes in cache | whole pass (+ float32 tiles, "
+          "float64 sums) | product share | whole pass, compiled epilogue | product share |")
+    print("|---|---|---|---|---|---|---|---|")
     for n_lesions in args.lesions:
-        ms = kernel_split(n_lesions, args.frames, args.voxels, args.threads, max(args.repeats, 5))
-        flush = ms["flush (once per FLUSH_EVERY)"] / FLUSH_EVERY
-        total = ms["add_subject (+ running sums)"] + flush
-        print(f"| {n_lesions} | {ms['product']:.1f} | {ms['product + z passes in cache']:.1f} | "
-              f"{ms['add_subject (+ running sums)']:.1f} | {flush:.1f} | {100 * ms['product'] / total:.0f} % |")
+        for per_pass in args.subjects_per_pass or [cpu.SUBJECTS_PER_PASS]:
+            ms = kernel_split(n_lesions, args.frames, args.voxels, args.threads, max(args.repeats, 5), per_pass)
+            compiled = ms.get("pass, compiled epilogue", float("nan"))
+            print(f"| {n_lesions} | {per_pass} | {ms['product']:.1f} | {ms['product + z passes in cache']:.1f} | "
+                  f"{ms['pass (+ sums)']:.1f} | {100 * ms['product'] / ms['pass (+ sums)']:.0f} % | "
+                  f"{compiled:.1f} | {100 * ms['product'] / compiled:.0f} % |")
     print()
 
 
