@@ -106,8 +106,8 @@ def lesion_batch_mem_mb(mask_info, lesion_paths, coverage=False):
 
 
 def mapping_mem_mb(shard_info, n_lesions, device="cpu"):
-    """Two groups of subjects' frames (one group computed, the next one read meanwhile),
-    the float64 sums (L x 2 x V) and small per-block tiles. On the CPU a group is
+    """Two groups of subjects' frames and norms (one group computed, the next one read
+    meanwhile), the float64 sums (L x 2 x V) and small per-block tiles. On the CPU a group is
     CPU_SUBJECTS_PER_PASS subjects (fewer if the shard has fewer), as stored (the kernel
     widens float16 block by block); on a GPU one subject, widened to float32 (plus the
     stored copy being converted if float16)."""
@@ -122,7 +122,8 @@ def mapping_mem_mb(shard_info, n_lesions, device="cpu"):
     sums = n_lesions * 2 * n_voxels * 8
     torch_import = 400e6 if float16 or device == "cuda" else 0  # torch widens float16 / runs the GPU kernel
     numba_import = 0 if device == "cuda" else 150e6  # a large CPU task loads the compiled epilogue
-    return request_mb(frames + sums + n_voxels * 8 * 6 + 32 * 2 ** 20 + torch_import + numba_import)
+    norms = 16 * n_voxels * (2 if device == "cuda" else min(2 * CPU_SUBJECTS_PER_PASS, len(offsets) - 1))
+    return request_mb(frames + sums + norms + n_voxels * 8 * 6 + 32 * 2 ** 20 + torch_import + numba_import)
 
 
 def mapping_runtime(shard_info, n_lesions, threads=1, device="cpu"):

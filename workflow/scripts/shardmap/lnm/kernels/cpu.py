@@ -11,7 +11,8 @@ in binary) and added into the task's float64 sums, while they are still in cache
 So the float64 sums are read and written once per group, and nothing of the size of
 the sums is streamed through memory per subject. (The first version kept float32 running
 sums of all voxels, L x 2 x V, and streamed them through memory once per subject: that
-cost a third of the kernel's time, and their first touch was a fixed cost of every task.)
+cost about a quarter of the kernel's time, and their first touch was a fixed cost of
+every task.)
 The price is memory for the group's frames, which are resident together.
 
 The z transform and the adds are NumPy passes over the tile in cache, or, in a task
@@ -28,11 +29,14 @@ same order, so the result is the same bit for bit whatever the number of threads
 
 from __future__ import annotations
 
+import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+log = logging.getLogger(__name__)
 
 R_CLIP = 1.0 - 1e-7
 FLOAT64_ABOVE = 0.95
@@ -44,9 +48,10 @@ EXACT_CHUNK = 4096  # (lesion, voxel) pairs recomputed in float64 at a time
 # reach float64; the float32 matrix product itself is no more accurate than that.
 SUBJECTS_PER_PASS = 8
 # Lesion x voxel x subject values from which a task uses the compiled epilogue. On this
-# project's 2-core VM it saved 0.25-0.6 ns per value and cost about 0.5 s per process to
-# import numba and load the loop from its cache (docs/benchmarks.md), so it pays from
-# about 2e9 values: L = 256 with 100 subjects of 230k voxels, not L = 64 with 100.
+# project's 2-core VM it saved 0.2-0.75 ns per value (runs differ) and cost about 0.5 s
+# per process to import numba and load the loop from its cache (docs/benchmarks.md), so
+# it pays from about 1e9-3e9 values: L = 256 with 100 subjects of 230k voxels, not
+# L = 64 with 100.
 COMPILED_EPILOGUE_FROM = 2e9
 
 
@@ -56,10 +61,18 @@ def compiled_epilogue_pays(n_lesions, n_voxels, n_subjects):
 
 
 def load_compiled_epilogue():
-    """``fused_epilogue.add_twice_z``, or None where numba is not installed."""
+    """``fused_epilogue.add_twice_z``, compiled or loaded now (in the calling thread), or
+    None where numba is missing or cannot build it: then NumPy's passes do the work."""
     try:
         from .fused_epilogue import add_twice_z
+
+        tile = np.zeros((1, 1), dtype=np.float32)
+        add_twice_z(tile, tile.copy(), tile.copy(), 1)
     except ImportError:
+        return None
+    except Exception as err:  # noqa: BLE001 - llvmlite's library or the compiler failed
+        log.warning("the compiled epilogue is not available (%s: %s); using NumPy's passes",
+                    type(err).__name__, err)
         return None
     return add_twice_z
 
@@ -162,7 +175,9 @@ class NumpyMapper:
     """Accumulates one task's subjects into float64 sums (L, 2, V) of z and z^2.
 
     Memory beyond the sums: per worker thread, four tiles of lesions x block width in
-    float32 (2 MiB). The caller keeps each group's frames resident during its pass.
+    float32 (2 MiB up to L = 512, 4 L KiB above, where the width stops at 256 voxels),
+    and for float16 frames one T x block width float32 tile. The caller keeps each
+    group's frames resident during its pass.
     """
 
     subjects_per_pass = SUBJECTS_PER_PASS

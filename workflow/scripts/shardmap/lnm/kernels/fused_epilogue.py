@@ -34,7 +34,11 @@ SQRT_HALF_BITS = np.int32(0x3F3504F3)
 C9, C7, C5, C3 = (np.float32(1.0 / k) for k in (9, 7, 5, 3))
 SHIFT = np.int32(23)
 
-jit = numba.njit(fastmath=True, error_model="numpy", boundscheck=False, cache=True, nogil=True)
+# No reassociation among the fast-math flags: it could fold k ln2_high + k ln2_low back
+# into one rounded product. The loop needs none to vectorise (it has no reduction).
+# nogil: both worker threads run it at once.
+jit = numba.njit(fastmath={"nsz", "arcp", "contract"}, error_model="numpy", boundscheck=False, cache=True,
+                 nogil=True)
 
 
 @intrinsic
