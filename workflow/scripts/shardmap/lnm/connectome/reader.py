@@ -129,10 +129,10 @@ class ShardReader:
 
     float32 data are used in place through a memory map: no copy, and only the subjects
     in use are resident. float16 data are converted into reused float32 buffers (or,
-    with ``widen=False``, used in place too). With
-    ``prefetch``, :meth:`subjects` and :meth:`subject_groups` map (and convert) the next
-    subject or group in a background thread while the caller works on the current one:
-    on a cluster file system the read then hides behind the computation.
+    with ``widen=False``, used in place too). With ``prefetch``, :meth:`subjects` and
+    :meth:`subject_groups` map (and convert) the next subject or group in a background
+    thread while the caller works on the current one: on a cluster file system the read
+    then hides behind the computation.
     """
 
     def __init__(self, prefix_or_paths, prefetch=False, widen=True):
