@@ -115,14 +115,15 @@ def mapping_mem_mb(shard_info, n_lesions, device="cpu"):
     offsets = shard_info["frame_offsets"]
     max_frames = max(b - a for a, b in zip(offsets, offsets[1:]))
     float16 = shard_info["dtype"] == "float16"
+    held = 2 if device == "cuda" else min(2 * CPU_SUBJECTS_PER_PASS, len(offsets) - 1)  # subjects at once
     if device == "cuda":
-        frames = max_frames * n_voxels * (2 * 4 + (2 if float16 else 0))
+        frames = max_frames * n_voxels * (held * 4 + (2 if float16 else 0))
     else:
-        frames = max_frames * n_voxels * (2 if float16 else 4) * min(2 * CPU_SUBJECTS_PER_PASS, len(offsets) - 1)
+        frames = max_frames * n_voxels * (2 if float16 else 4) * held
     sums = n_lesions * 2 * n_voxels * 8
     torch_import = 400e6 if float16 or device == "cuda" else 0  # torch widens float16 / runs the GPU kernel
     numba_import = 0 if device == "cuda" else 150e6  # a large CPU task loads the compiled epilogue
-    norms = 16 * n_voxels * (2 if device == "cuda" else min(2 * CPU_SUBJECTS_PER_PASS, len(offsets) - 1))
+    norms = 16 * n_voxels * held
     return request_mb(frames + sums + norms + n_voxels * 8 * 6 + 32 * 2 ** 20 + torch_import + numba_import)
 
 
