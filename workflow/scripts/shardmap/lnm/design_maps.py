@@ -30,7 +30,7 @@ def maps_from_this_run(stats_files, batch_files, lesion_ids, map_name, degree=No
     A ``map_name`` of DEGREE_RESIDUAL_MAP_NAMES is that map with ``degree`` (the
     mask-ordered degree map) regressed out, fitted outside the lesion's voxels.
     """
-    from .hub_bias import outside, residual_map
+    from .residual_maps import outside, residual_map
     from .lesions import LesionBatch
     from .map_names import DEGREE_RESIDUAL_MAP_NAMES
     from .stats import SufficientStats, lesion_maps
@@ -79,9 +79,10 @@ def maps_from_sheet(lesion_maps, mask, lesion_rules, sheet):
 
 def centrality(values, positions):
     """The mean of a lesion's map outside the lesion's own voxels (lnm-toolkit's "centrality")."""
-    outside = np.ones(values.size, dtype=bool)
-    outside[positions] = False
-    if not outside.any():
+    from .residual_maps import outside
+
+    keep = outside(values.size, positions)
+    if not keep.any():
         raise InputError("a lesion covers the whole brain mask, so its centrality (the mean of its map "
                          "outside the lesion) is undefined; drop the centrality covariate.")
-    return float(values[outside].mean())
+    return float(values[keep].mean())

@@ -5,7 +5,7 @@ Heuvel et al., Nature Neuroscience 2025). The report states, per lesion, the spa
 Pearson correlation of its AvgR_Fz map with the degree map over the mask voxels outside
 the lesion (its own voxels correlate with the seed by construction) and the lesion
 site's own degree; per group map, the correlation over the whole mask. Optionally the
-degree map is regressed out of each lesion's maps (``degree_residual``).
+degree map is regressed out of each lesion's maps (``residual_maps``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from .lesions import LesionBatch
+from .residual_maps import outside
 from .stats import SufficientStats, lesion_maps
 from .tables import write_table
 
@@ -27,30 +28,6 @@ def spatial_correlation(a, b):
     b = np.asarray(b, dtype=np.float64) - np.mean(b)
     denominator = np.sqrt((a @ a) * (b @ b))
     return float(a @ b / denominator) if denominator > 0 else float("nan")
-
-
-def outside(n_voxels, positions):
-    """Boolean (V,): True at the mask voxels that are not in ``positions``."""
-    keep = np.ones(n_voxels, dtype=bool)
-    keep[positions] = False
-    return keep
-
-
-def degree_residual(values, degree, fit_where):
-    """``values`` minus their least-squares fit a + b x degree over the voxels ``fit_where``:
-    the part of a map that the degree map does not explain (at every voxel)."""
-    x, y = degree[fit_where], values[fit_where]
-    if x.size < 3 or np.ptp(x) == 0:
-        raise InputError("the degree map is constant over the voxels outside a lesion, so it cannot be "
-                         "regressed out; set lnm.degree_regression: false.")
-    slope, intercept = np.polyfit(x, y, 1)
-    return values - (intercept + slope * degree)
-
-
-def residual_map(maps, name, degree, fit_where):
-    """The map ``name`` of map_names.DEGREE_RESIDUAL_MAP_NAMES (e.g. "T_degree-resid") from a
-    lesion's ``maps`` (name -> values)."""
-    return degree_residual(maps[name.removesuffix("_degree-resid")], degree, fit_where)
 
 
 def site_degree(degree, positions, weights):

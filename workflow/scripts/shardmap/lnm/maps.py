@@ -26,7 +26,7 @@ def write_lesion_maps(stats, lesion_id, mask, paths, degree=None, positions=None
     n = int(stats.n[index])
     names = MAP_NAMES
     if degree is not None:
-        from .hub_bias import outside, residual_map
+        from .residual_maps import outside, residual_map
 
         fit_where = outside(stats.n_voxels, positions)
         for name in DEGREE_RESIDUAL_MAP_NAMES:
