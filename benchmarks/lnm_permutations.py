@@ -118,8 +118,8 @@ def child_prepare(folder):
     decoding is not part of this time), so the input does not count in the peak RSS."""
     import numpy as np
 
-    from shardmap.lnm.design_maps import DesignMap
-    from shardmap.lnm.specificity import prepare_specificity
+    from shardmap.lnm.group.design_maps import DesignMap
+    from shardmap.lnm.group.specificity import prepare_specificity
 
     paths = paths_in(folder)
     selected, covariates = load_design(folder)
@@ -144,8 +144,8 @@ def child_ours(folder, n_perms):
     """One permutation task over every tile: n_perms permutations of a study of n_perms."""
     import numpy as np
 
-    from shardmap.lnm.permutations import run_null_shard
-    from shardmap.lnm.specificity import load_prepared
+    from shardmap.lnm.group.permutations import run_null_shard
+    from shardmap.lnm.group.specificity import load_prepared
 
     imports_mb = peak_rss_mb()
     paths = paths_in(folder)
@@ -205,9 +205,9 @@ def child_breakdown(folder, n_blocks):
     a mapping already paged in: block_weights, the product, the t, the max and counts."""
     import numpy as np
 
-    from shardmap.lnm.glm import VOXEL_TILE
-    from shardmap.lnm.permutations import PERMUTATION_BLOCK, block_t, block_weights, exceedance_thresholds
-    from shardmap.lnm.specificity import load_prepared
+    from shardmap.lnm.group.glm import VOXEL_TILE
+    from shardmap.lnm.group.permutations import PERMUTATION_BLOCK, block_t, block_weights, exceedance_thresholds
+    from shardmap.lnm.group.specificity import load_prepared
 
     paths = paths_in(folder)
     glm, observed = load_prepared(paths["glm"])
@@ -285,7 +285,7 @@ def child(args_list, env):
 def computed_permutations(n_permutations, shard_size):
     """Permutations the slowest task computes: a task whose range starts or ends inside a
     block of PERMUTATION_BLOCK computes the whole block."""
-    from shardmap.lnm.permutations import PERMUTATION_BLOCK, permutation_ranges
+    from shardmap.lnm.group.permutations import PERMUTATION_BLOCK, permutation_ranges
 
     most = 0
     for start, stop in permutation_ranges(n_permutations, shard_size):
@@ -298,8 +298,8 @@ def computed_permutations(n_permutations, shard_size):
 def predicted_rss_mb(n_lesions, n_voxels, n_covariates, imports_mb):
     """The memory formula of a task covering every tile: the residuals paged in, four
     voxel-length vectors (t, |t|, thresholds, counts), one block's temporaries."""
-    from shardmap.lnm.glm import VOXEL_TILE
-    from shardmap.lnm.permutations import PERMUTATION_BLOCK, tile_count
+    from shardmap.lnm.group.glm import VOXEL_TILE
+    from shardmap.lnm.group.permutations import PERMUTATION_BLOCK, tile_count
 
     padded = tile_count(n_voxels) * VOXEL_TILE
     rows = (1 + n_covariates) * PERMUTATION_BLOCK

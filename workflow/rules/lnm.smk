@@ -263,4 +263,4 @@ if LESIONS:
 
 if SPEC["enabled"]:
 
-    include: "lnm_specificity.smk"
+    include: "lnm_group.smk"

@@ -3,7 +3,7 @@ from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
     from shardmap.lnm.nifti import load_mask
-    from shardmap.lnm.specificity import finish_specificity
+    from shardmap.lnm.group.specificity import finish_specificity
 
     spec = snakemake.params.spec
     paths = {name: path for name, path in snakemake.output.items()}

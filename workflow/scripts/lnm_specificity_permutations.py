@@ -3,7 +3,7 @@ from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
     from shardmap.lnm.nifti import load_mask
-    from shardmap.lnm.specificity import permutation_task
+    from shardmap.lnm.group.specificity import permutation_task
 
     spec = snakemake.params.spec
     permutation_task(snakemake.input.residuals, snakemake.input.glm, load_mask(snakemake.input.mask), spec["seed"],

@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake) as log:
-    from shardmap.lnm.specificity import log_unused_columns, prepare_specificity_files
+    from shardmap.lnm.group.specificity import log_unused_columns, prepare_specificity_files
 
     params = snakemake.params
     log_unused_columns(params.sheet, bool(params.lesion_maps), params.spec["covariates"])

@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.lnm.specificity import cases_sensitivity_files
+    from shardmap.lnm.group.specificity import cases_sensitivity_files
 
     params = snakemake.params
     cases_sensitivity_files(params.design, params.spec, snakemake.input.mask, params.lesion_rules, params.sheet,

@@ -144,7 +144,7 @@ def read_null_table(null_tsv):
 
 
 def _null_panel(axes, null, observed, alpha, statistic):
-    from ..lnm.specificity import fwe_threshold
+    from ..lnm.group.specificity import fwe_threshold
 
     threshold = fwe_threshold(null, alpha)  # exactly where FWE p drops below alpha
     axes.hist(null, bins=int(np.clip(np.sqrt(null.size), 10, 60)), color="silver", edgecolor="grey")

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..atomic import atomic_open
-from ..errors import InputError
+from ...atomic import atomic_open
+from ...errors import InputError
 from .glm import VOXEL_TILE, t_from_products
 
 # Permutations per matrix product: enough rows to keep BLAS near its best speed.

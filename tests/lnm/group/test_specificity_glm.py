@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from shardmap.lnm.design import DesignSpec, select_design_lesions
-from shardmap.lnm.design_maps import DesignMap
+from shardmap.lnm.group.design import DesignSpec, select_design_lesions
+from shardmap.lnm.group.design_maps import DesignMap
 from shardmap.lnm.nifti import BrainMask
-from shardmap.lnm.permutations import TIE_RTOL, draw_permutation, permutation_ranges
+from shardmap.lnm.group.permutations import TIE_RTOL, draw_permutation, permutation_ranges
 from shardmap.lnm.nifti import write_map
-from shardmap.lnm.permutations import NullShard, merge_null_shards
-from shardmap.lnm.specificity import (cases_sensitivity, finish_specificity, fwe_p, fwe_threshold, permutation_task,
+from shardmap.lnm.group.permutations import NullShard, merge_null_shards
+from shardmap.lnm.group.specificity import (cases_sensitivity, finish_specificity, fwe_p, fwe_threshold, permutation_task,
                                       prepare_specificity)
 
 

@@ -1,14 +1,15 @@
 # The specificity test of a lesion network mapping study: cases against control lesions
 # in a voxelwise GLM, permutation inference split into tasks (permutation ranges x voxel
 # chunks) that merge exactly, FWE by the maximum statistic, TFCE as an option, and the
-# conjunction with the cases' sensitivity map. Requests: shardmap/lnm/resources.py.
+# conjunction with the cases' sensitivity map (shardmap/lnm/group/). Requests:
+# shardmap/lnm/group/resources.py.
 #
 # Each rule gets only the config keys it uses, so that changing alpha reruns the merge
 # alone and changing the sensitivity threshold the cases' sensitivity maps and the merge;
 # the permutation tasks' small results are kept, only the residuals are temporary.
 
 
-include: "lnm_specificity_helpers.smk"
+include: "lnm_group_helpers.smk"
 
 
 rule lnm_specificity_prepare:
@@ -31,10 +32,10 @@ rule lnm_specificity_prepare:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: lnm_res.specificity_prepare_mem_mb(
+        mem_mb=lambda wc, input: group_res.specificity_prepare_mem_mb(
             res.read_json(input.mask_info), len(DESIGN_LESIONS), input.get("maps", [])
         ),
-        runtime=lambda wc, input: lnm_res.specificity_prepare_runtime(
+        runtime=lambda wc, input: group_res.specificity_prepare_runtime(
             res.read_json(input.mask_info), len(DESIGN_LESIONS), SPEC["tfce"]
         ),
     params:
@@ -57,10 +58,10 @@ rule lnm_specificity_sensitivity:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: lnm_res.specificity_prepare_mem_mb(
+        mem_mb=lambda wc, input: group_res.specificity_prepare_mem_mb(
             res.read_json(input.mask_info), 0, input.get("maps", [])
         ),
-        runtime=lambda wc, input: lnm_res.specificity_prepare_runtime(
+        runtime=lambda wc, input: group_res.specificity_prepare_runtime(
             res.read_json(input.mask_info), len(DESIGN_LESIONS), False
         ),
     params:
@@ -88,14 +89,14 @@ rule lnm_specificity_permutations:
         "../../envs/lnm.yaml"
     threads: SPEC["threads"]
     resources:
-        mem_mb=lambda wc, input: lnm_res.permutation_mem_mb(
+        mem_mb=lambda wc, input: group_res.permutation_mem_mb(
             res.read_json(input.mask_info),
             len(DESIGN_LESIONS),
             len(SPEC["covariates"]),
             SPEC["voxel_chunks"],
             SPEC["tfce"],
         ),
-        runtime=lambda wc, input, threads: lnm_res.permutation_runtime(
+        runtime=lambda wc, input, threads: group_res.permutation_runtime(
             res.read_json(input.mask_info),
             len(DESIGN_LESIONS),
             len(SPEC["covariates"]),
@@ -127,7 +128,7 @@ rule lnm_specificity_merge:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: lnm_res.specificity_merge_mem_mb(
+        mem_mb=lambda wc, input: group_res.specificity_merge_mem_mb(
             res.read_json(input.mask_info), SPEC["n_permutations"]
         ),
         runtime=res.MIN_RUNTIME_MIN,

@@ -9,20 +9,20 @@ import textwrap
 import numpy as np
 
 from shardmap import resources as res
-from shardmap.lnm import glm, permutations
-from shardmap.lnm import resources as lnm_res
+from shardmap.lnm.group import glm, permutations
+from shardmap.lnm.group import resources as group_res
 
 
 def test_the_request_formulas_use_the_library_sizes():
-    assert lnm_res.VOXEL_TILE == glm.VOXEL_TILE
-    assert lnm_res.PERMUTATION_BLOCK == permutations.PERMUTATION_BLOCK
+    assert group_res.VOXEL_TILE == glm.VOXEL_TILE
+    assert group_res.PERMUTATION_BLOCK == permutations.PERMUTATION_BLOCK
 
 
 CHILD = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from shardmap.lnm.glm import PreparedGLM
-    from shardmap.lnm.permutations import run_null_shard
+    from shardmap.lnm.group.glm import PreparedGLM
+    from shardmap.lnm.group.permutations import run_null_shard
     residuals_path, n_voxels, n_covariates, n_permutations = sys.argv[1], *map(int, sys.argv[2:])
     residuals = np.load(residuals_path, mmap_mode="r")
     n = residuals.shape[1]
@@ -61,7 +61,7 @@ def test_peak_memory_is_within_the_request_and_not_set_by_the_permutations(tmp_p
     few = peak_mb(tmp_path, tmp_path / "residuals.npy", n_voxels, n_covariates, 64)
     many = peak_mb(tmp_path, tmp_path / "residuals.npy", n_voxels, n_covariates, 512)
     mask_info = {"n_voxels": n_voxels, "shape": [50, 40, 30]}
-    request = lnm_res.permutation_mem_mb(mask_info, n_lesions, n_covariates, 1, tfce=False)
+    request = group_res.permutation_mem_mb(mask_info, n_lesions, n_covariates, 1, tfce=False)
     # The request also covers the cluster job's Snakemake processes, which this child lacks.
     print(f"peak {few:.0f} MB (64 permutations), {many:.0f} MB (512); request {request} MB")
     assert many <= request - res.SNAKEMAKE_MB, (many, request)

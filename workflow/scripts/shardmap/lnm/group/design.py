@@ -13,7 +13,7 @@ import csv
 import math
 from dataclasses import dataclass
 
-from ..errors import InputError
+from ...errors import InputError
 
 # Covariates computed by the workflow itself rather than read from the sheet.
 BUILT_IN_COVARIATES = ("volume", "centrality")
@@ -208,7 +208,7 @@ def build_design(selected, covariates):
 def write_design(path, design):
     """Write the design matrix as a TSV: one row per lesion, the columns the GLM used
     (covariates z-scored), then each covariate's raw value."""
-    from ..atomic import atomic_open
+    from ...atomic import atomic_open
 
     with atomic_open(path, "w") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 
 
 @dataclass
@@ -30,10 +30,10 @@ def maps_from_this_run(stats_files, batch_files, lesion_ids, map_name, degree=No
     A ``map_name`` of DEGREE_RESIDUAL_MAP_NAMES is that map with ``degree`` (the
     mask-ordered degree map) regressed out, fitted outside the lesion's voxels.
     """
-    from .residual_maps import outside, residual_map
-    from .lesions import LesionBatch
-    from .map_names import DEGREE_RESIDUAL_MAP_NAMES
-    from .stats import SufficientStats, lesion_maps
+    from ..lesions import LesionBatch
+    from ..map_names import DEGREE_RESIDUAL_MAP_NAMES
+    from ..residual_maps import outside, residual_map
+    from ..stats import SufficientStats, lesion_maps
 
     residual = map_name in DEGREE_RESIDUAL_MAP_NAMES
     if residual and degree is None:
@@ -60,9 +60,9 @@ def maps_from_sheet(lesion_maps, mask, lesion_rules, sheet):
     and, where the sheet gives the lesion's mask, its voxels taken onto the mask grid under
     ``lesion_rules`` (lesions.LesionRules). The sensitivity threshold applies to the
     lesion's T map where the sheet gives one (column t_map), else to its map."""
-    from .lesions import lesion_on_mask
-    from .nifti import values_on_mask
-    from .sheets import Lesion
+    from ..lesions import lesion_on_mask
+    from ..nifti import values_on_mask
+    from ..sheets import Lesion
 
     mask_volume = mask.to_volume(True, fill=False, dtype=bool)
     for item in lesion_maps:
@@ -79,7 +79,7 @@ def maps_from_sheet(lesion_maps, mask, lesion_rules, sheet):
 
 def centrality(values, positions):
     """The mean of a lesion's map outside the lesion's own voxels (lnm-toolkit's "centrality")."""
-    from .residual_maps import outside
+    from ..residual_maps import outside
 
     keep = outside(values.size, positions)
     if not keep.any():

@@ -14,12 +14,12 @@ import logging
 
 import numpy as np
 
-from ..atomic import atomic_open, atomic_path
-from ..errors import InputError
+from ...atomic import atomic_open, atomic_path
+from ...errors import InputError
+from ..nifti import write_map
 from .design import BUILT_IN_COVARIATES, build_design, write_design
 from .design_maps import centrality
 from .glm import VOXEL_TILE, PreparedGLM, observed_t, prepare_glm, residualise_tile
-from .nifti import write_map
 from .permutations import exceedance_thresholds, merge_null_shards, tile_count
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def prepare_specificity(design_maps, selected, sheet_covariates, covariate_names
 
 def log_unused_columns(sheet, is_map_sheet, covariates):
     """List once in the log the sheet's columns that the GLM does not use."""
-    from .sheets import read_lesion_maps, read_lesions
+    from ..sheets import read_lesion_maps, read_lesions
 
     rows = read_lesion_maps(sheet, check_files=False) if is_map_sheet else read_lesions(sheet, check_files=False)
     unused = sorted({name for row in rows for name, _ in row.columns} - set(covariates))
@@ -118,9 +118,9 @@ def design_map_source(design, spec, mask, lesion_rules, sheet, lesion_maps, stat
         ``batch_files``.
     degree_path : the degree map, for a ``map`` with the degree regressed out.
     """
+    from ..lesions import LesionRules
+    from ..sheets import Lesion, LesionMap
     from .design_maps import maps_from_sheet, maps_from_this_run
-    from .lesions import LesionRules
-    from .sheets import Lesion, LesionMap
 
     selected = [(Lesion(lesion_id, "", group), int(case)) for lesion_id, group, case in design]
     if lesion_maps:
@@ -130,7 +130,7 @@ def design_map_source(design, spec, mask, lesion_rules, sheet, lesion_maps, stat
     lesion_ids = [lesion_id for lesion_id, _, _ in design]
     degree = None
     if degree_path is not None:
-        from .nifti import values_on_mask
+        from ..nifti import values_on_mask
 
         degree = values_on_mask(degree_path, mask, "degree map")
     return selected, maps_from_this_run(stats_files, batch_files, lesion_ids, spec["map"], degree)
@@ -140,7 +140,7 @@ def prepare_specificity_files(design, sheet_covariates, spec, mask_path, lesion_
                               stats_files, batch_files, outputs, degree_path=None):
     """prepare_specificity from what the rule passes (see design_map_source); ``spec`` has
     map, covariates and tfce; ``outputs`` has design, residuals and glm paths."""
-    from .nifti import load_mask
+    from ..nifti import load_mask
 
     mask = load_mask(mask_path)
     selected, source = design_map_source(design, spec, mask, lesion_rules, sheet, lesion_maps, stats_files,
@@ -169,7 +169,7 @@ def cases_sensitivity(design_maps, case_ids, threshold, n_voxels):
 def cases_sensitivity_files(design, spec, mask_path, lesion_rules, sheet, lesion_maps, stats_files, batch_files,
                             threshold, outputs):
     """Write the cases' sensitivity maps (``outputs`` has pos and neg) from what the rule passes."""
-    from .nifti import load_mask
+    from ..nifti import load_mask
 
     mask = load_mask(mask_path)
     cases = [row for row in design if row[2]]  # only the cases' maps are read
@@ -253,7 +253,7 @@ def finish_specificity(glm_path, shard_paths, sensitivity_paths, n_permutations,
     names to files: tstat, p_uncorrected, p_fwe, conjunction, null_max, and with TFCE also
     tfce and p_fwe_tfce.
     """
-    from .nifti import values_on_mask
+    from ..nifti import values_on_mask
     from .permutations import NullShard
 
     _, observed = load_prepared(glm_path)

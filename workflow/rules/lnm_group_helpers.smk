@@ -1,9 +1,10 @@
-# The specificity test's helpers (included by lnm_specificity.smk): its design, checked
+# The specificity test's helpers (included by lnm_group.smk): its design, checked
 # while the job graph is built (groups, covariates, the sheet's values), the permutation
 # tasks and the files each rule reads and writes. Standard library only.
-from shardmap.lnm.design import DesignSpec, check_covariate_values, select_design_lesions, sheet_covariate_values
+from shardmap.lnm.group import resources as group_res
+from shardmap.lnm.group.design import DesignSpec, check_covariate_values, select_design_lesions, sheet_covariate_values
+from shardmap.lnm.group.permutations import permutation_ranges
 from shardmap.lnm.map_names import SPECIFICITY_MAP_NAMES
-from shardmap.lnm.permutations import permutation_ranges
 from shardmap.lnm.sheets import read_lesion_maps
 
 SPECIFICITY = f"{OUT}/lnm/specificity"

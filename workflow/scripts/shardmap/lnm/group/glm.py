@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 
 # Voxels per tile of the stored residuals. Tiles are aligned to the mask order, so a task
 # that covers a chunk of voxels computes exactly the products of a task covering them all.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from shardmap.errors import InputError
-from shardmap.lnm.design import (DesignSpec, build_design, check_covariate_values, select_design_lesions,
+from shardmap.lnm.group.design import (DesignSpec, build_design, check_covariate_values, select_design_lesions,
                                  sheet_covariate_values)
 from shardmap.lnm.nifti import load_mask, values_on_mask
 from shardmap.lnm.sheets import Lesion, read_lesion_maps, read_lesions
@@ -207,7 +207,7 @@ def test_a_4d_map(tmp_path, mask):
 
 
 def test_a_map_sheet_gives_the_t_map_of_the_sensitivity_threshold_apart(tmp_path, mask):
-    from shardmap.lnm.design_maps import maps_from_sheet
+    from shardmap.lnm.group.design_maps import maps_from_sheet
     from shardmap.lnm.lesions import LesionRules
     from shardmap.lnm.sheets import LesionMap
 
