@@ -39,11 +39,14 @@ def prepare_seconds(folder, n_voxels, n_frames, n_subjects, with_degree):
     import numpy as np
 
     from shardmap.lnm.connectome.shards import shard_paths, write_shard
+    from shardmap.lnm.hubs.degree import DegreeSums, degree_sums_path
 
     rng = np.random.default_rng(0)
     series = rng.standard_normal((n_voxels, n_frames))
     series -= series.mean(axis=1, keepdims=True)
-    paths = shard_paths(Path(folder) / f"prepare-{int(with_degree)}")
+    prefix = Path(folder) / f"prepare-{int(with_degree)}"
+    paths = shard_paths(prefix)
+    degree = DegreeSums() if with_degree else None
 
     def subjects():
         for s in range(n_subjects):
@@ -51,7 +54,9 @@ def prepare_seconds(folder, n_voxels, n_frames, n_subjects, with_degree):
 
     started = time.perf_counter()
     write_shard(subjects(), n_subjects, n_voxels, "bench", paths["data"], paths["norms"], paths["info"], "float32",
-                paths["degree"] if with_degree else None)
+                degree.add_subject if with_degree else None)
+    if with_degree:
+        degree.save(degree_sums_path(prefix))
     return time.perf_counter() - started
 
 
@@ -60,7 +65,7 @@ def child_degree_alone(args):
     in the preparation) and from a stored float32 subject (the upgrade path)."""
     import numpy as np
 
-    from shardmap.lnm.connectome.degree import degree_sums, stored_subject_degree, subject_degree
+    from shardmap.lnm.hubs.degree import degree_sums, stored_subject_degree, subject_degree
 
     rng = np.random.default_rng(0)
     unit = rng.standard_normal((args.voxels, args.frames))
@@ -110,9 +115,9 @@ def source_batch(folder, mask, n_lesions, seed=0):
 
 
 def child_null_lesions(args):
+    from shardmap.lnm.hubs.null_lesions import make_null_batch
+    from shardmap.lnm.hubs.null_plan import null_plan
     from shardmap.lnm.nifti import load_mask
-    from shardmap.lnm.null_lesions import make_null_batch
-    from shardmap.lnm.null_plan import null_plan
 
     mask = load_mask(mni_mask(args.folder))
     path, sizes = source_batch(args.folder, mask, args.real)
@@ -139,7 +144,7 @@ def child_null_map(args):
 
 def null_study(args):
     """Real lesion ids, their groups (two) and the null plan of the group-maps measurement."""
-    from shardmap.lnm.null_plan import null_plan
+    from shardmap.lnm.hubs.null_plan import null_plan
 
     real_ids = [f"L{i}" for i in range(args.real)]
     groups = {lesion_id: "AB"[i % 2] for i, lesion_id in enumerate(real_ids)}
@@ -171,7 +176,7 @@ def child_null_inputs(args):
 
 
 def child_null_group_maps(args):
-    from shardmap.lnm.null_maps import null_group_maps
+    from shardmap.lnm.hubs.null_maps import null_group_maps
 
     real_ids, groups, plan = null_study(args)
     started = time.perf_counter()

@@ -8,20 +8,26 @@ import nibabel as nib
 import numpy as np
 
 from shardmap.lnm.connectome.shards import prepare_shard_files, shard_paths
-from shardmap.lnm.maps import write_batch_lesion_map_files
+from shardmap.lnm.hubs.degree import DegreeSums, degree_sums_path
 from shardmap.lnm.lesions import prepare_lesion_batch_files
+from shardmap.lnm.maps import write_batch_lesion_map_files
 from shardmap.lnm.mapping import map_batch_files
 from shardmap.lnm.sheets import chunks
 from shardmap.lnm.stats import merge_files
 
 
 def prepare_shards(dataset, outdir, subject_shard_size=2, dtype="float32"):
-    """Prepare the connectome in shards (with their degree sums); returns their paths."""
+    """Prepare the connectome in shards with their degree sums, as rule lnm_prepare_connectome
+    does; returns their paths (the shard's, and "degree")."""
     shards = []
     for index, subjects in enumerate(chunks(dataset["subjects"], subject_shard_size)):
-        paths = shard_paths(Path(outdir) / f"shard-{index}")
+        prefix = Path(outdir) / f"shard-{index}"
+        paths = shard_paths(prefix)
+        degree = DegreeSums()
         prepare_shard_files(dataset["mask"], subjects, paths["data"], paths["norms"], paths["info"], dtype,
-                            paths["degree"])
+                            on_subject=degree.add_subject)
+        paths["degree"] = degree_sums_path(prefix)
+        degree.save(paths["degree"])
         shards.append(paths)
     return shards
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from shardmap.errors import InputError
-from shardmap.lnm.hub_bias import HUB_BIAS_COLUMNS
-from shardmap.lnm.tables import write_table
+from shardmap.lnm.hubs.hub_bias import HUB_BIAS_COLUMNS
+from shardmap.lnm.hubs.tables import write_table
 from shardmap.report import hub_figures as figures
 
 AFFINE = np.array([[-2.0, 0, 0, 40.0], [0, 2.0, 0, -60.0], [0, 0, 2.0, -30.0], [0, 0, 0, 1]])

@@ -2,7 +2,7 @@
 # lnm_prepare_connectome writes per shard), how much each lesion and group map resembles
 # it, and the random-lesion null: null lesions made from the real ones, mapped by the
 # same tasks as real lesions, and the real group maps set against null groups of the same
-# size. Requests: shardmap/lnm/resources.py.
+# size (shardmap/lnm/hubs/). Requests: shardmap/lnm/hubs/resources.py.
 
 
 include: "lnm_hubs_helpers.smk"
@@ -21,7 +21,7 @@ rule lnm_degree_map:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: lnm_res.degree_map_mem_mb(res.read_json(input.mask_info)),
+        mem_mb=lambda wc, input: hub_res.degree_map_mem_mb(res.read_json(input.mask_info)),
         runtime=res.MIN_RUNTIME_MIN,
     script:
         "../scripts/lnm_degree_map.py"
@@ -48,7 +48,7 @@ rule lnm_hub_bias:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: lnm_res.hub_bias_mem_mb(res.read_json(input.mask_info), len(group_map_files())),
+        mem_mb=lambda wc, input: hub_res.hub_bias_mem_mb(res.read_json(input.mask_info), len(group_map_files())),
         runtime=lambda wc, input: lnm_res.lesion_maps_runtime(len(LESIONS) // 4 + 1),
     params:
         groups={les.lesion_id: les.group for les in LESIONS},
@@ -72,12 +72,12 @@ if NULL["enabled"]:
         conda:
             "../../envs/lnm.yaml"
         resources:
-            mem_mb=lambda wc, input: lnm_res.null_lesions_mem_mb(
+            mem_mb=lambda wc, input: hub_res.null_lesions_mem_mb(
                 # a prepared batch stores 16 bytes per lesion voxel (position and weight)
                 res.read_json(input.mask_info),
                 sum(os.path.getsize(path) for path in input.batches) // 16,
             ),
-            runtime=lambda wc, input: lnm_res.null_lesions_runtime(
+            runtime=lambda wc, input: hub_res.null_lesions_runtime(
                 res.read_json(input.mask_info), len(NULL_BATCHES[wc.batch])
             ),
         params:
@@ -144,10 +144,10 @@ if NULL["enabled"]:
         conda:
             "../../envs/lnm.yaml"
         resources:
-            mem_mb=lambda wc, input: lnm_res.null_group_maps_mem_mb(
+            mem_mb=lambda wc, input: hub_res.null_group_maps_mem_mb(
                 res.read_json(input.mask_info), len(LESIONS), len(NULL_PLAN), len(GROUPS) + 1, NULL["resamples"]
             ),
-            runtime=lambda wc, input: lnm_res.null_group_maps_runtime(
+            runtime=lambda wc, input: hub_res.null_group_maps_runtime(
                 res.read_json(input.mask_info), len(NULL_PLAN), len(GROUPS) + 1, NULL["resamples"]
             ),
         params:

@@ -1,7 +1,8 @@
 # The hub controls' helpers (included by lnm_hubs.smk): the null lesions of the run, their
 # batches, and the files each rule reads and writes. Standard library only.
+from shardmap.lnm.hubs import resources as hub_res
+from shardmap.lnm.hubs.null_plan import null_plan
 from shardmap.lnm.map_names import DEGREE_MAP_NAMES, MAP_NAMES, NULL_GROUP_MAP_NAMES, VERSUS_NULL_MAP_NAMES
-from shardmap.lnm.null_plan import null_plan
 
 NULL = LNM["null_lesions"]
 NULL_DIR = f"{OUT}/lnm/null"

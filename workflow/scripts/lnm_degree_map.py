@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.lnm.connectome.degree import write_degree_maps
+    from shardmap.lnm.hubs.degree import write_degree_maps
 
     write_degree_maps(zip(snakemake.input.degree, snakemake.input.infos), snakemake.input.mask,
                       dict(snakemake.output.items()))

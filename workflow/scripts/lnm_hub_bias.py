@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.lnm.hub_bias import write_hub_bias_table
+    from shardmap.lnm.hubs.hub_bias import write_hub_bias_table
 
     group_maps = {(group or None, name): path for (group, name), path in zip(snakemake.params.group_layout,
                                                                               snakemake.input.group_maps)}

@@ -3,7 +3,7 @@ sensitivity's percentile among null groups and the null summary table."""
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.lnm.null_maps import write_null_group_map_files
+    from shardmap.lnm.hubs.null_maps import write_null_group_map_files
 
     paths = {(group or None, name): path for (group, name), path in zip(snakemake.params.layout,
                                                                          snakemake.output.maps)}

@@ -2,7 +2,7 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.lnm.null_lesions import write_null_batch_files
+    from shardmap.lnm.hubs.null_lesions import write_null_batch_files
 
     write_null_batch_files(snakemake.params.plan, snakemake.input.batches, snakemake.input.mask,
                            snakemake.params.method, snakemake.params.seed, snakemake.output.batch,

@@ -1,9 +1,13 @@
-"""Entry script of rule lnm_prepare_connectome: write one subject shard."""
+"""Entry script of rule lnm_prepare_connectome: write one subject shard and, from the same
+pass over its subjects, the shard's degree sums for the hub controls."""
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
     from shardmap.lnm.connectome.shards import prepare_shard_files
+    from shardmap.lnm.hubs.degree import DegreeSums
 
+    degree = DegreeSums()
     prepare_shard_files(snakemake.input.mask, snakemake.params.subjects, snakemake.output.data,
                         snakemake.output.norms, snakemake.output.info, snakemake.params.dtype,
-                        snakemake.output.degree)
+                        on_subject=degree.add_subject)
+    degree.save(snakemake.output.degree)

@@ -14,9 +14,11 @@ A shard of S subjects is written once, by ``prepare_shard``, as three files:
     (so correlations are exact for what is stored; 0 marks a zero-variance voxel).
 ``shard-K.json``
     subject ids, runs, frame offsets, dtype, voxel count and mask fingerprint.
-``shard-K.degree.npy``
-    (3, V) float64: the subjects' degree sums (see ``degree``), computed here from the
-    float64 time courses.
+
+The writer hands each subject's float64 time courses to an optional ``on_subject``
+callback before letting them go, so that a caller can derive more from the exact data in
+the same pass: the preparation task adds the hub controls' degree sums that way
+(``shardmap.lnm.hubs.degree``, written beside the shard as ``shard-K.degree.npy``).
 
 Gzip decompression happens here, once; mapping tasks map one subject's rows of the plain
 array at a time (and let them go after), so their memory does not grow with the shard.
@@ -35,7 +37,6 @@ from ...atomic import atomic_open
 from ...errors import InputError
 from ..nifti import load_mask
 from ..sheets import as_subjects
-from .degree import degree_sums, save_degree_sums, subject_degree
 from .runs import load_subject
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,10 @@ class ShardInfo:
 
 def shard_paths(prefix):
     prefix = str(prefix)
-    return {"data": prefix + ".npy", "norms": prefix + ".norms.npy", "info": prefix + ".json",
-            "degree": prefix + ".degree.npy"}
+    return {"data": prefix + ".npy", "norms": prefix + ".norms.npy", "info": prefix + ".json"}
 
 
-def prepare_shard(subjects, mask, data_path, norms_path, info_path, dtype="float32", degree_path=None):
+def prepare_shard(subjects, mask, data_path, norms_path, info_path, dtype="float32", on_subject=None):
     """Read, check, centre, scale and store the runs of ``subjects`` as one shard."""
 
     def loaded():
@@ -95,18 +95,19 @@ def prepare_shard(subjects, mask, data_path, norms_path, info_path, dtype="float
             yield subject.subject_id, list(subject.runs), series, raw_energy
 
     return write_shard(loaded(), len(subjects), mask.n_voxels, mask.fingerprint(), data_path,
-                       norms_path, info_path, dtype, degree_path)
+                       norms_path, info_path, dtype, on_subject)
 
 
 def write_shard(subject_series, n_subjects, n_voxels, mask_fingerprint, data_path, norms_path,
-                info_path, dtype="float32", degree_path=None):
+                info_path, dtype="float32", on_subject=None):
     """Store centred subject time courses as a shard.
 
     ``subject_series`` yields (subject_id, runs, series, raw_energy) with series the
     (V, T) float64 centred, concatenated time courses in mask order and raw_energy the
     per-voxel sum of squares before centring. Subjects are appended to the data file one
-    at a time, so memory holds one subject. With ``degree_path`` the subjects' degree
-    sums are written there too.
+    at a time, so memory holds one subject. ``on_subject``, if given, is called with each
+    subject's (V, T) float64 unit time courses and their (V,) norms (0 for zero-variance
+    voxels) before the subject is let go.
     """
     if dtype not in STORAGE_DTYPES:
         raise InputError(f"lnm.connectome.dtype is '{dtype}'; use one of {sorted(STORAGE_DTYPES)}.")
@@ -114,7 +115,6 @@ def write_shard(subject_series, n_subjects, n_voxels, mask_fingerprint, data_pat
     offsets = [0]
     subject_ids, runs = [], []
     norms = np.zeros((n_subjects, 2, n_voxels))
-    degree_total = np.zeros((3, n_voxels)) if degree_path else None
     with atomic_open(data_path) as data_file:
         header_at = data_file.tell()
         _write_npy_header(data_file, store, (0, n_voxels))  # rewritten once the size is known
@@ -123,8 +123,8 @@ def write_shard(subject_series, n_subjects, n_voxels, mask_fingerprint, data_pat
             stored = np.ascontiguousarray(unit.T, dtype=store)  # (T, V): a subject is a block of rows
             stored_norm = np.sqrt(np.einsum("tv,tv->v", stored, stored, dtype=np.float64))
             norms[s, 0] = norm
-            if degree_total is not None:
-                degree_total += degree_sums(subject_degree(unit, norm))
+            if on_subject is not None:
+                on_subject(unit, norm)
             norms[s, 1] = np.divide(1.0, stored_norm, out=np.zeros(n_voxels), where=norm > 0)
             data_file.write(stored.tobytes())
             offsets.append(offsets[-1] + stored.shape[0])
@@ -136,8 +136,6 @@ def write_shard(subject_series, n_subjects, n_voxels, mask_fingerprint, data_pat
         _write_npy_header(data_file, store, (offsets[-1], n_voxels))
     with atomic_open(norms_path) as handle:
         np.save(handle, norms)
-    if degree_total is not None:
-        save_degree_sums(degree_path, degree_total)
     info = ShardInfo(subject_ids, runs, offsets, dtype, n_voxels, mask_fingerprint)
     with atomic_open(info_path, "w") as handle:
         handle.write(info.to_json())
@@ -155,7 +153,7 @@ def _write_npy_header(handle, dtype, shape):
 
 
 def prepare_shard_files(mask_path, subjects, data_path, norms_path, info_path, dtype="float32",
-                        degree_path=None):
+                        on_subject=None):
     """Load the mask and prepare one shard; ``subjects`` are sheets.Subject or (id, runs) pairs."""
     subjects = as_subjects(subjects)
-    return prepare_shard(subjects, load_mask(mask_path), data_path, norms_path, info_path, dtype, degree_path)
+    return prepare_shard(subjects, load_mask(mask_path), data_path, norms_path, info_path, dtype, on_subject)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from shardmap.errors import InputError
+from shardmap.lnm.hubs.null_lesions import MIN_INSIDE, MaskGrid, make_null_batch, shifted_lesion
+from shardmap.lnm.hubs.null_plan import null_plan, nulls_per_lesion
 from shardmap.lnm.lesions import LesionBatch, prepare_lesion_batch_files
 from shardmap.lnm.nifti import load_mask
-from shardmap.lnm.null_lesions import MIN_INSIDE, MaskGrid, make_null_batch, shifted_lesion
-from shardmap.lnm.null_plan import null_plan, nulls_per_lesion
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_null_lesions_are_reproducible_different_and_independent_of_batching(pre
 
 def test_a_lesion_that_fits_nowhere_else_is_named(prepared, monkeypatch):
     """Every try fails when no place can keep enough of the lesion inside (here: more than all of it)."""
-    import shardmap.lnm.null_lesions as null_lesions
+    import shardmap.lnm.hubs.null_lesions as null_lesions
 
     monkeypatch.setattr(null_lesions, "MIN_INSIDE", 1.01)
     monkeypatch.setattr(null_lesions, "MAX_TRIES", 50)

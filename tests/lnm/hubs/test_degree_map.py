@@ -9,7 +9,7 @@ import pytest
 from pipeline import prepare_shards
 from reference import degree_map
 from shardmap.errors import InputError
-from shardmap.lnm.connectome.degree import add_degree_to_stored_shard, merge_degree_files, write_degree_maps
+from shardmap.lnm.hubs.degree import add_degree_to_stored_shard, merge_degree_files, write_degree_maps
 
 
 def brute_force_degree(dataset):

@@ -8,13 +8,13 @@ import pytest
 
 from pipeline import map_and_merge, prepare_shards
 from shardmap.errors import InputError
-from shardmap.lnm.connectome.degree import merge_degree_files
-from shardmap.lnm.hub_bias import lesion_rows, spatial_correlation
+from shardmap.lnm.hubs.degree import merge_degree_files
+from shardmap.lnm.hubs.hub_bias import lesion_rows, spatial_correlation
+from shardmap.lnm.hubs.null_lesions import make_null_batch
+from shardmap.lnm.hubs.null_maps import null_group_maps, null_groups, percentile_among
+from shardmap.lnm.hubs.null_plan import null_plan
 from shardmap.lnm.lesions import prepare_lesion_batch_files
 from shardmap.lnm.nifti import load_mask
-from shardmap.lnm.null_lesions import make_null_batch
-from shardmap.lnm.null_maps import null_group_maps, null_groups, percentile_among
-from shardmap.lnm.null_plan import null_plan
 from shardmap.lnm.residual_maps import degree_residual
 from shardmap.lnm.sheets import chunks
 from synthetic import make_mask, save

@@ -20,11 +20,11 @@ import zlib
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
+from ..map_names import NULL_GROUP_MAP_NAMES, VERSUS_NULL_MAP_NAMES
+from ..stats import SufficientStats, maps_from_sums
 from .hub_bias import spatial_correlation
-from .map_names import NULL_GROUP_MAP_NAMES, VERSUS_NULL_MAP_NAMES
 from .null_plan import check_nulls_per_lesion
-from .stats import SufficientStats, maps_from_sums
 from .tables import write_table
 
 NULL_SUMMARY_COLUMNS = ["group", "n_lesions", "n_null_lesions", "n_resamples", "r_mean_AvgR_Fz_real_null",
@@ -196,7 +196,7 @@ def write_null_group_map_files(real_files, null_files, groups, null_sources, thr
                                mask_path, paths, summary_path, degree_path=None):
     """Compute the null group maps and write them; ``paths`` maps (group label or None, name) -> file
     with names "null_sensitivity_pos", ..., "sensitivity_vs_null", "sensitivity_neg_vs_null"."""
-    from .nifti import load_mask, values_on_mask, write_map
+    from ..nifti import load_mask, values_on_mask, write_map
 
     mask = load_mask(mask_path)
     degree = values_on_mask(degree_path, mask, "degree map") if degree_path else None

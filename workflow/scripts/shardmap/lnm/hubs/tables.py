@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 
-from ..atomic import atomic_open
+from ...atomic import atomic_open
 
 
 def write_table(path, rows, columns):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import InputError
+from ...errors import InputError
 
 NULL_METHODS = ("shift", "sphere")
 # A null group takes one of each real lesion's k null lesions, so its spread is that of k

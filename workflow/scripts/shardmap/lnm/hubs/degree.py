@@ -5,18 +5,21 @@ d(v) = sum over u != v of r(u, v) / (V - 1). With x_u each voxel's centred time 
 scaled to unit norm, r(u, v) = x_u . x_v, so the sum over all u is x_v . g with
 g = sum_u x_u: two matrix-vector products per subject instead of a V x V matrix. Shard
 preparation holds every subject's float64 unit time courses anyway, so the degree is
-exact in float64 and costs the mapping tasks nothing. Zero-variance voxels have r = 0
-with everything (as in the lesion maps): their degree is 0 and they add nothing to
-anyone's.
+exact in float64 and costs the mapping tasks nothing: the preparation task passes
+``DegreeSums.add_subject`` to the shard writer (``connectome.shards.write_shard``, its
+``on_subject``), which hands it every subject before letting it go. Zero-variance voxels
+have r = 0 with everything (as in the lesion maps): their degree is 0 and they add
+nothing to anyone's.
 
-Per shard the sums over its subjects are stored as ``shard-K.degree.npy``, (3, V)
-float64: sum d, sum z(d) and sum z(d)^2 with z = arctanh. They add across shards like
+Per shard the sums over its subjects are stored beside the shard as
+``shard-K.degree.npy`` (``degree_sums_path``), (3, V) float64: sum d, sum z(d) and sum
+z(d)^2 with z = arctanh. They add across shards like
 the lesions' sums. The maps (``write_degree_maps``) are the mean degree over subjects
 (``degree.nii.gz``: the mean r of each voxel with all others) and the mean of its Fisher
 z over subjects (``degree_Fz.nii.gz``).
 
 A shard prepared by a shardmap without the degree map gets its sums from its stored
-time courses instead (``python -m shardmap.lnm.connectome.degree PREFIX ...``, see the
+time courses instead (``python -m shardmap.lnm.hubs.degree PREFIX ...``, see the
 README), so that an existing outdir need not be prepared and mapped again.
 """
 
@@ -30,6 +33,30 @@ from ...atomic import atomic_open
 from ...errors import InputError
 
 R_CLIP = 1.0 - 1e-7
+
+
+def degree_sums_path(shard_prefix):
+    """The degree sums file of the shard at ``shard_prefix``: ``shard-K.degree.npy``."""
+    return str(shard_prefix) + ".degree.npy"
+
+
+class DegreeSums:
+    """The degree sums of a shard's subjects, added one subject at a time while the shard
+    is written: pass ``add_subject`` as write_shard's ``on_subject``, then ``save``."""
+
+    def __init__(self):
+        self.total = None  # (3, V), allocated with the first subject
+
+    def add_subject(self, unit, norm):
+        """Add the subject whose (V, T) float64 unit time courses and norms are given."""
+        if self.total is None:
+            self.total = np.zeros((3, unit.shape[0]))
+        self.total += degree_sums(subject_degree(unit, norm))
+
+    def save(self, path):
+        if self.total is None:
+            raise ValueError("no subject was added to the degree sums")
+        save_degree_sums(path, self.total)
 
 
 def subject_degree(unit, norm):
@@ -68,16 +95,15 @@ def add_degree_to_stored_shard(prefix):
     """Write ``prefix.degree.npy`` from the stored time courses of the prepared shard at
     ``prefix`` (a shard prepared before the degree map existed); returns its path. Within
     float32 rounding of what the preparation computes (float16 storage: about 1e-5)."""
-    from .reader import ShardReader
-    from .shards import shard_paths
+    from ..connectome.reader import ShardReader
 
-    paths = shard_paths(prefix)
-    with ShardReader(paths, prefetch=True) as reader:
+    with ShardReader(prefix, prefetch=True) as reader:
         total = np.zeros((3, reader.info.n_voxels))
         for _, frames, _, inv_stored_norm in reader.subjects():
             total += degree_sums(stored_subject_degree(frames, inv_stored_norm))
-    save_degree_sums(paths["degree"], total)
-    return paths["degree"]
+    path = degree_sums_path(prefix)
+    save_degree_sums(path, total)
+    return path
 
 
 def degree_sums(degrees):
@@ -139,7 +165,7 @@ def write_degree_maps(shard_files, mask_path, paths):
 if __name__ == "__main__":
     import sys
 
-    # python -m shardmap.lnm.connectome.degree results/lnm/connectome/shard-????.npy: the data
+    # python -m shardmap.lnm.hubs.degree results/lnm/connectome/shard-????.npy: the data
     # file (or prefix) of each shard; the shard's other .npy files are passed over.
     for path in sys.argv[1:]:
         if not path.endswith((".norms.npy", ".degree.npy")):

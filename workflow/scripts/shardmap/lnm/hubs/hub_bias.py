@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
-from .lesions import LesionBatch
-from .residual_maps import outside
-from .stats import SufficientStats, lesion_maps
+from ...errors import InputError
+from ..lesions import LesionBatch
+from ..residual_maps import outside
+from ..stats import SufficientStats, lesion_maps
 from .tables import write_table
 
 HUB_BIAS_COLUMNS = ["kind", "lesion_id", "group", "map", "r_with_degree", "n_voxels_compared",
@@ -69,7 +69,7 @@ def group_rows(group_maps, degree):
 
 def write_hub_bias_table(stats_files, batch_files, groups, degree_path, group_map_paths, mask_path, out_path):
     """Write ``lnm/qc/hub_bias.tsv``. ``group_map_paths``: (group label or None, map name) -> NIfTI."""
-    from .nifti import load_mask, values_on_mask
+    from ..nifti import load_mask, values_on_mask
 
     mask = load_mask(mask_path)
     degree = values_on_mask(degree_path, mask, "degree map")

@@ -24,8 +24,8 @@ import zlib
 
 import numpy as np
 
-from ..errors import InputError
-from .lesions import LesionBatch
+from ...errors import InputError
+from ..lesions import LesionBatch
 from .null_plan import NULL_METHODS
 from .tables import write_table
 
@@ -134,7 +134,7 @@ def make_null_batch(plan, batch_files, mask, method, seed):
 
 def write_null_batch_files(plan, batch_files, mask_path, method, seed, batch_path, table_path):
     """Make one batch of null lesions and write it (as a lesion batch) and its table."""
-    from .nifti import load_mask
+    from ..nifti import load_mask
 
     batch, rows = make_null_batch([tuple(item) for item in plan], batch_files, load_mask(mask_path), method,
                                   seed)
