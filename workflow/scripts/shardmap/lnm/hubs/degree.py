@@ -13,10 +13,10 @@ nothing to anyone's.
 
 Per shard the sums over its subjects are stored beside the shard as
 ``shard-K.degree.npy`` (``degree_sums_path``), (3, V) float64: sum d, sum z(d) and sum
-z(d)^2 with z = arctanh. They add across shards like
-the lesions' sums. The maps (``write_degree_maps``) are the mean degree over subjects
-(``degree.nii.gz``: the mean r of each voxel with all others) and the mean of its Fisher
-z over subjects (``degree_Fz.nii.gz``).
+z(d)^2 with z = arctanh. They add across shards like the lesions' sums. The maps
+(``write_degree_maps``) are the mean degree over subjects (``degree.nii.gz``: the mean r
+of each voxel with all others) and the mean of its Fisher z over subjects
+(``degree_Fz.nii.gz``).
 
 A shard prepared by a shardmap without the degree map gets its sums from its stored
 time courses instead (``python -m shardmap.lnm.hubs.degree PREFIX ...``, see the
