@@ -264,7 +264,7 @@ def run_task(args):
         with snakemake_task(BenchmarkTask, skip_teardown=True):
             from shardmap.cpa.tasks.infer import infer_shard
 
-            infer_shard(args.model, args.adata, CFG, args.start, args.stop, args.out)
+            infer_shard(args.model, args.adata, args.start, args.stop, args.out)
             seconds = time.perf_counter() - started
             print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
     seconds = time.perf_counter() - started

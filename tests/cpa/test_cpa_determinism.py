@@ -55,7 +55,7 @@ def test_training_twice_gives_the_same_model_split_and_history(screen_path, tmp_
 def test_inferred_shards_of_two_runs_are_bit_identical(screen_path, tmp_path):
     train_model(screen_path, CFG, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
     for name in ("a", "b"):
-        infer_shard(tmp_path / "model", screen_path, CFG, 100, 400, tmp_path / f"{name}.npz")
+        infer_shard(tmp_path / "model", screen_path, 100, 400, tmp_path / f"{name}.npz")
     with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
         assert a.files == b.files
         for key in a.files:

@@ -37,7 +37,7 @@ def test_latents_on_a_gpu_equal_the_cpu_ones(tmp_path):
     adata.write_h5ad(path)
     train_model(path, CFG, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
     for device in ("cpu", "cuda"):
-        infer_shard(tmp_path / "model", path, {**CFG, "infer": {"device": device}}, 0, 1500, tmp_path / f"{device}.npz")
+        infer_shard(tmp_path / "model", path, 0, 1500, tmp_path / f"{device}.npz", device=device)
     with np.load(tmp_path / "cpu.npz") as cpu, np.load(tmp_path / "cuda.npz") as gpu:
         for key in ("z_basal", "z", "z_corrected"):
             np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-4, atol=1e-5)

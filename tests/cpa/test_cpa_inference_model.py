@@ -87,7 +87,7 @@ def test_latents_and_counterfactuals_equal_the_scvi_tools_path(tmp_path, name):
     cfg = config(setup)
 
     start, stop = 150, 820
-    infer_shard(model_dir, path, cfg, start, stop, tmp_path / "shard.npz", batch_size=100, rows_per_block=256)
+    infer_shard(model_dir, path, start, stop, tmp_path / "shard.npz", batch_size=100, rows_per_block=256)
     expected = reference.get_latent_representation(indices=np.arange(start, stop))
     with np.load(tmp_path / "shard.npz") as got:
         assert (int(got["start"]), int(got["stop"])) == (start, stop)
@@ -166,7 +166,7 @@ def test_bad_values_name_the_cell(tmp_path, nb_model, value, message):
     bad.X = sparse.csr_matrix(dense)
     path = write(tmp_path, bad)
     with pytest.raises(InputError, match=message):
-        infer_shard(model_dir, path, config(BASE), 400, 500, tmp_path / "s.npz", batch_size=30)
+        infer_shard(model_dir, path, 400, 500, tmp_path / "s.npz", batch_size=30)
     assert not (tmp_path / "s.npz").exists()
 
 
@@ -179,7 +179,7 @@ def test_a_cell_without_counts_is_named(tmp_path, nb_model):
     bad.X = sparse.csr_matrix(dense)
     path = write(tmp_path, bad)
     with pytest.raises(InputError, match="1 cell.* all 0 .*'cell0433'"):
-        infer_shard(model_dir, path, config(BASE), 400, 500, tmp_path / "s.npz")
+        infer_shard(model_dir, path, 400, 500, tmp_path / "s.npz")
 
 
 def with_obs(adata, **columns):
@@ -199,7 +199,7 @@ def test_data_the_model_cannot_read_is_a_clear_error(tmp_path, nb_model, change,
     model_dir, adata = nb_model
     path = write(tmp_path, change(adata.copy()))
     with pytest.raises(InputError, match=message):
-        infer_shard(model_dir, path, config(BASE), 0, 100, tmp_path / "s.npz")
+        infer_shard(model_dir, path, 0, 100, tmp_path / "s.npz")
 
 
 def test_a_missing_or_foreign_model_file_is_a_clear_error(tmp_path):
@@ -235,7 +235,7 @@ def test_an_inference_task_imports_neither_scvi_tools_nor_anndata(tmp_path, nb_m
     script = (
         "import json, sys\n"
         "from shardmap.cpa.tasks.infer import infer_shard\n"
-        f"infer_shard({str(model_dir)!r}, {str(path)!r}, {config(BASE)!r}, 0, 300, {str(tmp_path / 's.npz')!r})\n"
+        f"infer_shard({str(model_dir)!r}, {str(path)!r}, 0, 300, {str(tmp_path / 's.npz')!r})\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'scvi', 'lightning', 'anndata'})))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -162,17 +162,46 @@ def test_csc_storage_names_the_conversion(tmp_path, screen):
 # --- through the workflow: nothing heavy starts ----------------------------------------
 
 def test_a_bad_screen_stops_the_workflow_before_training(tmp_path, screen):
+    """A holdout that leaves a drug untrained: the check rule stops the run, and the
+    training never starts."""
     screen.write_h5ad(tmp_path / "screen.h5ad")
     config = {"outdir": "out", "report": False, "lnm": {"enabled": False},
               "cpa": {"enabled": True, "adata": "screen.h5ad", "covariate_keys": ["cell_type"],
-                      "counterfactuals": [{"perturbation": "drug77", "dosage": "1"}]}}
+                      "holdout": ["drug03", "drug02+drug03"]}}
     (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path)
     assert result.returncode != 0
-    assert "cpa.counterfactuals[0] names ['drug77']" in result.stderr
+    assert "leaves drug(s) ['drug03'] without any training cell" in result.stderr
     assert not (tmp_path / "out" / "logs" / "cpa" / "train.log").exists()
     assert not (tmp_path / "out" / "cpa" / "model").exists()
     assert os.listdir(tmp_path / "out" / "logs" / "cpa") == ["check_inputs.log"]
+
+
+@pytest.mark.parametrize("cpa, fragment", [
+    ({"counterfactuals": [{"perturbation": "drug77", "dosage": "1"}]},
+     "cpa.counterfactuals[0] names ['drug77'], which no cell of cpa.adata was treated with"),
+    ({"dose_response": {"drugs": ["drug02", "Drug04"]}},
+     "cpa.dose_response.drugs names ['Drug04'], which no cell of cpa.adata was treated with"),
+    ({"dose_response": {"drugs": ["drug00+drug01"]}}, "a dose response is computed for single drugs"),
+])
+def test_drugs_the_config_names_are_checked_before_any_job(tmp_path, screen, cpa, fragment):
+    """The screen exists when the job graph is built: its drugs are read from the
+    perturbation column alone, and a drug name it lacks stops the run before any job."""
+    screen.write_h5ad(tmp_path / "screen.h5ad")
+    config = {"outdir": "out", "report": False, "lnm": {"enabled": False},
+              "cpa": {"enabled": True, "adata": "screen.h5ad", "covariate_keys": ["cell_type"], **cpa}}
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "-n")
+    assert result.returncode != 0
+    assert fragment in result.stdout + result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_check_rule_checks_the_named_drugs_of_a_screen_made_by_the_workflow(tmp_path, screen):
+    """A screen the workflow generates does not exist when the job graph is built: the
+    check rule checks the dose-response drugs (and the counterfactuals') instead."""
+    with pytest.raises(InputError, match=r"cpa.dose_response.drugs names \['drug99'\]"):
+        check(tmp_path, screen, {"dose_response": {"drugs": ["drug99"]}})
 
 
 # --- damaged intermediate files (deleted or truncated by hand, or a full disk elsewhere) --

@@ -61,7 +61,7 @@ def test_sharded_latents_equal_one_pass(trained, tmp_path, shard_size):
     files = []
     for k, (start, stop) in enumerate(bounds):
         files.append(tmp_path / f"shard-{k}.npz")
-        infer_shard(model_dir, path, CFG, start, stop, files[-1], batch_size=256)
+        infer_shard(model_dir, path, start, stop, files[-1], batch_size=256)
     merge_latents(path, files, tmp_path / "latents.h5ad")
     merged = ad.read_h5ad(tmp_path / "latents.h5ad")
     assert list(merged.obs_names) == list(adata.obs_names)

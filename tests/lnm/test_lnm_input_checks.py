@@ -1,6 +1,6 @@
-"""The lesion arm's up-front checks (rule lnm_check_inputs): every bad run of the
-connectome is reported before any shard is prepared, naming the file and subject, and a
-damaged prepared shard is named with the fix."""
+"""The lesion arm's up-front checks (rule lnm_check_inputs, and each shard's preparation):
+every bad run of the connectome is reported before any mapping, naming the file and
+subject, and a damaged prepared shard is named with the fix."""
 
 from pathlib import Path
 
@@ -100,21 +100,41 @@ def test_every_bad_run_is_reported_at_once(tmp_path, mask):
 
 # --- through the workflow: nothing heavy starts ----------------------------------------
 
-def test_a_bad_run_stops_the_workflow_before_any_shard_is_prepared(tmp_path):
+def test_a_bad_run_stops_the_workflow_before_any_mapping(tmp_path):
+    """The check names the bad run, and the preparation of its shard refuses it before
+    reading any data; shards of good runs may be prepared meanwhile (they are needed
+    anyway and kept), but nothing is mapped."""
     dataset = make_dataset(tmp_path / "data", np.random.default_rng(31))
     ras = MASK_AFFINE.copy()
     ras[0, 0] = 4.0
     bad = save(run_img(12, np.random.default_rng(3), affine=ras), tmp_path / "data" / "s6_run-1.nii.gz")
     dataset["subjects"].append(("s6", [bad]))
-    write_project(tmp_path, dataset)
+    write_project(tmp_path, dataset)  # shards of 2 subjects: s6 is alone in the last
     result = snakemake(tmp_path)
     assert result.returncode != 0
     assert "run of subject 's6'" in result.stderr and "s6_run-1.nii.gz' is not on the brain mask's grid" in (
         result.stderr)
     out = tmp_path / "out" / "lnm"
-    assert not list(out.glob("connectome/shard-*")), "a connectome shard was prepared"
-    assert not (tmp_path / "out" / "logs" / "lnm" / "prepare_connectome").exists()
+    last = f"{(len(dataset['subjects']) - 1) // 2:04d}"
+    assert not list(out.glob(f"connectome/shard-{last}*")), "the bad run's shard was prepared"
+    assert not (tmp_path / "out" / "logs" / "lnm" / "map").exists(), "a mapping task ran"
     assert not (out / "checked" / "runs.tsv").exists()
+
+
+def test_a_shard_preparation_checks_its_runs_headers_first(tmp_path, mask):
+    """Each shard's preparation lists every bad run of its subjects at once, before reading data."""
+    rng = np.random.default_rng(6)
+    good = save(run_img(10, rng), tmp_path / "good.nii.gz")
+    one_frame = save(run_img(1, rng), tmp_path / "one-frame.nii.gz")
+    fast, slow = timed_run(tmp_path / "fast.nii.gz", 0.72), timed_run(tmp_path / "slow.nii.gz", 3.0)
+    paths = shard_paths(tmp_path / "shard-0000")
+    with pytest.raises(InputError) as info:
+        prepare_shard_files(mask, [("s1", [good]), ("s2", [one_frame]), ("s3", [slow, fast])], paths["data"],
+                            paths["norms"], paths["info"])
+    text = str(info.value)
+    assert text.startswith("2 problem(s) in the connectome's runs") and "subject 's2'" in text
+    assert "subject 's3' has runs with different repetition times (TR)" in text
+    assert not any(Path(path).exists() for path in paths.values())
 
 
 # --- a damaged prepared shard (truncated or emptied by hand) ---------------------------

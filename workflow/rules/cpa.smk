@@ -8,6 +8,7 @@ include: "cpa_helpers.smk"
 CPA_LOGS = f"{OUT}/logs/cpa"
 CPA_SHARDS = cpa_shards()
 CPA_COUNTERFACTUALS = cpa_counterfactuals()
+check_named_drugs_against_screen()
 
 
 if cpa_is_demo():
@@ -30,8 +31,13 @@ if cpa_is_demo():
 
 
 # The whole file is checked against the config (obs keys, doses, control group, holdout,
-# counterfactual drugs, counts) before training starts; ancient(): a re-check never
-# retrains by itself.
+# counts) before training starts. The check reads only keys the training reads too, so
+# it reruns only when the training must rerun anyway, and cpa_train depends on it plainly:
+# an ancient() input here made Snakemake skip the jobs behind it (and the new targets of
+# the same run) whenever the check alone was rerun. The drugs of cpa.counterfactuals and
+# cpa.dose_response are checked against the screen when the job graph is built (and, for
+# a screen the workflow is about to generate, here, from the config: checking them
+# changes no output, so they are no params).
 rule cpa_check_inputs:
     input:
         adata=CPA["adata"],
@@ -46,7 +52,7 @@ rule cpa_check_inputs:
         mem_mb=lambda wc, input: cpa_res.check_mem_mb(CPA, input.adata),
         runtime=lambda wc: cpa_res.check_runtime(cpa_cell_count()),
     params:
-        cfg=CPA,
+        cfg=cpa_keys("holdout", train=("seed", "early_stopping"), model=("recon_loss",)),
     script:
         "../scripts/cpa_check_inputs.py"
 
@@ -54,7 +60,7 @@ rule cpa_check_inputs:
 rule cpa_train:
     input:
         adata=CPA["adata"],
-        checked=ancient(rules.cpa_check_inputs.output.summary),
+        checked=rules.cpa_check_inputs.output.summary,
     output:
         model=f"{OUT}/cpa/model/model.pt",
         history=f"{OUT}/cpa/model/history.json",
@@ -67,10 +73,9 @@ rule cpa_train:
     resources:
         mem_mb=lambda wc, input: cpa_res.train_mem_mb(input.size_mb, CPA),
         runtime=lambda wc: cpa_res.train_runtime(cpa_cell_count(), CPA),
-        gpu=1 if cpa_training_accelerator() == "gpu" else 0,
+        gpu=1 if training_accelerator(CPA["train"]) == "gpu" else 0,
     params:
-        cfg=CPA,
-        accelerator=cpa_training_accelerator(),
+        cfg=cpa_keys("holdout", model=None, train=None),
     script:
         "../scripts/cpa_train.py"
 
@@ -91,7 +96,6 @@ rule cpa_infer:
         runtime=lambda wc: cpa_res.infer_runtime(CPA),
         gpu=1 if CPA["infer"]["device"] == "cuda" else 0,
     params:
-        cfg=CPA,
         rows=lambda wc: CPA_SHARDS[wc.shard],
     script:
         "../scripts/cpa_infer.py"
@@ -130,7 +134,7 @@ rule cpa_predict:
         runtime=lambda wc: cpa_res.infer_runtime(CPA, cpa_cell_count()),
         gpu=1 if CPA["infer"]["device"] == "cuda" else 0,
     params:
-        cfg=CPA,
+        cfg=cpa_keys("shard_size"),
         perturbation=lambda wc: CPA_COUNTERFACTUALS[wc.counterfactual][0],
         dosage=lambda wc: CPA_COUNTERFACTUALS[wc.counterfactual][1],
     script:
@@ -154,7 +158,7 @@ rule cpa_embeddings:
         mem_mb=res.fixed_mb(cpa_res.TORCH_MB + 200),
         runtime=res.MIN_RUNTIME_MIN,
     params:
-        cfg=CPA,
+        cfg=cpa_keys(),
     script:
         "../scripts/cpa_embeddings.py"
 
@@ -174,7 +178,7 @@ rule cpa_dose_response:
         mem_mb=lambda wc, input: cpa_res.dose_response_mem_mb(CPA, input.adata, cpa_cell_count()),
         runtime=lambda wc: cpa_res.dose_response_runtime(CPA, cpa_cell_count()),
     params:
-        cfg=CPA,
+        cfg=cpa_keys("dose_response"),
     script:
         "../scripts/cpa_dose_response.py"
 
@@ -202,6 +206,6 @@ rule cpa_evaluate:
         mem_mb=lambda wc, input: cpa_res.shard_mem_mb(CPA, input.adata, with_output=True, copies=2),
         runtime=lambda wc: cpa_res.infer_runtime(CPA, cpa_cell_count()),
     params:
-        cfg=CPA,
+        cfg=cpa_keys(model=("recon_loss",)),
     script:
         "../scripts/cpa_evaluate.py"

@@ -1,11 +1,42 @@
-# The perturbation arm's helpers (included by cpa.smk): the cells of cpa.adata split into
-# inference shards, the configured counterfactuals, the training accelerator and the
-# arm's targets. They run in the Snakemake process while the job graph is built.
+# The perturbation arm's helpers (included by cpa.smk): the keys each rule reads, the cells
+# of cpa.adata split into inference shards, the configured counterfactuals and the arm's
+# targets. They run in the Snakemake process while the job graph is built.
 import re
 
 from shardmap.cpa import resources as cpa_res
+from shardmap.cpa.config_keys import TRAIN_EXECUTION_KEYS, training_accelerator
 
 CPA = config["cpa"]
+
+
+# What the rules read of cpa: as their params, so that changing a key reruns exactly the
+# rules that read it (and the training only for the keys it trains with). The keys that
+# name the data are read by every task; a change to one of them retrains anyway. How a
+# task runs (cpa.threads, the data loader's workers, the training accelerator, the
+# inference device) is no params: the tasks read it from the config, and changing it
+# reruns nothing (config/README.md, "What a change reruns").
+CPA_DATA_KEYS = (
+    "perturbation_key",
+    "dosage_key",
+    "control_group",
+    "covariate_keys",
+    "batch_key",
+    "smiles_key",
+    "split_key",
+    "layer",
+)
+
+
+def cpa_keys(*keys, **subkeys):
+    """The data keys, ``keys`` of cpa and, for each section in ``subkeys``, the listed keys
+    of that section (None: the whole section but the keys that say how a task runs)."""
+    chosen = {key: CPA[key] for key in CPA_DATA_KEYS + keys}
+    for section, names in subkeys.items():
+        values = CPA[section]
+        if names is None:
+            names = [name for name in values if name not in TRAIN_EXECUTION_KEYS]
+        chosen[section] = {name: values[name] for name in names}
+    return chosen
 
 
 def cpa_is_demo():
@@ -71,12 +102,22 @@ def cpa_counterfactuals():
     return named
 
 
-def cpa_training_accelerator():
-    """The accelerator cpa_train may use: a GPU only when it is declared (train.accelerator
-    gpu or cuda, which also requests gpu=1); 'auto' trains on the CPU, so a scheduler
-    never sees a task use a GPU it did not ask for."""
-    accelerator = CPA["train"]["accelerator"]
-    return "gpu" if accelerator in ("gpu", "cuda") else "cpu"
+def check_named_drugs_against_screen():
+    """The drugs of cpa.counterfactuals and cpa.dose_response.drugs against the screen's,
+    before any job (a run that only adds one must not find a typo after the others). A
+    screen that does not exist yet (made by rule cpa_demo_data) is checked by
+    cpa_check_inputs instead."""
+    if not (CPA["counterfactuals"] or CPA["dose_response"]["drugs"]) or not os.path.exists(CPA["adata"]):
+        return
+    from shardmap.cpa.named_drugs import check_named_drugs, screen_drugs
+
+    try:
+        known = screen_drugs(CPA["adata"], CPA["perturbation_key"], CPA["control_group"])
+        check_named_drugs(
+            known, CPA["counterfactuals"], CPA["dose_response"]["drugs"], CPA["control_group"], CPA["adata"]
+        )
+    except InputError as err:
+        raise WorkflowError(str(err)) from None
 
 
 def cpa_outputs():

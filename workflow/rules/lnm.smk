@@ -48,15 +48,18 @@ rule lnm_mask_info:
         "../scripts/lnm_mask_info.py"
 
 
-# Every input is checked before the heavy tasks: run headers here (shape, grid, frames),
-# every lesion by its (light) batch preparation. Shards depend on the check through
-# ancient(), so adding a lesion or a subject re-runs the check but not the finished shards.
+# The connectome's runs, all of them at once: every bad header listed in one message, and
+# the inventory with each run's TR (subjects whose TR differs from the majority's are
+# named). It runs first (priority) but gates no job: each shard's preparation checks its
+# own runs' headers again before reading them, and each lesion batch's preparation its
+# lesions, before any mapping. A check that gated the shards through ancient() made
+# Snakemake skip the jobs behind it whenever it alone reran (a lesion added), new targets
+# of the same run included.
 rule lnm_check_inputs:
     input:
         mask=LNM["connectome"]["mask"],
         mask_info=rules.lnm_mask_info.output.info,
         runs=[run for s in SUBJECTS for run in s.runs],
-        lesion_qc=[f"{OUT}/lnm/lesions/batch-{b}.qc.tsv" for b in BATCHES],
     output:
         runs=report(
             f"{OUT}/lnm/checked/runs.tsv",
@@ -83,7 +86,6 @@ rule lnm_prepare_connectome:
     input:
         mask=LNM["connectome"]["mask"],
         mask_info=rules.lnm_mask_info.output.info,
-        checked=ancient(rules.lnm_check_inputs.output.runs),
         runs=runs_of_shard,
     output:
         data=f"{CONNECTOME}/shard-{{shard}}.npy",
@@ -152,8 +154,9 @@ rule lnm_map:
             res.read_json(input.info), len(BATCHES[wc.batch]), threads, LNM["device"]
         ),
         gpu=1 if LNM["device"] == "cuda" else 0,
-    params:
-        device=LNM["device"],
+    # lnm.device and lnm.threads say where and how fast it maps, not what: the script reads
+    # them from the config, so changing one reruns nothing (the CPU and GPU kernels agree to
+    # float rounding, config/README.md "What a change reruns").
     script:
         "../scripts/lnm_map.py"
 

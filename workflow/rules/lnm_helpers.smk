@@ -138,5 +138,6 @@ def group_map_files():
 
 def lnm_outputs():
     """The lesion arm's targets of the default run."""
-    files = (lesion_map_files() + group_map_files() + [f"{OUT}/lnm/qc/lesions.tsv"] + hub_outputs()) if LESIONS else []
+    qc = [f"{OUT}/lnm/qc/lesions.tsv", f"{OUT}/lnm/checked/runs.tsv"]
+    files = (lesion_map_files() + group_map_files() + qc + hub_outputs()) if LESIONS else []
     return files + (list(specificity_files().values()) if SPEC["enabled"] else [])

@@ -271,7 +271,7 @@ if config["cpa"]["enabled"]:
             mem_mb=lambda wc: report_res.umap_mem_mb(cpa_cell_count(), CPA["model"]["n_latent"]),
             runtime=report_res.UMAP_RUNTIME_MIN,
         params:
-            cfg=CPA,
+            cfg=cpa_keys(),
             figures=CPA_LATENT_FIGURES,
             max_cells=report_res.UMAP_MAX_CELLS,
         script:

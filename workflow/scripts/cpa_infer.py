@@ -1,9 +1,10 @@
-"""Entry script of rule cpa_infer: latents of one shard of rows."""
+"""Entry script of rule cpa_infer: latents of one shard of rows. The device (cpa.infer.device)
+comes from the config, not the params: changing it reruns nothing."""
 from shardmap.task import snakemake_task
 
-with snakemake_task(snakemake, skip_teardown=True):
+with snakemake_task(snakemake):
     from shardmap.cpa.tasks.infer import infer_shard
 
     start, stop = snakemake.params.rows
-    infer_shard(snakemake.input.model.rsplit("/", 1)[0], snakemake.input.adata, snakemake.params.cfg,
-                start, stop, snakemake.output.latents)
+    infer_shard(snakemake.input.model.rsplit("/", 1)[0], snakemake.input.adata, start, stop,
+                snakemake.output.latents, device=snakemake.config["cpa"]["infer"]["device"])

@@ -1,4 +1,5 @@
-"""Entry script of rule lnm_map: one lesion batch x one connectome shard -> partial sums."""
+"""Entry script of rule lnm_map: one lesion batch x one connectome shard -> partial sums. The
+device (lnm.device) comes from the config, not the params: changing it reruns nothing."""
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
@@ -6,4 +7,4 @@ with snakemake_task(snakemake):
 
     shard = {"data": snakemake.input.data, "norms": snakemake.input.norms, "info": snakemake.input.info}
     map_batch_files(snakemake.input.batch, shard, snakemake.output.sums, snakemake.output.info,
-                    device=snakemake.params.device, threads=snakemake.threads)
+                    device=snakemake.config["lnm"]["device"], threads=snakemake.threads)

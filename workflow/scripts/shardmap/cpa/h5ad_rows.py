@@ -64,6 +64,22 @@ def _read_column(element, start, stop):
     return values
 
 
+def distinct_values(path, column):
+    """The values that the cells of obs column ``column`` take, as strings (a categorical
+    column by its codes in use, so a category that no cell has left is not counted)."""
+    with open_h5ad(path) as handle:
+        obs = handle["obs"]
+        if column not in obs:
+            raise InputError(f"'{path}': obs has no column '{column}' (columns: "
+                             f"{list(obs.attrs.get('column-order', []))}); fix the key in the config.")
+        element = obs[column]
+        if isinstance(element, h5py.Group) and element.attrs.get("encoding-type", "") == "categorical":
+            codes = np.unique(element["codes"][:])
+            return list(_decode(element["categories"][:][codes[codes >= 0]]))
+        values = _read_column(element, 0, None)
+        return [str(value) for value in pd.unique(np.asarray(values, dtype=object)) if value is not None]
+
+
 def read_obs(path, columns, start=0, stop=None, names=True):
     """Rows start:stop of the named obs columns as a DataFrame indexed by the obs names
     (with ``names`` False by the row number in the file, which skips decoding them)."""

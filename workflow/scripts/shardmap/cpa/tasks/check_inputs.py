@@ -10,8 +10,9 @@ import anndata as ad
 from ...atomic import atomic_open
 from ...errors import InputError
 from .. import h5ad_rows
-from ..conditions import parse_condition, parse_obs
+from ..conditions import parse_obs
 from ..config_keys import obs_keys
+from ..named_drugs import check_named_drugs
 from ..splits import assign_splits
 from ..values import (check_values, duplicate_entry_message, empty_cells, empty_cells_message,
                       first_duplicate_entry)
@@ -59,7 +60,8 @@ def check_inputs(adata_path, cfg, out_path, rows_per_chunk=20_000):
     key or value: the obs keys exist and have no missing values; every condition and
     dosage parses (one dose per drug, numbers >= 0); the control group is present and is
     not every cell; the holdout conditions and split labels exist; every counterfactual
-    names known drugs with one dose each; every drug has training cells; the matrix is
+    names known drugs with one dose each, and cpa.dose_response.drugs known single drugs
+    (``named_drugs``); every drug has training cells; the matrix is
     finite and, for a count likelihood (nb, zinb), holds non-negative integers and no cell
     whose counts are all 0.
     """
@@ -81,15 +83,8 @@ def check_inputs(adata_path, cfg, out_path, rows_per_chunk=20_000):
         raise InputError(f"cpa.adata '{adata_path}': every cell is in the control group '{control}'; "
                          "there is no perturbation to model.")
     splits = assign_splits(obs, cfg)
-    for number, item in enumerate(cfg.get("counterfactuals") or []):
-        if item["perturbation"] == control:
-            continue
-        pairs = parse_condition(item["perturbation"], item.get("dosage") or "", control,
-                                where=f"cpa.counterfactuals[{number}]: ")
-        unknown = sorted({drug for drug, _ in pairs} - drugs)
-        if unknown:
-            raise InputError(f"cpa.counterfactuals[{number}] names {unknown}, which no cell of cpa.adata "
-                             f"was treated with; known drugs: {sorted(drugs)[:20]}.")
+    check_named_drugs(drugs, cfg.get("counterfactuals"), (cfg.get("dose_response") or {}).get("drugs"), control,
+                      adata_path)
     count_data = (cfg.get("model") or {}).get("recon_loss", "nb") in ("nb", "zinb")
     where = f"cpa.adata '{adata_path}' " + (f"layers['{cfg['layer']}']" if cfg.get("layer") else "X")
     n_genes, n_empty, first_empty = 0, 0, None

@@ -21,12 +21,12 @@ from ..resources import INFER_BATCH, INFER_ROWS_PER_BLOCK
 log = logging.getLogger(__name__)
 
 
-def infer_shard(model_dir, adata_path, cfg, start, stop, out_path, batch_size=INFER_BATCH,
+def infer_shard(model_dir, adata_path, start, stop, out_path, device="cpu", batch_size=INFER_BATCH,
                 rows_per_block=INFER_ROWS_PER_BLOCK):
-    """Latents of rows start:stop, read alone from the file, written as one .npz; on the
-    device of ``cfg["infer"]["device"]`` (default the CPU)."""
+    """Latents of rows start:stop, read alone from the file, written as one .npz; on
+    ``device`` (cpa.infer.device: cpu, cuda or auto)."""
     started = time.perf_counter()
-    model = InferenceModel.load(model_dir, inference_device((cfg.get("infer") or {}).get("device", "cpu")))
+    model = InferenceModel.load(model_dir, inference_device(device))
     model.check_genes(h5ad_rows.var_names(adata_path), f"'{adata_path}'")
     shard_codes = model.read_codes(adata_path, start, stop)
     n_latent = model.network.n_latent

@@ -24,16 +24,16 @@ log = logging.getLogger(__name__)
 
 
 def predict_counterfactual(model_dir, adata_path, cfg, perturbation, dosage, out_path, chunk_rows,
-                           batch_size=INFER_BATCH):
+                           device="cpu", batch_size=INFER_BATCH):
     """Mean expression of every control cell under ``perturbation`` at ``dosage`` (None:
-    every drug at dose 1).
+    every drug at dose 1), on ``device`` (cpa.infer.device).
 
     Streams the file in blocks of ``chunk_rows`` rows (blocks without a control cell are
     not read); the output X is preallocated on disk and filled block by block.
     """
     started = time.perf_counter()
     control = cfg["control_group"]
-    model = InferenceModel.load(model_dir, inference_device((cfg.get("infer") or {}).get("device", "cpu")))
+    model = InferenceModel.load(model_dir, inference_device(device))
     genes = h5ad_rows.var_names(adata_path)
     model.check_genes(genes, f"'{adata_path}'")
     override = encode_override(perturbation, dosage, model.perturbation_state, 1)

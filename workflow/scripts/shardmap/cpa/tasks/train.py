@@ -18,8 +18,10 @@ from .check_inputs import load_and_validate
 log = logging.getLogger(__name__)
 
 
-def train_model(adata_path, cfg, model_dir, splits_path, accelerator="auto"):
-    """Validate the data, train CPA on the train split, save the model and the split."""
+def train_model(adata_path, cfg, model_dir, splits_path, accelerator="auto", loader=None):
+    """Validate the data, train CPA on the train split, save the model and the split.
+    ``loader``: the data loader's settings (config_keys.loader_options), which change how
+    fast it trains, not what it learns."""
     from ..model import CPA
 
     adata = load_and_validate(adata_path, cfg)
@@ -28,6 +30,7 @@ def train_model(adata_path, cfg, model_dir, splits_path, accelerator="auto"):
 
     CPA.setup_anndata(adata, **setup_kwargs(cfg))
     train_cfg = dict(cfg.get("train") or {})
+    loader = dict(loader or {})
     scvi.settings.seed = int(train_cfg.get("seed", 0))  # the initial weights too
     model = CPA(adata, **dict(cfg.get("model") or {}))
     train_idx = np.flatnonzero(splits == "train")
@@ -36,9 +39,9 @@ def train_model(adata_path, cfg, model_dir, splits_path, accelerator="auto"):
              int((splits == "test").sum()))
     model.train(max_epochs=int(train_cfg.get("max_epochs", 100)), batch_size=int(train_cfg.get("batch_size", 512)),
                 accelerator=accelerator, devices=1, train_indices=train_idx, validation_indices=valid_idx,
-                seed=train_cfg.get("seed", 0), num_workers=int(train_cfg.get("num_workers", 0)),
-                prefetch_factor=int(train_cfg.get("prefetch_factor", 2)),
-                persistent_workers=bool(train_cfg.get("persistent_workers", False)),
+                seed=train_cfg.get("seed", 0), num_workers=int(loader.get("num_workers", 0)),
+                prefetch_factor=int(loader.get("prefetch_factor", 2)),
+                persistent_workers=bool(loader.get("persistent_workers", False)),
                 plan_kwargs=train_cfg.get("plan"), validation_every=int(train_cfg.get("validation_every", 5)),
                 keep_best=bool(train_cfg.get("keep_best", True)),
                 early_stopping=bool(train_cfg.get("early_stopping", False)),

@@ -1,7 +1,8 @@
 """The connectome's runs as users bring them: 4D NIfTI files, one or more per subject.
 
-Their headers are checked before any shard is prepared (rule lnm_check_inputs: every
-bad run listed at once); their data are read, checked for NaN/Inf, centred per voxel
+Their headers are checked all at once by rule lnm_check_inputs (every bad run listed in
+one message, and the run inventory), and again by each shard's preparation for its own
+runs before it reads them; their data are read, checked for NaN/Inf, centred per voxel
 and concatenated in time by the shard preparation (``shards``).
 """
 
@@ -23,8 +24,8 @@ MIN_FRAMES = 3
 
 def check_run_header(img, path, subject_id, mask):
     """Check what a run's header tells (4D, the mask's grid, at least 2 frames); return its
-    frame count. Reading the header is cheap, so every run is checked before any shard is
-    prepared (rule lnm_check_inputs)."""
+    frame count. Reading the header is cheap, so every run is checked before its data are
+    read (rule lnm_check_inputs, and each shard's preparation)."""
     what = f"run of subject '{subject_id}'"
     if len(img.shape) != 4:
         raise InputError(f"{what} '{path}' has shape {img.shape}; a run must be a 4D NIfTI "

@@ -37,7 +37,7 @@ from ...atomic import atomic_open
 from ...errors import InputError
 from ..nifti import load_mask
 from ..sheets import as_subjects
-from .runs import load_subject
+from .runs import check_run_headers, load_subject
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,10 @@ def shard_paths(prefix):
 
 
 def prepare_shard(subjects, mask, data_path, norms_path, info_path, dtype="float32", on_subject=None):
-    """Read, check, centre, scale and store the runs of ``subjects`` as one shard."""
+    """Read, check, centre, scale and store the runs of ``subjects`` as one shard. Every
+    run's header is checked first (``runs.check_run_headers``: one message lists every bad
+    run of the shard), so a bad run stops the task before any data is read."""
+    check_run_headers(mask, subjects)
 
     def loaded():
         for subject in subjects:
