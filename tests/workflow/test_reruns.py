@@ -144,7 +144,7 @@ RERUNS = [
     ("lnm.sensitivity_threshold", 3.0,
      {"lnm_group_maps": 1, "lnm_hub_bias": 1, "lnm_null_group_maps": 1, **NULL_SUMS, "lnm_specificity_sensitivity": 1,
       "lnm_specificity_merge": 1}, True),
-    ("lnm.specificity.alpha", 0.01, {"lnm_specificity_merge": 1}, True),
+    ("lnm.specificity.alpha", 0.04, {"lnm_specificity_merge": 1}, True),
     ("lnm.null_lesions.resamples", 60, {"lnm_null_group_maps": 1, **NULL_SUMS}, True),
     ("lnm.degree_regression", True, {f"lnm_lesion_maps_{b:04d}": 1 for b in range(N_BATCHES)}, True),
     ("cpa.dose_response.doses", [0, 0.5, 1], {"cpa_dose_response": 1}, True),

@@ -114,6 +114,7 @@ def test_specificity_on_maps_made_elsewhere(tmp_path, split):
     ({"controls": ["unrelated"]}, ["controls", "1 lesion", "at least 2"]),
     ({"covariates": ["volume", "lesion_age"]}, ["'lesion_age'", "neither a built-in"]),
     ({"tfce": True, "voxel_chunks": 2}, ["voxel_chunks: 1"]),
+    ({"alpha": 0.001, "n_permutations": 200}, ["smallest p the test can give is 1/201", "at least 1000"]),
 ])
 def test_a_bad_design_stops_before_any_job(tmp_path, change, fragments):
     write_maps_project(tmp_path, **change)

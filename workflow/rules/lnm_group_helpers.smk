@@ -2,7 +2,13 @@
 # while the job graph is built (groups, covariates, the sheet's values), the permutation
 # tasks and the files each rule reads and writes. Standard library only.
 from shardmap.lnm.group import resources as group_res
-from shardmap.lnm.group.design import DesignSpec, check_covariate_values, select_design_lesions, sheet_covariate_values
+from shardmap.lnm.group.design import (
+    DesignSpec,
+    check_covariate_values,
+    check_reachable_alpha,
+    select_design_lesions,
+    sheet_covariate_values,
+)
 from shardmap.lnm.group.permutations import permutation_ranges
 from shardmap.lnm.map_names import SPECIFICITY_MAP_NAMES
 from shardmap.lnm.sheets import read_lesion_maps
@@ -46,6 +52,8 @@ def load_design():
             )
         values = sheet_covariate_values(selected, spec, sheet)
         check_covariate_values(selected, values, len(spec.covariates))
+        n_cases = sum(case for _, case in selected)
+        check_reachable_alpha(n_cases, len(selected) - n_cases, SPEC["n_permutations"], SPEC["alpha"])
         return sheet, rows, selected, values
     except InputError as err:
         raise WorkflowError(str(err)) from None

@@ -103,6 +103,102 @@ def test_sheet_covariates_are_checked_while_the_job_graph_is_built(columns, cova
     assert fragment in str(info.value)
 
 
+def sub_scores(n, rng):
+    """Two sub-scores and their total as a spreadsheet exports it (6 decimals)."""
+    first, second = rng.normal(10, 3, n), rng.normal(20, 5, n)
+    return first, second, np.round(first + second, 6)
+
+
+def test_nearly_collinear_sheet_covariates_stop_the_job_graph():
+    """c3 = c1 + c2 rounded to 6 decimals: NumPy's rank test passes the design (condition
+    number about 1e7), and the GLM would silently drop a direction of rounding noise. The
+    variance inflation check names the three covariates while the job graph is built."""
+    groups = ["a"] * 10 + ["b"] * 10
+    c1, c2, c3 = sub_scores(20, np.random.default_rng(4))
+    assert np.linalg.matrix_rank(np.column_stack([np.ones(20), np.repeat([1.0, 0.0], 10), c1, c2, c3])) == 5
+    rows = lesions(groups, c1=[f"{v:.6f}" for v in c1], c2=[f"{v:.6f}" for v in c2], c3=[f"{v:.6f}" for v in c3])
+    spec = DesignSpec(("a",), ("b",), ("c1", "c2", "c3"))
+    selected = select_design_lesions(rows, spec, "sheet.tsv")
+    with pytest.raises(InputError) as info:
+        check_covariate_values(selected, sheet_covariate_values(selected, spec, "sheet.tsv"), 3)
+    text = str(info.value)
+    assert "(nearly) linearly dependent" in text and "variance inflation factor" in text, text
+    assert all(f"'{name}'" in text for name in ("c1", "c2", "c3")) and "Drop one of them" in text
+
+
+def test_correlated_but_distinct_covariates_pass():
+    """Age now and age at onset (r about 0.9 here) are correlated, not redundant."""
+    rng = np.random.default_rng(5)
+    onset = rng.normal(60, 8, 20)
+    now = onset + rng.normal(3, 3, 20)
+    assert 0.8 < np.corrcoef(onset, now)[0, 1] < 0.97
+    rows = lesions(["a"] * 10 + ["b"] * 10, onset=[f"{v:.2f}" for v in onset], now=[f"{v:.2f}" for v in now])
+    spec = DesignSpec(("a",), ("b",), ("onset", "now"))
+    selected = select_design_lesions(rows, spec, "sheet.tsv")
+    values = sheet_covariate_values(selected, spec, "sheet.tsv")
+    check_covariate_values(selected, values, 2)
+    assert build_design(selected, values).covariates.shape == (20, 2)
+
+
+def test_the_variance_inflation_factor_against_its_definition():
+    """The bound applies to 1 / (1 - R^2) of each covariate on the other columns, checked here
+    against statsmodels' variance_inflation_factor on the same design."""
+    from statsmodels.stats.outliers_influence import variance_inflation_factor
+
+    from shardmap.lnm.group.design import MAX_VARIANCE_INFLATION, check_collinearity
+
+    rng = np.random.default_rng(6)
+    case = np.repeat([1.0, 0.0], 12)
+    base = rng.normal(size=24)
+    for noise in (0.05, 0.2, 1.0):
+        other = base + noise * rng.normal(size=24)
+        design = np.column_stack([np.ones(24), case, base, other])
+        expected = max(variance_inflation_factor(design, k) for k in (2, 3))
+        if expected > MAX_VARIANCE_INFLATION:
+            with pytest.raises(InputError, match=f"variance inflation factor {expected:.3g}"):
+                check_collinearity(case, {"base": base, "other": other})
+        else:
+            check_collinearity(case, {"base": base, "other": other})
+
+
+@pytest.mark.parametrize("cases, controls, n_permutations, alpha, fragment", [
+    (10, 10, 200, 0.001, "set lnm.specificity.n_permutations to at least 1000"),
+    (10, 10, 19, 0.05, "set lnm.specificity.n_permutations to at least 20"),
+    (2, 2, 10_000, 0.05, "in only 3 distinct ways"),
+    (3, 3, 10_000, 0.05, "in only 10 distinct ways"),
+])
+def test_an_alpha_no_voxel_could_reach_is_refused(cases, controls, n_permutations, alpha, fragment):
+    from shardmap.lnm.group.design import check_reachable_alpha
+
+    with pytest.raises(InputError, match="no voxel could"):
+        check_reachable_alpha(cases, controls, n_permutations, alpha)
+    with pytest.raises(InputError) as info:
+        check_reachable_alpha(cases, controls, n_permutations, alpha)
+    assert fragment in str(info.value)
+
+
+def test_the_smallest_p_against_an_enumeration_of_the_splits():
+    """A 3-vs-3 design: every permutation of six lesions, two-sided t of the group means on
+    random data; the smallest share of permutations reaching the largest |t| is 1/10."""
+    from itertools import permutations
+
+    from shardmap.lnm.group.design import check_reachable_alpha, smallest_p
+
+    values = np.random.default_rng(8).normal(size=6)
+    case = np.array([1, 1, 1, 0, 0, 0], bool)
+
+    def abs_t(order):
+        y = values[list(order)]
+        a, b = y[case], y[~case]
+        return abs(a.mean() - b.mean()) / np.sqrt(a.var(ddof=1) / 3 + b.var(ddof=1) / 3)
+
+    stats = np.array([abs_t(order) for order in permutations(range(6))])
+    share = (stats >= stats.max() * (1 - 1e-9)).mean()
+    assert share == pytest.approx(smallest_p(3, 3, 10 ** 6)[0])
+    check_reachable_alpha(3, 3, 10 ** 6, 0.11)
+    check_reachable_alpha(10, 10, 20, 0.05)
+
+
 def test_a_sheet_column_named_like_a_built_in_covariate():
     rows = lesions(GROUPS, volume=["1", "2", "3", "4", "5", "6", "7"])
     design_error(rows, DesignSpec(("a",), ("b",), ("volume",)), "column(s) ['volume']", "built-in", "rename")

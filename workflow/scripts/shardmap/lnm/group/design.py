@@ -19,6 +19,12 @@ from ...errors import InputError
 BUILT_IN_COVARIATES = ("volume", "centrality")
 # A covariate this correlated with the case-control variable would leave it nothing to test.
 MAX_CASE_CORRELATION = 0.9
+# A covariate explained by the other columns of the design (intercept, case vs control, the
+# other covariates) at R^2 above 1 - 1 / MAX_VARIANCE_INFLATION is refused: the GLM could not
+# tell their effects apart, and a rank test with a tolerance absolute to the data (NumPy's)
+# passes a rounded sum of sub-scores and their total, then drops a direction of rounding
+# noise. 100 is R^2 = 0.99, |r| = 0.995 for two covariates alone.
+MAX_VARIANCE_INFLATION = 100.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,34 @@ def select_design_lesions(lesions, spec, sheet):
     return selected
 
 
+def smallest_p(n_cases, n_controls, n_permutations):
+    """The smallest p the permutation test can give, and why: with N permutations p is at
+    least 1 / (N + 1) (the unpermuted data count once), and random permutations can only
+    reach as far as the distinct ways of splitting the lesions into cases and controls,
+    C(n, cases), half as many when the groups have one size (the test is two-sided, and a
+    split and its mirror give the same |t|). Returns (p, 'permutations' or 'design')."""
+    splits = math.comb(n_cases + n_controls, n_cases) // (2 if n_cases == n_controls else 1)
+    by_permutations = 1.0 / (n_permutations + 1)
+    by_design = 1.0 / splits
+    return (by_design, "design") if by_design > by_permutations else (by_permutations, "permutations")
+
+
+def check_reachable_alpha(n_cases, n_controls, n_permutations, alpha):
+    """InputError when no voxel could reach p < alpha (``smallest_p``), with the fix."""
+    p, why = smallest_p(n_cases, n_controls, n_permutations)
+    if p < alpha:
+        return
+    if why == "permutations":
+        needed = math.floor(round(1.0 / alpha, 9) - 1.0) + 1
+        raise InputError(f"lnm.specificity: with n_permutations {n_permutations} the smallest p the test can give "
+                         f"is 1/{n_permutations + 1} = {p:.3g}, not below alpha {alpha:g}, so no voxel could be "
+                         f"significant; set lnm.specificity.n_permutations to at least {needed}.")
+    raise InputError(f"lnm.specificity: {n_cases} cases and {n_controls} controls can be split into cases and "
+                     f"controls in only {round(1 / p)} distinct ways (the test is two-sided), so the smallest p "
+                     f"is about {p:.3g} whatever n_permutations, not below alpha {alpha:g}: no voxel could be "
+                     "significant. Add lesions to the design (4 cases and 4 controls give 35 ways, p down to 0.029).")
+
+
 def _parse_number(text):
     value = float(text)
     if not math.isfinite(value):
@@ -122,8 +156,10 @@ def sheet_covariate_values(selected, spec, sheet):
 
 def check_covariate_values(selected, values, n_covariates):
     """The checks of build_design that need only the sheet, run while the job graph is
-    built: each sheet covariate varies and is not nearly collinear with case vs control, and
-    the lesions leave a degree of freedom for ``n_covariates`` covariates (sheet and built-in)."""
+    built: each sheet covariate varies and is not nearly collinear with case vs control, the
+    sheet covariates together are not nearly linearly dependent (``check_collinearity``),
+    and the lesions leave a degree of freedom for ``n_covariates`` covariates (sheet and
+    built-in)."""
     import statistics
 
     n = len(selected)
@@ -141,6 +177,47 @@ def check_covariate_values(selected, values, n_covariates):
             raise InputError(f"lnm.specificity: covariate '{name}' correlates with case vs control at r = "
                              f"{r:.3f} (|r| > {MAX_CASE_CORRELATION}), so the GLM could not separate the two; "
                              "drop the covariate or balance it between the groups.")
+    check_collinearity(case, values)
+
+
+def check_collinearity(case, covariates):
+    """InputError naming the covariate that the other columns of the design (intercept,
+    case vs control, the other covariates) explain best, when its variance inflation factor
+    1 / (1 - R^2) exceeds MAX_VARIANCE_INFLATION, with the columns that explain it.
+    ``covariates``: name -> values in the order of ``case``. Each column is z-scored first,
+    so the test does not depend on the covariates' units."""
+    import numpy as np
+
+    names = list(covariates)
+    if len(names) < 1:
+        return
+    case = np.asarray(case, dtype=np.float64)
+    columns = [np.asarray(covariates[name], dtype=np.float64) for name in names]
+    scored = [(c - c.mean()) / c.std() for c in columns]
+    labels = ["the intercept", "case vs control"] + [f"'{name}'" for name in names]
+    design = np.column_stack([np.ones(case.size), (case - case.mean()) / case.std()] + scored)
+    worst = None
+    for j in range(len(names)):
+        k = 2 + j
+        others = np.delete(design, k, axis=1)
+        coef = np.linalg.lstsq(others, design[:, k], rcond=None)[0]
+        residual = design[:, k] - others @ coef
+        r_squared = 1.0 - float(residual @ residual) / float(design[:, k] @ design[:, k])
+        inflation = np.inf if r_squared >= 1.0 - 1e-15 else 1.0 / (1.0 - r_squared)
+        if worst is None or inflation > worst[0]:
+            worst = (inflation, r_squared, k, coef)
+    inflation, r_squared, k, coef = worst
+    if inflation <= MAX_VARIANCE_INFLATION:
+        return
+    other_labels = labels[:k] + labels[k + 1:]
+    weight = np.abs(coef)
+    partners = [label for label, w in zip(other_labels, weight) if w > 0.05 * weight.max() and label != labels[0]]
+    shown = "inf" if not np.isfinite(inflation) else f"{inflation:.3g}"
+    raise InputError(f"lnm.specificity: the covariates are (nearly) linearly dependent: covariate {labels[k]} is "
+                     f"explained by {', '.join(partners) or 'the intercept'} at R^2 = {min(r_squared, 1.0):.9f} "
+                     f"(variance inflation factor {shown}, more than {MAX_VARIANCE_INFLATION:g}), so the GLM cannot "
+                     "tell their effects apart. Drop one of them (a total of sub-scores, or an age that is the sum "
+                     "of two others, repeats what the others hold).")
 
 
 @dataclass
@@ -196,13 +273,9 @@ def build_design(selected, covariates):
             raise InputError(f"lnm.specificity: covariate '{name}' correlates with case vs control at r = "
                              f"{r:.3f} (|r| > {MAX_CASE_CORRELATION}), so the GLM could not separate the two; "
                              "drop the covariate or balance it between the groups.")
-    design = Design([les.lesion_id for les, _ in selected], [les.group for les, _ in selected], case,
-                    names, scored, raw)
-    full = design.matrix()
-    if np.linalg.matrix_rank(full) < full.shape[1]:
-        raise InputError(f"lnm.specificity: the covariates {names} are linearly dependent (with each other, "
-                         "the intercept or case vs control); drop the redundant one(s).")
-    return design
+    check_collinearity(case, {name: raw[:, j] for j, name in enumerate(names)})
+    return Design([les.lesion_id for les, _ in selected], [les.group for les, _ in selected], case,
+                  names, scored, raw)
 
 
 def write_design(path, design):
