@@ -134,3 +134,20 @@ def test_hub_settings_that_cannot_work_stop_before_any_job(tmp_path, change, fra
     assert result.returncode != 0
     assert fragment in result.stdout + result.stderr, (result.stdout + result.stderr)[-2000:]
     assert not (tmp_path / "out" / "lnm").exists()
+
+
+def test_a_lesion_covering_the_brain_stops_degree_regression_before_any_mapping(tmp_path):
+    """With lnm.degree_regression, a lesion that covers the whole mask leaves nothing to fit
+    the degree map over: its batch's preparation names it, and nothing is mapped."""
+    dataset = make_dataset(tmp_path / "data", np.random.default_rng(32))
+    mask_img = nib.load(dataset["mask"])
+    brain = nib.Nifti1Image((np.asarray(mask_img.dataobj) > 0).astype(np.uint8), mask_img.affine)
+    path = str(tmp_path / "data" / "brain.nii.gz")
+    nib.save(brain, path)
+    dataset["lesions"].append(("whole-brain", path, "g2"))
+    write_project(tmp_path, dataset, degree_regression=True)
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    assert "lesion 'whole-brain' leaves 0 of the brain mask's" in result.stderr
+    assert "lnm.degree_regression: false" in result.stderr
+    assert not (tmp_path / "out" / "logs" / "lnm" / "map").exists(), "a mapping task ran"

@@ -278,11 +278,13 @@ class LesionBatch:
                        str(data["mask_fingerprint"]), weights)
 
 
-def prepare_lesion_batch(lesions, mask, batch_path, qc_path, rules=LesionRules()):
+def prepare_lesion_batch(lesions, mask, batch_path, qc_path, rules=LesionRules(), check=None):
     """Take a batch of lesions onto the mask grid; write the batch file and its QC table.
 
     Every lesion is checked; one error names every bad lesion of the batch (up to
-    MAX_PROBLEMS_SHOWN), and then nothing is written.
+    MAX_PROBLEMS_SHOWN), and then nothing is written. ``check``, if given, is called with
+    the prepared LesionBatch and the mask before anything is written (a later step's own
+    demand on the lesions, such as room outside them to fit the degree map).
     """
     mask_volume = mask.to_volume(True, fill=False, dtype=bool)
     resampled, problems = [], []
@@ -302,6 +304,8 @@ def prepare_lesion_batch(lesions, mask, batch_path, qc_path, rules=LesionRules()
                         np.concatenate([item.mask_positions for item in resampled]).astype(np.int64),
                         mask.fingerprint(),
                         np.concatenate([item.weights for item in resampled]).astype(np.float64))
+    if check is not None:
+        check(batch, mask)
     write_qc_table(qc_path, [item.qc for item in resampled])
     batch.save(batch_path)
     return batch
@@ -320,17 +324,18 @@ def read_qc_table(path):
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
-def prepare_lesion_batch_files(mask_path, lesions, batch_path, qc_path, rules=None):
+def prepare_lesion_batch_files(mask_path, lesions, batch_path, qc_path, rules=None, check=None):
     """Load the mask and prepare one lesion batch; ``lesions`` are sheets.Lesion or
     (lesion_id, path, group) triples, ``rules`` a LesionRules or the ``lnm`` config
-    section (None: binary values, nearest-neighbour resampling)."""
+    section (None: binary values, nearest-neighbour resampling); ``check`` as in
+    prepare_lesion_batch."""
     from .nifti import load_mask
     from .sheets import Lesion
 
     lesions = [x if isinstance(x, Lesion) else Lesion(*x) for x in lesions]
     if not isinstance(rules, LesionRules):
         rules = LesionRules.from_config(rules or {})
-    return prepare_lesion_batch(lesions, load_mask(mask_path), batch_path, qc_path, rules)
+    return prepare_lesion_batch(lesions, load_mask(mask_path), batch_path, qc_path, rules, check)
 
 
 def concat_qc_tables(paths, out_path):

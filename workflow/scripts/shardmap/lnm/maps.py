@@ -30,7 +30,7 @@ def write_lesion_maps(stats, lesion_id, mask, paths, degree=None, positions=None
 
         fit_where = outside(stats.n_voxels, positions)
         for name in DEGREE_RESIDUAL_MAP_NAMES:
-            maps[name] = residual_map(maps, name, degree, fit_where)
+            maps[name] = residual_map(maps, name, degree, fit_where, f"lesion '{lesion_id}'")
         names = MAP_NAMES + DEGREE_RESIDUAL_MAP_NAMES
     for name in names:
         write_map(paths[name], maps[name], mask, description=f"shardmap {name} n={n}")

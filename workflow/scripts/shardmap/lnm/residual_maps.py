@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, problems_error
+
+# A line is fitted over the voxels outside the lesion: fewer than this leave nothing to fit.
+MIN_FIT_VOXELS = 3
+FIX = ("remove the lesion from the sheet (a lesion that covers the brain has no outside to compare with), or set "
+       "lnm.degree_regression: false")
 
 
 def outside(n_voxels, positions):
@@ -20,18 +25,36 @@ def outside(n_voxels, positions):
     return keep
 
 
-def degree_residual(values, degree, fit_where):
+def degree_residual(values, degree, fit_where, what="a lesion"):
     """``values`` minus their least-squares fit a + b x degree over the voxels ``fit_where``:
-    the part of a map that the degree map does not explain (at every voxel)."""
+    the part of a map that the degree map does not explain (at every voxel). ``what`` names
+    the lesion in the message when the fit is impossible."""
     x, y = degree[fit_where], values[fit_where]
-    if x.size < 3 or np.ptp(x) == 0:
-        raise InputError("the degree map is constant over the voxels outside a lesion, so it cannot be "
-                         "regressed out; set lnm.degree_regression: false.")
+    if x.size < MIN_FIT_VOXELS:
+        raise InputError(f"{what} leaves {x.size} of the brain mask's {degree.size} voxels outside it, too few to "
+                         f"fit the degree map there (at least {MIN_FIT_VOXELS}); {FIX}.")
+    if np.ptp(x) == 0:
+        raise InputError(f"the degree map is constant over the {x.size} mask voxels outside {what}, so it cannot "
+                         f"be regressed out of its maps; {FIX}.")
     slope, intercept = np.polyfit(x, y, 1)
     return values - (intercept + slope * degree)
 
 
-def residual_map(maps, name, degree, fit_where):
+def residual_map(maps, name, degree, fit_where, what="a lesion"):
     """The map ``name`` of map_names.DEGREE_RESIDUAL_MAP_NAMES (e.g. "T_degree-resid") from a
     lesion's ``maps`` (name -> values)."""
-    return degree_residual(maps[name.removesuffix("_degree-resid")], degree, fit_where)
+    return degree_residual(maps[name.removesuffix("_degree-resid")], degree, fit_where, what)
+
+
+def check_room_to_fit(batch, mask):
+    """InputError naming every lesion of ``batch`` (lesions.LesionBatch) that leaves fewer
+    than MIN_FIT_VOXELS voxels of ``mask`` (nifti.BrainMask) outside it: the lesions'
+    preparation runs it when lnm.degree_regression is on, before any mapping."""
+    n_voxels = mask.n_voxels
+    problems = [f"lesion '{lesion_id}' leaves {n_voxels - batch.positions_of(i).size} of the brain mask's "
+                f"{n_voxels} voxels outside it, too few to fit the degree map there (at least {MIN_FIT_VOXELS})"
+                for i, lesion_id in enumerate(batch.lesion_ids) if n_voxels - batch.positions_of(i).size < MIN_FIT_VOXELS]
+    if len(problems) == 1:
+        raise InputError(f"{problems[0]}; {FIX}.")
+    if problems:
+        raise problems_error(f"{len(problems)} lesions leave no room to fit the degree map ({FIX})", problems)

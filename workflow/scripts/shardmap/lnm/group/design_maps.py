@@ -49,7 +49,8 @@ def maps_from_this_run(stats_files, batch_files, lesion_ids, map_name, degree=No
             maps = lesion_maps(stats, index)
             positions = batch.positions_of(batch.lesion_ids.index(lesion_id))
             if residual:
-                values = residual_map(maps, map_name, degree, outside(stats.n_voxels, positions))
+                values = residual_map(maps, map_name, degree, outside(stats.n_voxels, positions),
+                                      f"lesion '{lesion_id}'")
             else:
                 values = maps[map_name]
             yield DesignMap(lesion_id, values, maps["T"], positions)
