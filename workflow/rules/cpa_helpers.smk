@@ -84,7 +84,8 @@ def cpa_counterfactuals():
     """{name: (perturbation, dosage)} of the configured counterfactuals."""
     named = {}
     for number, item in enumerate(CPA["counterfactuals"]):
-        if item["perturbation"] != CPA["control_group"] and not item.get("dosage"):
+        # Without a dose column (dosage_key: null) every drug is at dose 1, as in training.
+        if item["perturbation"] != CPA["control_group"] and not item.get("dosage") and CPA["dosage_key"]:
             raise WorkflowError(
                 f"cpa.counterfactuals[{number}] ('{item['perturbation']}') has no dosage; give one "
                 "dose per drug, joined by '+', e.g. dosage: \"1.0+0.5\"."

@@ -105,7 +105,9 @@ def canonical_conditions(obs, cfg):
     control = cfg["control_group"]
     dosage_key = cfg.get("dosage_key")
     conditions = obs[cfg["perturbation_key"]].astype(str)
-    dosages = obs[dosage_key].astype(str) if dosage_key is not None else pd.Series(None, index=obs.index)
+    # Without a dose column every drug is at dose 1: a dosage of None, never a float NaN (what
+    # pd.Series(None) holds), which would read as the dose 'nan'.
+    dosages = obs[dosage_key].astype(str) if dosage_key is not None else [None] * len(obs)
     cache = {}
     labels = np.empty((len(obs), 2), dtype=object)
     for i, key in enumerate(zip(conditions, dosages)):

@@ -30,7 +30,8 @@ def check_named_drugs(known, counterfactuals, dose_response_drugs, control_group
     for number, item in enumerate(counterfactuals or []):
         if item["perturbation"] == control_group:
             continue
-        pairs = parse_condition(item["perturbation"], item.get("dosage") or "", control_group,
+        # No dosage (possible only without a dose column, dosage_key: null) is every drug at dose 1.
+        pairs = parse_condition(item["perturbation"], item.get("dosage"), control_group,
                                 where=f"cpa.counterfactuals[{number}]: ")
         unknown = sorted({drug for drug, _ in pairs} - known)
         if unknown:
