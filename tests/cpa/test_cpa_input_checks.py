@@ -246,6 +246,20 @@ def test_counterfactual_entries_are_checked_when_the_job_graph_is_built(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def test_early_stopping_without_validation_cells_stops_the_check(tmp_path, screen):
+    """A split column with train and test cells only: early stopping has nothing to score,
+    which the training would find after the check; the check says so, in the workflow's
+    terms."""
+    labels = np.where(screen.obs["condition"].astype(str) == "drug00+drug01", "test", "train")
+    data = with_obs(screen, "split", labels)
+    with pytest.raises(InputError) as info:
+        check(tmp_path, data, {"split_key": "split", "holdout": [], "train": {"seed": 0, "early_stopping": True}})
+    text = str(info.value)
+    assert "cpa.train.early_stopping is true, but the split has 0 validation cell(s)" in text
+    assert "label at least 20 cells 'valid' in obs['split']" in text and "early_stopping: false" in text
+    check(tmp_path, data, {"split_key": "split", "holdout": [], "train": {"seed": 0, "early_stopping": False}})
+
+
 def test_a_split_without_train_cells(tmp_path, screen):
     data = with_obs(screen, "split", ["test"] * screen.n_obs)
     with pytest.raises(InputError, match="no cell is in the train split; check cpa.split_key or cpa.holdout"):

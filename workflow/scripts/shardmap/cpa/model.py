@@ -21,14 +21,13 @@ from .module import CPAModule
 from .network import DOSERS, LATENT_KEYS, RECON_LOSSES
 from .perturbations import PerturbationField
 from .selection import ModelSelection
+from .splits import MIN_SELECTION_CELLS
 from .training import CPATrainingPlan
 from .values import check_values
 
 log = logging.getLogger(__name__)
 # Inference logs "batches i/N" at most this often (seconds), and always after the last batch.
 PROGRESS_EVERY_S = 30.0
-# Model selection scores the validation cells only when there are at least twice this many.
-MIN_SELECTION_CELLS = 10
 
 
 def morgan_fingerprints(smiles_by_drug, drugs, n_bits=1024, radius=2):
@@ -248,7 +247,7 @@ class CPA(BaseModelClass):
         if valid_cells.size == 0:
             trainer_kwargs["limit_val_batches"] = 0  # no validation loader to ask for
         if keep_best or early_stopping:
-            if valid_cells.size < 2 * MIN_SELECTION_CELLS:
+            if valid_cells.size < MIN_SELECTION_CELLS:
                 if early_stopping:
                     raise InputError(f"early_stopping needs validation cells to score the model, but there are "
                                      f"{valid_cells.size}; give validation_indices or a train_size below 1.")

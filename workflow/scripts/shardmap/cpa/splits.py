@@ -9,6 +9,9 @@ from ..errors import InputError
 from .conditions import SEPARATOR, canonical_conditions, condition_class, parse_condition, parse_obs
 
 SPLITS = ("train", "valid", "test")
+# The model selection (and early stopping) scores the validation cells only when there are
+# at least this many.
+MIN_SELECTION_CELLS = 20
 SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "validation": "valid",
                  "val": "valid", "test": "test", "ood": "test"}
 
@@ -24,7 +27,23 @@ def assign_splits(obs, cfg):
     if not (split == "train").any():
         raise InputError("no cell is in the train split; check cpa.split_key or cpa.holdout.")
     check_every_drug_is_trained(obs, cfg, split)
+    check_validation_cells(cfg, split)
     return split
+
+
+def check_validation_cells(cfg, split):
+    """InputError when cpa.train.early_stopping is on but the split leaves fewer validation
+    cells than the model selection scores (it would stop in the training task, after the
+    check), with the fix in the workflow's terms."""
+    if not (cfg.get("train") or {}).get("early_stopping"):
+        return
+    n_valid = int((split == "valid").sum())
+    if n_valid >= MIN_SELECTION_CELLS:
+        return
+    how = (f"label at least {MIN_SELECTION_CELLS} cells 'valid' in obs['{cfg['split_key']}']"
+           if cfg.get("split_key") else "use a larger screen, or give cpa.split_key with 'valid' cells")
+    raise InputError(f"cpa.train.early_stopping is true, but the split has {n_valid} validation cell(s) and the model "
+                     f"is scored on at least {MIN_SELECTION_CELLS}; {how}, or set cpa.train.early_stopping: false.")
 
 
 def check_every_drug_is_trained(obs, cfg, split):
