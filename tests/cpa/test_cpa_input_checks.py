@@ -316,3 +316,50 @@ def test_a_dose_that_is_nan_names_the_dose_column(tmp_path, screen):
     doses[np.flatnonzero(~screen.obs["condition"].astype(str).str.contains(r"\+|control"))[0]] = "nan"
     with pytest.raises(InputError, match=r"^obs\['dose'\]: dosage 'nan' of condition '.*': dose nan must be finite"):
         check(tmp_path, with_obs(screen, "dose", doses))
+
+
+# --- a covariate category that no training cell has ------------------------------------
+
+def rare_in_holdout(screen):
+    """Every cell of the held-out combination drug00+drug01 (and no other) of cell type 'rare'."""
+    held = np.array([set(c.split("+")) == {"drug00", "drug01"} for c in screen.obs["condition"].astype(str)])
+    types = screen.obs["cell_type"].astype(str).to_numpy().copy()
+    types[held] = "rare"
+    return with_obs(screen, "cell_type", types), int(held.sum())
+
+
+def test_a_covariate_category_seen_only_in_held_out_cells_is_refused(tmp_path, screen):
+    data, n_held = rare_in_holdout(screen)
+    with pytest.raises(InputError) as info:
+        check(tmp_path, data)
+    text = str(info.value)
+    assert f"leaves covariate categor(ies) obs['cell_type'] ['rare'] without any training cell ({n_held} cells: " \
+           f"test {n_held})" in text
+    assert "cpa.unseen_covariates: exclude" in text
+
+
+def test_unseen_covariates_exclude_keeps_those_cells_out_of_training_and_evaluation(tmp_path, screen):
+    """With the opt-in the check passes, the split labels those cells excluded, the model
+    trains without them, and metrics.tsv lists their groups as not evaluated while the
+    other held-out groups are."""
+    from shardmap.cpa.tasks.evaluate import evaluate
+    from shardmap.cpa.tasks.train import train_model
+
+    data, n_held = rare_in_holdout(screen)
+    cfg = {**CFG, "counterfactuals": [], "unseen_covariates": "exclude",
+           "holdout": ["drug00+drug01", "drug02+drug03"], "model": {"recon_loss": "nb", "n_latent": 4, "n_hidden": 16},
+           "train": {"seed": 0, "max_epochs": 1, "batch_size": 64}}
+    summary = check(tmp_path, data, cfg)
+    assert summary["excluded_cells"] == n_held
+    path = tmp_path / "screen.h5ad"
+    train_model(path, cfg, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
+    splits = pd.read_csv(tmp_path / "splits.tsv", sep="\t", index_col=0)["split"]
+    assert (splits[data.obs["cell_type"].astype(str) == "rare"] == "excluded").all()
+    assert (splits == "excluded").sum() == n_held
+    rows = evaluate(tmp_path / "model", path, cfg, tmp_path / "splits.tsv", tmp_path / "metrics.tsv")
+    assert rows and all(row["covariates"] != "rare" for row in rows)
+    table = pd.read_csv(tmp_path / "metrics.tsv", sep="\t", keep_default_na=False)
+    noted = table[table["note"] != ""]
+    assert list(noted["covariates"].unique()) == ["rare"] and noted["n_cells"].sum() == n_held
+    assert (noted["r2_mean_deg20"] == "").all()
+    assert set(table[table["note"] == ""]["condition"]) == {"drug02+drug03"}

@@ -52,7 +52,7 @@ rule cpa_check_inputs:
         mem_mb=lambda wc, input: cpa_res.check_mem_mb(CPA, input.adata),
         runtime=lambda wc: cpa_res.check_runtime(cpa_cell_count()),
     params:
-        cfg=cpa_keys("holdout", train=("seed", "early_stopping"), model=("recon_loss",)),
+        cfg=cpa_keys("holdout", "unseen_covariates", train=("seed", "early_stopping"), model=("recon_loss",)),
     script:
         "../scripts/cpa_check_inputs.py"
 
@@ -75,7 +75,7 @@ rule cpa_train:
         runtime=lambda wc: cpa_res.train_runtime(cpa_cell_count(), CPA),
         gpu=1 if training_accelerator(CPA["train"]) == "gpu" else 0,
     params:
-        cfg=cpa_keys("holdout", model=None, train=None),
+        cfg=cpa_keys("holdout", "unseen_covariates", model=None, train=None),
     script:
         "../scripts/cpa_train.py"
 

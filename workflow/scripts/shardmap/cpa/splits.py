@@ -17,18 +17,62 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "valid
 
 
 def assign_splits(obs, cfg):
-    """train / valid / test label of every cell.
+    """train / valid / test label of every cell, or excluded (see below).
 
     With ``split_key``, that obs column (train, valid, test or ood). Otherwise cells of
     the ``holdout`` conditions (matched by their set of drugs, whatever the order and
     dose) are test; the rest is split 85 / 15 into train / valid with ``train.seed``.
+    Cells of a covariate category that no training cell has are refused, or, with
+    ``unseen_covariates: exclude``, labelled excluded: neither trained on, nor validated,
+    nor evaluated (``check_every_covariate_is_trained``).
     """
     split = _split_labels(obs, cfg)
     if not (split == "train").any():
         raise InputError("no cell is in the train split; check cpa.split_key or cpa.holdout.")
     check_every_drug_is_trained(obs, cfg, split)
+    split = check_every_covariate_is_trained(obs, cfg, split)
     check_validation_cells(cfg, split)
     return split
+
+
+EXCLUDED = "excluded"
+
+
+def untrained_categories(obs, cfg, split):
+    """{covariate key: sorted categories that no training cell has}."""
+    found = {}
+    for key in cfg.get("covariate_keys") or []:
+        values = obs[key].astype(str).to_numpy()
+        unseen = sorted(set(values[split != "train"]) - set(values[split == "train"]))
+        if unseen:
+            found[key] = unseen
+    return found
+
+
+def check_every_covariate_is_trained(obs, cfg, split):
+    """The split, with the cells of covariate categories that no training cell has labelled
+    excluded when cpa.unseen_covariates is 'exclude'; otherwise such a category is an
+    InputError naming it. The model would never learn its embedding, yet its cells' latents
+    and the evaluation of its held-out cells would use it."""
+    unseen = untrained_categories(obs, cfg, split)
+    if not unseen:
+        return split
+    cells = np.zeros(len(obs), dtype=bool)
+    for key, values in unseen.items():
+        cells |= np.isin(obs[key].astype(str).to_numpy(), values)
+    if cfg.get("unseen_covariates", "refuse") == "exclude":
+        split = np.asarray(split, dtype=object).copy()
+        split[cells] = EXCLUDED
+        return split
+    named = "; ".join(f"obs['{key}'] {values}" for key, values in unseen.items())
+    counts = ", ".join(f"{label} {int((split[cells] == label).sum())}" for label in ("valid", "test")
+                       if (split[cells] == label).any())
+    how = f"obs['{cfg['split_key']}']" if cfg.get("split_key") else "cpa.holdout (and the random valid split)"
+    raise InputError(f"{how} leaves covariate categor(ies) {named} without any training cell ({int(cells.sum())} "
+                     f"cells: {counts}): the model would never learn their embedding, yet the latents and the "
+                     "evaluation of those cells would use it. Hold out fewer conditions, so that every category has "
+                     "training cells, or set cpa.unseen_covariates: exclude to keep those cells out of training, "
+                     "validation and the evaluation (metrics.tsv lists them).")
 
 
 def check_validation_cells(cfg, split):

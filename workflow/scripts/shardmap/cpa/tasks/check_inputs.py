@@ -13,7 +13,7 @@ from .. import h5ad_rows
 from ..conditions import parse_obs
 from ..config_keys import obs_keys
 from ..named_drugs import check_named_drugs
-from ..splits import assign_splits
+from ..splits import EXCLUDED, assign_splits
 from ..values import (check_values, duplicate_entry_message, empty_cells, empty_cells_message,
                       first_duplicate_entry)
 
@@ -105,6 +105,8 @@ def check_inputs(adata_path, cfg, out_path, rows_per_chunk=20_000):
     summary = {"cells": total, "genes": n_genes, "drugs": len(drugs),
                "conditions": len(parsed), "train_cells": int((splits == "train").sum()),
                "valid_cells": int((splits == "valid").sum()), "test_cells": int((splits == "test").sum())}
+    if (splits == EXCLUDED).any():  # cpa.unseen_covariates: exclude
+        summary["excluded_cells"] = int((splits == EXCLUDED).sum())
     with atomic_open(out_path, "w") as handle:
         handle.write("".join(f"{key}\t{value}\n" for key, value in summary.items()))
     log.info("cpa.adata '%s' checked: %s", adata_path, summary)

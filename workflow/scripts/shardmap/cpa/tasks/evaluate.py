@@ -15,6 +15,7 @@ from ..conditions import canonical_conditions
 from ..config_keys import obs_keys
 from ..model_folder import load_model
 from ..scores import r_squared
+from ..splits import EXCLUDED
 
 log = logging.getLogger(__name__)
 NORMALISED_LIBRARY = 1e4
@@ -162,16 +163,36 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
             })
         model.release(controls)
     rows_out.sort(key=lambda row: (row["condition"], row["dosage"], row["covariates"]))
+    excluded = excluded_rows(splits, conditions, dosages, cov_label, control, cov_keys)
+    columns = METRIC_COLUMNS + (["note"] if excluded else [])
     with atomic_open(out_path, "w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS, delimiter="\t", lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", lineterminator="\n", restval="")
         writer.writeheader()
-        for row in rows_out:
+        for row in rows_out + excluded:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    if excluded:
+        log.warning("%d (condition, dosage, covariate) group(s) of cells whose covariate category has no training "
+                    "cell were left out of the evaluation (cpa.unseen_covariates: exclude); metrics.tsv lists them",
+                    len(excluded))
     if means_path is not None:
         write_group_means(means_path, means, genes, n_degs,
                           "log1p(CP10k)" if count_data else "expression as stored")
     log.info("evaluated %d (condition, dosage, covariate) groups of the %s split", len(rows_out), evaluated)
     return rows_out
+
+
+def excluded_rows(splits, conditions, dosages, cov_label, control, cov_keys):
+    """A metrics row (no metrics, a note) per (condition, dosage, covariates) group of the
+    perturbed cells that the split excluded (cpa.unseen_covariates: exclude)."""
+    cells = np.flatnonzero((splits == EXCLUDED) & (conditions != control))
+    counts = {}
+    for i in cells:
+        key = (conditions[i], dosages[i], cov_label[i])
+        counts[key] = counts.get(key, 0) + 1
+    keys = "/".join(cov_keys)
+    return [{"condition": condition, "dosage": dosage, "covariates": label, "n_cells": n,
+             "note": f"not evaluated: its {keys} category has no training cell (cpa.unseen_covariates: exclude)"}
+            for (condition, dosage, label), n in sorted(counts.items())]
 
 
 def write_group_means(path, means, genes, n_degs, unit):
