@@ -296,6 +296,65 @@ def test_a_map_with_nan_inside_the_mask(tmp_path, mask):
         values_on_mask(path, mask, "map")
 
 
+def offset_grid():
+    """A RAS 3 mm grid whose points are never a mask voxel's centre (nor on its planes)."""
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = [-40.3, -37.9, -25.6]
+    return affine, (30, 28, 22)
+
+
+def trilinear_over_finite(data, affine, world):
+    """By hand: for each world point, the 8 grid neighbours' values weighted by trilinear
+    weights, NaN neighbours left out and the weights renormalised."""
+    ijk = (np.linalg.inv(affine) @ np.c_[world, np.ones(len(world))].T)[:3].T
+    base = np.floor(ijk).astype(int)
+    frac = ijk - base
+    out = np.empty(len(world))
+    for n, (corner, f) in enumerate(zip(base, frac)):
+        total = weights = 0.0
+        for offset in np.ndindex(2, 2, 2):
+            w = np.prod([f[a] if offset[a] else 1.0 - f[a] for a in range(3)])
+            value = data[tuple(corner + np.array(offset))]
+            if np.isfinite(value):
+                total, weights = total + w * value, weights + w
+        out[n] = total / weights if weights > 0 else np.nan
+    return out
+
+
+def test_nan_outside_the_brain_of_a_map_on_another_grid_does_not_spread_in(tmp_path, mask):
+    """As FSL and SPM write maps: NaN wherever their own brain mask is 0, which here is every
+    grid point farther than one grid step outside ours, plus scattered NaN next to it. The
+    values equal a hand-made trilinear interpolation over the finite neighbours."""
+    affine, shape = offset_grid()
+    rng = np.random.default_rng(12)
+    data = rng.normal(size=shape)
+    grid_world = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1) @ affine[:3, :3].T + \
+        affine[:3, 3]
+    mask_world = mask.ijk @ mask.affine[:3, :3].T + mask.affine[:3, 3]
+    near = np.min(np.linalg.norm(grid_world.reshape(-1, 1, 3) - mask_world[None, ::7], axis=2), axis=1)
+    data.ravel()[near > 12.0] = np.nan
+    data.ravel()[rng.choice(data.size, 200, replace=False)] = np.nan
+    path = save(nib.Nifti1Image(data, affine), tmp_path / "fsl.nii.gz")
+    values = values_on_mask(path, mask, "map")
+    expected = trilinear_over_finite(data, nib.load(path).affine, mask_world)  # the header's float32 affine
+    assert np.isfinite(expected).all()
+    np.testing.assert_allclose(values, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_a_mask_voxel_with_no_finite_neighbour_is_counted(tmp_path, mask):
+    affine, shape = offset_grid()
+    data = np.ones(shape)
+    mask_world = mask.ijk @ mask.affine[:3, :3].T + mask.affine[:3, 3]
+    ijk = (np.linalg.inv(affine) @ np.c_[mask_world[:2], np.ones(2)].T)[:3].T
+    for corner in np.floor(ijk).astype(int):  # every neighbour of the first two mask voxels
+        for offset in np.ndindex(2, 2, 2):
+            data[tuple(corner + np.array(offset))] = np.nan
+    expected = np.isnan(trilinear_over_finite(data, affine, mask_world)).sum()
+    path = save(nib.Nifti1Image(data, affine), tmp_path / "holes.nii.gz")
+    with pytest.raises(InputError, match=f"holes.nii.gz' has no finite value .* at {expected} of the"):
+        values_on_mask(path, mask, "map")
+
+
 def test_a_4d_map(tmp_path, mask):
     path = save(nib.Nifti1Image(np.ones(mask.shape + (3,), np.float32), MASK_AFFINE), tmp_path / "4d.nii.gz")
     with pytest.raises(InputError, match="4d.nii.gz' has shape"):

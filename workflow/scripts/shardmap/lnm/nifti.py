@@ -176,15 +176,22 @@ def write_mask_info(mask_path, info_path):
     return info
 
 
+# A mask voxel whose finite neighbours carry less than this share of its trilinear weights
+# has no finite value to take.
+MIN_FINITE_WEIGHT = 1e-9
+
+
 def values_on_mask(path, mask, what):
     """The values of a 3D NIfTI image at the mask's voxels, taken by world coordinates.
 
-    On the mask's own grid the values are read as they are; on any other grid they are
-    interpolated (trilinear) at the mask voxels' centres. Raises InputError naming the file
-    when its field of view leaves mask voxels uncovered, or its values there are not finite.
+    On the mask's own grid the values are read as they are. On any other grid they are
+    interpolated (trilinear) at the mask voxels' centres, with NaN and Inf grid values
+    given no weight and the other weights renormalised: maps written by FSL or SPM are NaN
+    outside their brain, and a NaN neighbour of weight 0, or of small weight at the brain's
+    edge, must not spread into it. Raises InputError naming the file when its field of view
+    leaves mask voxels uncovered, when a mask voxel has no finite grid value around it, or
+    (on the mask's grid) when a value at a mask voxel is not finite.
     """
-    from scipy.ndimage import map_coordinates
-
     img = load_image(path, what)
     data = squeeze_to_3d(read_data(img, path, what, dtype=np.float64), path, what)
     if mask.same_grid(img):
@@ -202,10 +209,31 @@ def values_on_mask(path, mask, what):
                 f"{int(outside.sum())} of the {mask.n_voxels} voxels of the brain mask '{mask.path}', so it "
                 "cannot be resampled to the mask; give a map in the mask's space (e.g. MNI152) that covers "
                 "the whole brain.")
-        values = map_coordinates(data, coords, order=1, mode="nearest")
+        values = _interpolate_finite(data, coords, path, mask, what)
     bad = ~np.isfinite(values)
     if bad.any():
         raise InputError(f"{what} '{path}' is NaN or Inf at {int(bad.sum())} voxel(s) of the brain mask "
                          f"'{mask.path}'; a map needs a finite value at every mask voxel (set them to 0 or "
                          "use a mask that excludes them).")
     return values
+
+
+def _interpolate_finite(data, coords, path, mask, what):
+    """Trilinear values of ``data`` at ``coords`` (grid coordinates, one column per mask
+    voxel), over its finite values only: sum of w f over the finite neighbours divided by
+    the sum of their w. Interpolation is linear, so that is the interpolation of the data
+    with non-finite values set to 0, divided by that of the finite indicator."""
+    from scipy.ndimage import map_coordinates
+
+    finite = np.isfinite(data)
+    if finite.all():
+        return map_coordinates(data, coords, order=1, mode="nearest")
+    weight = map_coordinates(finite.astype(np.float64), coords, order=1, mode="nearest")
+    total = map_coordinates(np.where(finite, data, 0.0), coords, order=1, mode="nearest")
+    empty = weight < MIN_FINITE_WEIGHT
+    if empty.any():
+        raise InputError(f"{what} '{path}' has no finite value (NaN or Inf at every grid point around it) at "
+                         f"{int(empty.sum())} of the {mask.n_voxels} voxels of the brain mask '{mask.path}', so "
+                         "they cannot be resampled; give a map with finite values over the whole brain "
+                         "(non-finite values outside it are fine).")
+    return total / weight
