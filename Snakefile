@@ -56,11 +56,16 @@ if config["report"]:
     include: "workflow/rules/report.smk"
 
 
+# The list of what this config asks for, written last; outputs of an earlier run that it
+# no longer asks for are moved aside (workflow/rules/superseded.smk).
+include: "workflow/rules/superseded.smk"
+
+
 # The default targets: each enabled arm's results and, with `report: true`, the report's
-# figures (the *_outputs() helpers of lnm_helpers.smk, cpa_helpers.smk and report.smk).
+# figures (the *_outputs() helpers of lnm_helpers.smk, cpa_helpers.smk and report.smk),
+# gathered by default_outputs(), and the list of them.
 rule all:
     default_target: True
     input:
-        lnm_outputs() if config["lnm"]["enabled"] else [],
-        cpa_outputs() if config["cpa"]["enabled"] else [],
-        report_outputs() if config["report"] else [],
+        default_outputs(),
+        rules.superseded_outputs.output.outputs,

@@ -9,7 +9,7 @@ import re
 from projects import REPO
 
 LIBRARY = REPO / "workflow" / "scripts" / "shardmap"
-SHARED = {"__init__", "atomic", "errors", "task", "config_check", "resources", "devices"}
+SHARED = {"__init__", "atomic", "errors", "task", "config_check", "resources", "devices", "superseded"}
 PACKAGES = {"lnm", "cpa", "report"}
 
 

@@ -1,7 +1,7 @@
 """What a change reruns, from a finished project: every config change of the table below
 reruns exactly the jobs listed, in a dry run and in the real run that follows it, and
-the run after that has nothing left to do. The table is config/README.md's "What a change
-reruns".
+the run after that has nothing left to do; outputs of an option turned off are moved
+aside. The table is config/README.md's "What a change reruns".
 
 The project has both arms: lesions mapped over a connectome in shards, with the
 random-lesion null and the specificity test; a CPA model trained, its latents inferred in
@@ -172,6 +172,9 @@ def changed_project(finished, tmp_path, change, value):
 
 
 def assert_reruns(project, expected, real):
+    """``expected`` reruns in a dry run and (``real``) in the run that follows; a run that
+    makes any target anew also updates the outputs list (superseded_outputs)."""
+    expected = {**expected, "superseded_outputs": 1} if expected else {}
     dry = run(project, "-n")
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     assert planned_jobs(dry.stdout) == expected, dry.stdout[-4000:]
@@ -233,3 +236,24 @@ def test_changes_in_both_arms_at_once(finished, tmp_path):
     (project / "my.yaml").write_text(yaml.safe_dump(config))
     expected = {"cpa_dose_response": 1, **{f"lnm_lesion_maps_{b:04d}": 1 for b in range(N_BATCHES)}}
     assert_reruns(project, expected, real=True)
+
+
+@pytest.mark.parametrize("key, files", [
+    ("lnm.specificity.tfce", ["lnm/specificity/tfce.nii.gz", "lnm/specificity/p_fwe_tfce.nii.gz"]),
+    ("lnm.degree_regression", ["lnm/maps/one-voxel_T_degree-resid.nii.gz", "lnm/maps/extra-0_AvgR_Fz_degree-resid.nii.gz"]),
+])
+def test_outputs_of_an_option_turned_off_are_moved_aside(finished, tmp_path, key, files):
+    """On, then off again: the run that turns the option off moves its files to
+    out/superseded/<date-time>/ (same paths below out, with a note), and stops there."""
+    project = changed_project(finished, tmp_path, key, True)
+    assert run(project).returncode == 0
+    out = project / "out"
+    assert all((out / name).exists() for name in files)
+    (project / "my.yaml").write_text(yaml.safe_dump(BASE))
+    done = run(project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in files:
+        assert not (out / name).exists(), name
+        assert len(list((out / "superseded").glob(f"*/{name}"))) == 1, name
+    assert len(list((out / "superseded").glob("*/NOTE.txt"))) == 1
+    assert planned_jobs(run(project, "-n").stdout) == {}
