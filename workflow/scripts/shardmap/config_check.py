@@ -58,8 +58,12 @@ def error_messages(error):
     key = key_path(error.absolute_path) or "(the whole config)"
     if error.validator == "type":
         wanted = error.validator_value
-        wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
-        return [f"config key '{key}' must be of type {wanted}, but it is {_describe(error.instance)}."]
+        text = " or ".join(wanted) if isinstance(wanted, list) else wanted
+        message = f"config key '{key}' must be of type {text}, but it is {_describe(error.instance)}."
+        if "string" in (wanted if isinstance(wanted, list) else [wanted]) and isinstance(error.instance, (int, float)):
+            # YAML reads an unquoted 1 or 2.5 as a number: a group code or a dose string must be quoted.
+            message += f" Write it in quotes (\"{error.instance}\") so that YAML reads it as text."
+        return [message]
     if error.validator == "enum":
         choices = ", ".join(str(c) for c in error.validator_value)
         return [f"config key '{key}' must be one of {choices}; it is {error.instance!r}."]
