@@ -229,6 +229,8 @@ def test_missing_or_empty_cpa_shard_at_merge(tmp_path, screen):
     ([{"perturbation": "drug04"}], "cpa.counterfactuals[0] ('drug04') has no dosage"),
     ([{"perturbation": "drug04", "dosage": "1"}, {"perturbation": "drug05", "dosage": "1", "name": "drug04_at_1"}],
      "cpa.counterfactuals has two entries named 'drug04_at_1'"),
+    ([{"perturbation": "drug04", "dosage": "1", "name": "d4"}, {"perturbation": "drug05", "dosage": "1", "name": "D4"}],
+     "cpa.counterfactuals: the names 'd4' and 'D4' differ only in upper and lower case"),
     ([{"perturbation": "drug04 + drug05", "dosage": "1+1"}],
      "cpa.counterfactuals[0]: its output would be named 'drug04 + drug05_at_1+1' (from its perturbation and "
      "dosage), but names may hold only letters, digits"),

@@ -188,6 +188,24 @@ def test_group_names_taken_by_the_outputs_are_refused_before_any_job(tmp_path, g
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("column, value, fragment", [
+    (0, "Sphere-RAS3", "lesion ids 'sphere-ras3' and 'Sphere-RAS3' differ only in upper and lower case"),
+    (2, "G1", "groups 'G1' and 'g1' differ only in upper and lower case"),
+])
+def test_names_that_differ_only_in_case_are_refused_before_any_job(tmp_path, column, value, fragment):
+    """They name output files (maps, group folders), which collide on a case-insensitive
+    file system: one lesion's maps would silently overwrite the other's."""
+    dataset = make_dataset(tmp_path / "data", np.random.default_rng(6))
+    row = list(dataset["lesions"][1])
+    row[column] = value
+    dataset["lesions"][1] = tuple(row)
+    write_project(tmp_path, dataset)
+    result = snakemake(tmp_path, "-n")
+    assert result.returncode != 0
+    assert fragment in result.stdout + result.stderr and "Rename one of them" in result.stdout + result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("change, fragment", [
     ({"lesion_batch_size": "many"}, "config key 'lnm.lesion_batch_size' must be of type integer"),
     ({"lesion_batch_siz": 3}, "unknown config key 'lnm.lesion_batch_siz': did you mean 'lnm.lesion_batch_size'?"),

@@ -1,6 +1,6 @@
 # What all the rules need: the outdir (refused before any job if it cannot be written),
-# the request arithmetic both arms share, batch and shard names, wildcard constraints and
-# the report's categories. Each arm's helpers are next to its rules (lnm_helpers.smk,
+# the request arithmetic both arms share, batch and shard names, names that would collide
+# as file names, wildcard constraints and the report's categories. Each arm's helpers are next to its rules (lnm_helpers.smk,
 # cpa_helpers.smk, report_helpers.smk). Everything here runs in the Snakemake process
 # while the job graph is built, so it only uses the standard library and shardmap's
 # stdlib-only modules.
@@ -39,6 +39,18 @@ wildcard_constraints:
 LNM_CATEGORY = "1. Lesion network mapping"
 CPA_CATEGORY = "2. Perturbation model (CPA)"
 RUN_CATEGORY = "3. Config and software"
+
+
+def case_collision(names):
+    """The first two of ``names`` that differ only in upper and lower case, or None: names
+    of output files, which such a pair would share on a case-insensitive file system
+    (macOS, Windows and many network shares)."""
+    seen = {}
+    for name in names:
+        first = seen.setdefault(name.casefold(), name)
+        if first != name:
+            return first, name
+    return None
 
 
 def is_inside(path, folder):

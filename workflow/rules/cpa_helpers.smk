@@ -100,6 +100,13 @@ def cpa_counterfactuals():
         if name in named:
             raise WorkflowError(f"cpa.counterfactuals has two entries named '{name}'; give one a `name`.")
         named[name] = (item["perturbation"], item.get("dosage"))
+    pair = case_collision(named)
+    if pair:
+        raise WorkflowError(
+            f"cpa.counterfactuals: the names '{pair[0]}' and '{pair[1]}' differ only in upper and lower case; they "
+            "name output files, which would overwrite each other on a case-insensitive file system. Give one a "
+            "`name`."
+        )
     return named
 
 

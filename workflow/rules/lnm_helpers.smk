@@ -110,7 +110,8 @@ def lesion_map_files(lesions=None):
 
 def check_group_names():
     """A group's maps go to a folder named after it beside the group maps of all lesions,
-    and its figure beside theirs (sensitivity_all.png): names that would collide are refused."""
+    and its figure beside theirs (sensitivity_all.png): names that would collide are refused,
+    and so are lesion ids or groups that differ only in case (their files would collide)."""
     taken = {f"{name}.nii.gz" for name in GROUP_MAP_NAMES + VERSUS_NULL_MAP_NAMES} | {"all"}
     clash = sorted(set(GROUPS) & taken)
     if clash:
@@ -118,6 +119,14 @@ def check_group_names():
             f"lesion sheet '{LNM['lesions']}': group name(s) {clash} are taken by the outputs for all "
             f"lesions (names {sorted(taken)} are reserved); rename the group(s)."
         )
+    for what, names in (("lesion ids", [les.lesion_id for les in LESIONS]), ("groups", GROUPS)):
+        pair = case_collision(names)
+        if pair:
+            raise WorkflowError(
+                f"lesion sheet '{LNM['lesions']}': {what} '{pair[0]}' and '{pair[1]}' differ only in upper and "
+                "lower case; they name output files, which would overwrite each other on a case-insensitive "
+                "file system (macOS, Windows, many network shares). Rename one of them."
+            )
 
 
 check_group_names()
