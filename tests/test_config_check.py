@@ -55,6 +55,8 @@ def test_unknown_key_inside_a_list_item():
     ("cpa.shard_size", 2.5, "config key 'cpa.shard_size' must be of type integer, but it is 2.5 (float)"),
     ("lnm.device", "gpu", "config key 'lnm.device' must be one of auto, cpu, cuda; it is 'gpu'"),
     ("lnm.lesion_batch_size", 0, "config key 'lnm.lesion_batch_size' is 0 (int): 0 is less than the minimum of 1"),
+    ("lnm.specificity.alpha", 0, "config key 'lnm.specificity.alpha' is 0 (int): 0 is less than or equal to the minimum"),
+    ("lnm.sensitivity_threshold", -7, "config key 'lnm.sensitivity_threshold' is -7 (int): -7 is less than or equal"),
     ("lnm.specificity.cases", [1], "config key 'lnm.specificity.cases[0]' must be of type string, but it is 1 (int). "
                                    "Write it in quotes (\"1\") so that YAML reads it as text."),
 ])

@@ -183,6 +183,7 @@ def test_a_bad_screen_stops_the_workflow_before_training(tmp_path, screen):
     ({"dose_response": {"drugs": ["drug02", "Drug04"]}},
      "cpa.dose_response.drugs names ['Drug04'], which no cell of cpa.adata was treated with"),
     ({"dose_response": {"drugs": ["drug00+drug01"]}}, "a dose response is computed for single drugs"),
+    ({"dose_response": {"drugs": ["control"]}}, "cpa.dose_response.drugs names ['control'], which no cell"),
 ])
 def test_drugs_the_config_names_are_checked_before_any_job(tmp_path, screen, cpa, fragment):
     """The screen exists when the job graph is built: its drugs are read from the
@@ -365,3 +366,17 @@ def test_unseen_covariates_exclude_keeps_those_cells_out_of_training_and_evaluat
     assert list(noted["covariates"].unique()) == ["rare"] and noted["n_cells"].sum() == n_held
     assert (noted["r2_mean_deg20"] == "").all()
     assert set(table[table["note"] == ""]["condition"]) == {"drug02+drug03"}
+
+
+def test_a_category_only_in_validation_cells_is_refused_too(tmp_path, screen):
+    """A rare cell type whose few cells all fell in the validation split (here by the split
+    column): its embedding would be untrained, and the model selection would score it."""
+    labels = np.where(np.arange(screen.n_obs) % 7 == 0, "valid", "train").astype(object)
+    types = screen.obs["cell_type"].astype(str).to_numpy().copy()
+    rare = np.flatnonzero(labels == "valid")[:3]
+    types[rare] = "rare"
+    data = with_obs(with_obs(screen, "split", labels), "cell_type", types)
+    with pytest.raises(InputError) as info:
+        check(tmp_path, data, {"split_key": "split", "holdout": []})
+    assert "obs['split'] leaves covariate categor(ies) obs['cell_type'] ['rare'] without any training cell (3 cells: " \
+           "valid 3)" in str(info.value)

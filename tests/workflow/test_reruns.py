@@ -152,6 +152,10 @@ RERUNS = [
     ("cpa.counterfactuals", [{"perturbation": "drug04", "dosage": "1"}, {"perturbation": "drug05", "dosage": "2"}],
      {"cpa_predict": 1}, True),
     ("cpa.shard_size", 700, {"cpa_infer": 2, "cpa_merge": 1, "cpa_predict": 1}, False),
+    ("cpa.holdout", ["drug01 + drug00"], {}, False),  # the same drugs held out, written otherwise
+    ("lnm.specificity.map", "T_degree-resid",  # without lnm.degree_regression: regressed in the task
+     {"lnm_specificity_prepare": 1, "lnm_specificity_sensitivity": 1, "lnm_specificity_permutations": 2,
+      "lnm_specificity_merge": 1}, True),
     ("cpa.train.max_epochs", 4, {"cpa_train": 1, **MODEL_OUTPUTS}, True),
     ("cpa.holdout", ["drug02+drug03"], {"cpa_check_inputs": 1, "cpa_train": 1, **MODEL_OUTPUTS}, False),
     ("cpa.model.n_latent", 6, {"cpa_train": 1, **MODEL_OUTPUTS}, False),
@@ -207,6 +211,19 @@ def test_a_subject_added_to_the_connectome_maps_it(finished, tmp_path):
     assert all(subject in info for subject, _ in finished[2])
 
 
+def test_a_lesion_added_to_the_lesion_sheet(finished, tmp_path):
+    """Its batch is prepared, mapped and merged (the other batches are kept); the null
+    lesions are made again, since their number per lesion follows the number of lesions
+    (80 / 8: 2 null batches instead of 3); the group level follows."""
+    project = changed_project(finished, tmp_path, add_lesion, None)
+    expected = {"lnm_prepare_lesions": 1, "lnm_qc_table": 1, "lnm_map": N_SHARDS, "lnm_merge": 1,
+                "lnm_lesion_maps_0002": 1, "lnm_group_maps": 1, "lnm_hub_bias": 1, "lnm_null_lesions": 2,
+                "lnm_null_map": 2 * N_SHARDS, "lnm_null_merge": 2, "lnm_null_group_maps": 1,
+                "lnm_specificity_prepare": 1, "lnm_specificity_sensitivity": 1, "lnm_specificity_permutations": 2,
+                "lnm_specificity_merge": 1}
+    assert_reruns(project, expected, real=True)
+
+
 def test_a_lesion_added_with_degree_regression_turned_on(finished, tmp_path):
     """Two changes at once: the new lesion is prepared and mapped, its batch's null lesions
     are made again, and every batch's maps get their degree-regressed versions."""
@@ -256,4 +273,16 @@ def test_outputs_of_an_option_turned_off_are_moved_aside(finished, tmp_path, key
         assert not (out / name).exists(), name
         assert len(list((out / "superseded").glob(f"*/{name}"))) == 1, name
     assert len(list((out / "superseded").glob("*/NOTE.txt"))) == 1
+    assert planned_jobs(run(project, "-n").stdout) == {}
+
+
+def test_a_counterfactual_removed_from_the_config_is_moved_aside(finished, tmp_path):
+    """No result changes, so the only job is the outputs list's, which moves the file aside."""
+    project = changed_project(finished, tmp_path, "cpa.counterfactuals", [])
+    assert planned_jobs(run(project, "-n").stdout) == {"superseded_outputs": 1}
+    done = run(project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = project / "out"
+    assert not (out / "cpa" / "counterfactuals" / "drug04_at_1.h5ad").exists()
+    assert len(list((out / "superseded").glob("*/cpa/counterfactuals/drug04_at_1.h5ad"))) == 1
     assert planned_jobs(run(project, "-n").stdout) == {}

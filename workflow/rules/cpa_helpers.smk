@@ -27,10 +27,19 @@ CPA_DATA_KEYS = (
 )
 
 
+def canonical_holdout(conditions):
+    """cpa.holdout as the split reads it: each condition's drugs in sorted order, the
+    conditions sorted ("drug01+drug00" holds out what "drug00+drug01" does, and must not
+    retrain)."""
+    return sorted({"+".join(sorted(drug.strip() for drug in str(c).split("+"))) for c in conditions})
+
+
 def cpa_keys(*keys, **subkeys):
     """The data keys, ``keys`` of cpa and, for each section in ``subkeys``, the listed keys
     of that section (None: the whole section but the keys that say how a task runs)."""
     chosen = {key: CPA[key] for key in CPA_DATA_KEYS + keys}
+    if "holdout" in chosen:
+        chosen["holdout"] = canonical_holdout(chosen["holdout"])
     for section, names in subkeys.items():
         values = CPA[section]
         if names is None:

@@ -91,6 +91,8 @@ def test_covariates_that_are_linear_combinations():
     ({"scanner": ["1", "1", "1", "0", "0", "0.1", "5"]}, ("scanner",), "'scanner' correlates with case vs control"),
     ({"age": ["60", "61", "62", "63", "64", "65", "66"]}, ("age", "volume", "centrality", "x1", "x2"),
      "no degree of freedom"),
+    ({"onset": ["50", "55", "40", "61", "48", "52", "70"], "years": ["3", "1", "8", "2", "5", "4", "1"],
+      "now": ["53", "56", "48", "63", "53", "56", "71"]}, ("onset", "years", "now"), "(nearly) linearly dependent"),
 ])
 def test_sheet_covariates_are_checked_while_the_job_graph_is_built(columns, covariates, fragment):
     """The standard-library checks the workflow runs before any job (no NumPy)."""
@@ -334,6 +336,7 @@ def test_nan_outside_the_brain_of_a_map_on_another_grid_does_not_spread_in(tmp_p
     near = np.min(np.linalg.norm(grid_world.reshape(-1, 1, 3) - mask_world[None, ::7], axis=2), axis=1)
     data.ravel()[near > 12.0] = np.nan
     data.ravel()[rng.choice(data.size, 200, replace=False)] = np.nan
+    data.ravel()[rng.choice(data.size, 50, replace=False)] = np.inf  # Inf counts as NaN does
     path = save(nib.Nifti1Image(data, affine), tmp_path / "fsl.nii.gz")
     values = values_on_mask(path, mask, "map")
     expected = trilinear_over_finite(data, nib.load(path).affine, mask_world)  # the header's float32 affine
