@@ -177,6 +177,19 @@ def test_a_bad_screen_stops_the_workflow_before_training(tmp_path, screen):
     assert os.listdir(tmp_path / "out" / "logs" / "cpa") == ["check_inputs.log"]
 
 
+def assert_refused_before_any_job(workdir, screen, cpa, fragment):
+    """The screen and a config of the perturbation arm with ``cpa``: the dry run stops with
+    ``fragment`` while the job graph is built, and nothing is written."""
+    screen.write_h5ad(workdir / "screen.h5ad")
+    config = {"outdir": "out", "report": False, "lnm": {"enabled": False},
+              "cpa": {"enabled": True, "adata": "screen.h5ad", "covariate_keys": ["cell_type"], **cpa}}
+    (workdir / "my.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n")
+    assert result.returncode != 0
+    assert fragment in result.stdout + result.stderr
+    assert not (workdir / "out").exists()
+
+
 @pytest.mark.parametrize("cpa, fragment", [
     ({"counterfactuals": [{"perturbation": "drug77", "dosage": "1"}]},
      "cpa.counterfactuals[0] names ['drug77'], which no cell of cpa.adata was treated with"),
@@ -188,14 +201,7 @@ def test_a_bad_screen_stops_the_workflow_before_training(tmp_path, screen):
 def test_drugs_the_config_names_are_checked_before_any_job(tmp_path, screen, cpa, fragment):
     """The screen exists when the job graph is built: its drugs are read from the
     perturbation column alone, and a drug name it lacks stops the run before any job."""
-    screen.write_h5ad(tmp_path / "screen.h5ad")
-    config = {"outdir": "out", "report": False, "lnm": {"enabled": False},
-              "cpa": {"enabled": True, "adata": "screen.h5ad", "covariate_keys": ["cell_type"], **cpa}}
-    (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(tmp_path, "-n")
-    assert result.returncode != 0
-    assert fragment in result.stdout + result.stderr
-    assert not (tmp_path / "out").exists()
+    assert_refused_before_any_job(tmp_path, screen, cpa, fragment)
 
 
 def test_the_check_rule_checks_the_named_drugs_of_a_screen_made_by_the_workflow(tmp_path, screen):
@@ -238,15 +244,7 @@ def test_missing_or_empty_cpa_shard_at_merge(tmp_path, screen):
 ])
 def test_counterfactual_entries_are_checked_when_the_job_graph_is_built(tmp_path, screen, counterfactuals,
                                                                       fragment):
-    screen.write_h5ad(tmp_path / "screen.h5ad")
-    config = {"outdir": "out", "report": False, "lnm": {"enabled": False},
-              "cpa": {"enabled": True, "adata": "screen.h5ad", "covariate_keys": ["cell_type"],
-                      "counterfactuals": counterfactuals}}
-    (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(tmp_path, "-n")
-    assert result.returncode != 0
-    assert fragment in result.stdout + result.stderr
-    assert not (tmp_path / "out").exists()
+    assert_refused_before_any_job(tmp_path, screen, {"counterfactuals": counterfactuals}, fragment)
 
 
 def test_early_stopping_without_validation_cells_stops_the_check(tmp_path, screen):

@@ -22,7 +22,8 @@ def project(tmp_path_factory):
                   null_lesions={"enabled": True, "n": 40, "resamples": 100, "method": "sphere", "keep_maps": True,
                                 "batch_size": 40},
                   specificity={"enabled": True, "cases": ["g1"], "controls": ["g2"], "map": "T_degree-resid",
-                               "n_permutations": 20, "permutation_shard_size": 20})
+                               "n_permutations": 20, "permutation_shard_size": 20,
+                               "alpha": 0.4})  # 2 cases against 2 controls cannot go below p = 1/3
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, dataset

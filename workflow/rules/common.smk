@@ -1,6 +1,6 @@
 # What all the rules need: the outdir (refused before any job if it cannot be written),
 # the request arithmetic both arms share, batch and shard names, names that would collide
-# as file names, wildcard constraints and the report's categories. Each arm's helpers are next to its rules (lnm_helpers.smk,
+# as file names, wildcard constraints, the report's categories and the default targets. Each arm's helpers are next to its rules (lnm_helpers.smk,
 # cpa_helpers.smk, report_helpers.smk). Everything here runs in the Snakemake process
 # while the job graph is built, so it only uses the standard library and shardmap's
 # stdlib-only modules.
@@ -57,3 +57,12 @@ def is_inside(path, folder):
     """Whether ``path`` lies in ``folder`` (both taken as absolute paths)."""
     path, folder = os.path.abspath(path), os.path.abspath(folder)
     return os.path.commonpath([path, folder]) == folder
+
+
+def default_outputs():
+    """Every file of this config's default run, from each enabled arm's *_outputs() helper
+    (lnm_helpers.smk, cpa_helpers.smk, report_helpers.smk): rule all's targets but the
+    outputs list of superseded.smk, which depends on them."""
+    files = lnm_outputs() if config["lnm"]["enabled"] else []
+    files += cpa_outputs() if config["cpa"]["enabled"] else []
+    return files + (report_outputs() if config["report"] else [])

@@ -108,6 +108,8 @@ rule lnm_prepare_connectome:
         "../scripts/lnm_prepare_connectome.py"
 
 
+# Light, and it checks every lesion of its batch: scheduled before the shard preparation
+# (priority), so that a bad lesion stops the run early.
 rule lnm_prepare_lesions:
     input:
         mask=LNM["connectome"]["mask"],
@@ -118,6 +120,7 @@ rule lnm_prepare_lesions:
         qc=f"{OUT}/lnm/lesions/batch-{{batch}}.qc.tsv",
     log:
         f"{LNM_LOGS}/prepare_lesions/batch-{{batch}}.log",
+    priority: 5
     conda:
         "../../envs/lnm.yaml"
     resources:

@@ -6,13 +6,6 @@
 # Snakemake leaves the earlier list in place for the job to read.
 
 
-def default_outputs():
-    """Every file of this config's default run (rule all's targets but the list itself)."""
-    files = lnm_outputs() if config["lnm"]["enabled"] else []
-    files += cpa_outputs() if config["cpa"]["enabled"] else []
-    return files + (report_outputs() if config["report"] else [])
-
-
 rule superseded_outputs:
     input:
         default_outputs(),
@@ -26,7 +19,5 @@ rule superseded_outputs:
     resources:
         mem_mb=res.fixed_mb(100),
         runtime=res.MIN_RUNTIME_MIN,
-    params:
-        outdir=OUT,
     script:
         "../scripts/superseded_outputs.py"

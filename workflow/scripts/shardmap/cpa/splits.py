@@ -38,6 +38,11 @@ def assign_splits(obs, cfg):
 EXCLUDED = "excluded"
 
 
+def split_source(cfg):
+    """What made the split, for messages: the split column, or the holdout."""
+    return f"obs['{cfg['split_key']}']" if cfg.get("split_key") else "cpa.holdout (and the random valid split)"
+
+
 def untrained_categories(obs, cfg, split):
     """{covariate key: sorted categories that no training cell has}."""
     found = {}
@@ -67,7 +72,7 @@ def check_every_covariate_is_trained(obs, cfg, split):
     named = "; ".join(f"obs['{key}'] {values}" for key, values in unseen.items())
     counts = ", ".join(f"{label} {int((split[cells] == label).sum())}" for label in ("valid", "test")
                        if (split[cells] == label).any())
-    how = f"obs['{cfg['split_key']}']" if cfg.get("split_key") else "cpa.holdout (and the random valid split)"
+    how = split_source(cfg)
     raise InputError(f"{how} leaves covariate categor(ies) {named} without any training cell ({int(cells.sum())} "
                      f"cells: {counts}): the model would never learn their embedding, yet the latents and the "
                      "evaluation of those cells would use it. Hold out fewer conditions, so that every category has "
@@ -108,7 +113,7 @@ def check_every_drug_is_trained(obs, cfg, split):
         drugs = {drug.strip() for drug in str(item["perturbation"]).split(SEPARATOR)}
         if item["perturbation"] != control and drugs & set(untrained):
             uses.append(f"cpa.counterfactuals[{number}] ({item['perturbation']})")
-    how = f"obs['{cfg['split_key']}']" if cfg.get("split_key") else "cpa.holdout (and the random valid split)"
+    how = split_source(cfg)
     raise InputError(f"{how} leaves drug(s) {untrained} without any training cell: their embeddings would "
                      f"never be trained, yet {uses[:10]}{' ...' if len(uses) > 10 else ''} use them. Hold out "
                      "fewer conditions, so that every drug is in the train split alone or in another "
