@@ -148,7 +148,7 @@ RERUNS = [
     ("lnm.null_lesions.resamples", 60, {"lnm_null_group_maps": 1, **NULL_SUMS}, True),
     ("lnm.degree_regression", True, {f"lnm_lesion_maps_{b:04d}": 1 for b in range(N_BATCHES)}, True),
     ("cpa.dose_response.doses", [0, 0.5, 1], {"cpa_dose_response": 1}, True),
-    ("cpa.dose_response.drugs", ["drug02", "drug05"], {"cpa_dose_response": 1}, True),
+    ("cpa.dose_response.drugs", ["drug02", "drug05"], {"cpa_dose_response": 1}, False),
     ("cpa.counterfactuals", [{"perturbation": "drug04", "dosage": "1"}, {"perturbation": "drug05", "dosage": "2"}],
      {"cpa_predict": 1}, True),
     ("cpa.shard_size", 700, {"cpa_infer": 2, "cpa_merge": 1, "cpa_predict": 1}, False),
