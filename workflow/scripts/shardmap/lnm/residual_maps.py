@@ -18,6 +18,12 @@ FIX = ("remove the lesion from the sheet (a lesion that covers the brain has no 
        "lnm.degree_regression: false")
 
 
+def no_room(what, n_outside, n_voxels):
+    """Why a lesion leaving ``n_outside`` of the mask's ``n_voxels`` outside it has no fit."""
+    return (f"{what} leaves {n_outside} of the brain mask's {n_voxels} voxels outside it, too few to fit the degree "
+            f"map there (at least {MIN_FIT_VOXELS})")
+
+
 def outside(n_voxels, positions):
     """Boolean (V,): True at the mask voxels that are not in ``positions``."""
     keep = np.ones(n_voxels, dtype=bool)
@@ -31,8 +37,7 @@ def degree_residual(values, degree, fit_where, what="a lesion"):
     the lesion in the message when the fit is impossible."""
     x, y = degree[fit_where], values[fit_where]
     if x.size < MIN_FIT_VOXELS:
-        raise InputError(f"{what} leaves {x.size} of the brain mask's {degree.size} voxels outside it, too few to "
-                         f"fit the degree map there (at least {MIN_FIT_VOXELS}); {FIX}.")
+        raise InputError(f"{no_room(what, x.size, degree.size)}; {FIX}.")
     if np.ptp(x) == 0:
         raise InputError(f"the degree map is constant over the {x.size} mask voxels outside {what}, so it cannot "
                          f"be regressed out of its maps; {FIX}.")
@@ -51,9 +56,8 @@ def check_room_to_fit(batch, mask):
     than MIN_FIT_VOXELS voxels of ``mask`` (nifti.BrainMask) outside it: the lesions'
     preparation runs it when lnm.degree_regression is on, before any mapping."""
     n_voxels = mask.n_voxels
-    problems = [f"lesion '{lesion_id}' leaves {n_voxels - batch.positions_of(i).size} of the brain mask's "
-                f"{n_voxels} voxels outside it, too few to fit the degree map there (at least {MIN_FIT_VOXELS})"
-                for i, lesion_id in enumerate(batch.lesion_ids) if n_voxels - batch.positions_of(i).size < MIN_FIT_VOXELS]
+    left = [(lesion_id, n_voxels - batch.positions_of(i).size) for i, lesion_id in enumerate(batch.lesion_ids)]
+    problems = [no_room(f"lesion '{lesion_id}'", n, n_voxels) for lesion_id, n in left if n < MIN_FIT_VOXELS]
     if len(problems) == 1:
         raise InputError(f"{problems[0]}; {FIX}.")
     if problems:

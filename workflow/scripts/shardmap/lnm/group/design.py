@@ -235,12 +235,6 @@ class Design:
     def n_lesions(self):
         return len(self.lesion_ids)
 
-    def matrix(self):
-        """(n, 2 + k): intercept, case, covariates."""
-        import numpy as np
-
-        return np.column_stack([np.ones(self.n_lesions), self.case, self.covariates])
-
 
 def build_design(selected, covariates):
     """Z-score the covariates and check that the case effect can be estimated.
