@@ -2,7 +2,7 @@
 comes from the config, not the params: changing it reruns nothing."""
 from shardmap.task import snakemake_task
 
-with snakemake_task(snakemake):
+with snakemake_task(snakemake, skip_teardown=True):
     from shardmap.cpa.tasks.infer import infer_shard
 
     start, stop = snakemake.params.rows

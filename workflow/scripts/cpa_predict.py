@@ -2,7 +2,7 @@
 (cpa.infer.device) comes from the config, not the params: changing it reruns nothing."""
 from shardmap.task import snakemake_task
 
-with snakemake_task(snakemake):
+with snakemake_task(snakemake, skip_teardown=True):
     from shardmap.cpa.tasks.predict import predict_counterfactual
 
     predict_counterfactual(snakemake.input.model.rsplit("/", 1)[0], snakemake.input.adata,

@@ -23,8 +23,8 @@ def obs_keys(cfg):
 # Keys of cpa.train that say how the training runs, not what it learns: the workflow hands
 # them to the training task from the config, outside its params, so changing one retrains
 # nothing.
-TRAIN_EXECUTION_KEYS = ("accelerator", "num_workers", "prefetch_factor", "persistent_workers")
 LOADER_KEYS = ("num_workers", "prefetch_factor", "persistent_workers")
+TRAIN_EXECUTION_KEYS = ("accelerator",) + LOADER_KEYS
 
 
 def training_accelerator(train):
