@@ -94,6 +94,20 @@ def prepare_shard_mem_mb(mask_info, run_paths, n_subjects):
     return request_mb(working + n_subjects * 2 * n_voxels * 8 + 8 * n_voxels * 8)
 
 
+def prepare_prepared_shard_mem_mb(mask_info, run_shapes, n_subjects):
+    """As prepare_shard_mem_mb for a connectome prepared by another tool (lacuna,
+    connectome_quick, Lead-DBS), from its runs' (frames, connectome voxels) as their
+    headers tell: one run as read (at most 8 bytes a value) and its mask voxels as float64
+    (taken, then laid out per voxel), the subject's (V, T) float64 copies, the shard's norms
+    and its degree sums."""
+    n_voxels = mask_info["n_voxels"]
+    frames = max(f for f, _ in run_shapes)
+    stored_voxels = max(v for _, v in run_shapes)
+    per_subject_frames = max(frames * 2, sum(f for f, _ in run_shapes) // max(1, n_subjects))
+    working = frames * stored_voxels * 8 + 2 * frames * n_voxels * 8 + 4 * n_voxels * per_subject_frames * 8
+    return request_mb(working + n_subjects * 2 * n_voxels * 8 + 8 * n_voxels * 8)
+
+
 def prepare_shard_runtime(run_paths):
     total = sum(os.path.getsize(p) for p in run_paths)
     return runtime_minutes(total * 4 / PREPARE_BYTES_PER_S)  # gzip expands about 4 x

@@ -48,8 +48,16 @@ class LesionMap:
 
 @dataclass(frozen=True)
 class Subject:
+    """A connectome subject: its id and the files of its runs. ``position`` is the
+    subject's row in a file that stores several subjects (lacuna's HDF5), else None."""
+
     subject_id: str
     runs: tuple[str, ...] = field(default_factory=tuple)
+    position: int | None = None
+
+    def as_params(self):
+        """The subject as plain lists, the form a Snakemake rule passes in ``params``."""
+        return [self.subject_id, list(self.runs)] + ([self.position] if self.position is not None else [])
 
 
 def _load_schema(name):
@@ -285,9 +293,26 @@ def read_subjects(sheet, check_files=True, generated=frozenset()):
 
 
 def as_subjects(subjects):
-    """Subject of each item, given as a Subject or as an (id, runs) pair (the form a
-    Snakemake rule passes in ``params``)."""
-    return [s if isinstance(s, Subject) else Subject(s[0], tuple(s[1])) for s in subjects]
+    """Subject of each item, given as a Subject or as an (id, runs[, position]) list (the
+    form a Snakemake rule passes in ``params``, Subject.as_params)."""
+    return [s if isinstance(s, Subject) else Subject(s[0], tuple(s[1]), *s[2:3]) for s in subjects]
+
+
+def read_subject_selection(sheet):
+    """The subject ids of a subset sheet (lnm.connectome.subjects with a prepared
+    connectome): a ``subject_id`` column, in sheet order; other columns (age, sex) are
+    allowed and ignored.
+
+    Returns
+    -------
+    list of str.
+    """
+    header, rows = _read_rows(sheet, "subject subset")
+    _validate_rows(sheet, "subject subset", header, rows, "subject_subset.schema.yaml")
+    return [subject_id for _, subject_id, _ in _rows_with_unique(
+        rows, "subject_id", lambda subject_id, first, again: InputError(
+            f"subject subset sheet '{sheet}': subject_id '{subject_id}' appears on lines {first} and {again}; "
+            "list every subject once."))]
 
 
 def chunks(items, size):

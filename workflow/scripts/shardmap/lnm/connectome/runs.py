@@ -103,7 +103,14 @@ def load_run(path, subject_id, mask):
     # Index by (i, j, k): reshaping nibabel's Fortran-ordered 4D array in C order would
     # copy the whole grid first.
     i, j, k = mask.ijk.T
-    series = data[i, j, k].astype(np.float64)
+    return centre_run(data[i, j, k].astype(np.float64), what, path)
+
+
+def centre_run(series, what, path):
+    """Check a run's (V, T) float64 mask voxels (C order) for NaN and Inf and centre each
+    voxel's time course in place; return (series, raw_energy), raw_energy being the
+    per-voxel sum of squares before centring. Shared by the NIfTI runs and the prepared
+    formats (``formats``), so that the same values give the same bits."""
     bad = ~np.isfinite(series)
     if bad.any():
         n_bad = int(bad.any(axis=1).sum())
@@ -167,14 +174,23 @@ def check_run_headers_files(mask_path, subjects, out_path):
     rows = check_run_headers(load_mask(mask_path), subjects)
     for row, note in zip(rows, tr_notes(rows)):
         row["tr_note"] = note
-    with atomic_open(out_path, "w") as handle:
-        handle.write("subject_id\tpath\tshape\tframes\ttr_s\ttr_note\n")
-        for row in rows:
-            tr = "" if row["tr_s"] is None else f"{row['tr_s']:g}"
-            handle.write(f"{row['subject_id']}\t{row['path']}\t{row['shape']}\t{row['frames']}\t{tr}\t"
-                         f"{row['tr_note']}\n")
+    write_run_inventory(rows, out_path)
     log.info("%d runs of %d subjects checked", len(rows), len(subjects))
     return rows
+
+
+INVENTORY_COLUMNS = ("subject_id", "path", "shape", "frames", "tr_s", "tr_note", "note")
+
+
+def write_run_inventory(rows, out_path):
+    """The run inventory (lnm/checked/runs.tsv): one row per run, with what its header says
+    and what the report should say about it (``note``: how a prepared format's runs were
+    taken)."""
+    with atomic_open(out_path, "w") as handle:
+        handle.write("\t".join(INVENTORY_COLUMNS) + "\n")
+        for row in rows:
+            values = dict(row, tr_s="" if row["tr_s"] is None else f"{row['tr_s']:g}")
+            handle.write("\t".join(str(values.get(column, "")) for column in INVENTORY_COLUMNS) + "\n")
 
 
 def tr_notes(rows):

@@ -1,0 +1,161 @@
+"""What every prepared connectome format offers, and the checks and reading they share.
+
+A format (``lacuna``, ``connectome_quick``, ``leaddbs``) knows its files: which
+subjects they hold, where each subject's runs lie, the world coordinates of its voxels,
+and how to read one run as a (frames, voxels) array. Everything else is shared and done
+here, the same way as for NIfTI runs (``..runs``): the voxels are matched to the brain
+mask by world coordinates (``..voxels``), each run is checked for NaN and Inf and
+centred on its own, and the runs of a subject are concatenated in time. The shard
+preparation then stores the subject exactly as it stores NIfTI runs (``..shards``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ....errors import InputError, problems_error
+from ..runs import MIN_FRAMES, centre_run
+from ..voxels import mask_columns
+
+
+class PreparedConnectome:
+    """Base of the formats. Subclasses set ``format`` and ``note`` and implement
+    ``subjects``, ``voxels_of``, ``run_shapes`` and ``read_runs``."""
+
+    format = ""
+    # What the run inventory (lnm/checked/runs.tsv) says about every subject of the format.
+    note = ""
+
+    def __init__(self, path, run_frames=None):
+        self.path = str(path)
+        if not os.path.exists(self.path):
+            raise InputError(f"lnm.connectome.path '{self.path}' does not exist (relative paths are resolved "
+                             f"against '{os.getcwd()}'); point it at the {self.format} connectome's folder or file.")
+        self.run_frames = run_frames
+
+    def subjects(self):
+        """Every subject of the connectome (sheets.Subject), in the connectome's order.
+        Cheap: run in the Snakemake process while the job graph is built."""
+        raise NotImplementedError
+
+    def voxels_of(self, subject, mask):
+        """The ConnectomeVoxels of the file(s) holding ``subject``."""
+        raise NotImplementedError
+
+    def own_voxels(self):
+        """The voxels the connectome stores, for its own mask; None if it stores none."""
+        return None
+
+    def run_shapes(self, subject):
+        """(frames, voxels) of each run of ``subject``, from the files' headers."""
+        raise NotImplementedError
+
+    def read_runs(self, subject):
+        """Yield (file, run) for each run of ``subject``: run is a (frames, voxels) numeric
+        array in the connectome's voxel order, as stored (uncentred)."""
+        raise NotImplementedError
+
+    def describe(self, subject):
+        """Where ``subject``'s data lie, for the run inventory and messages."""
+        return ", ".join(subject.runs)
+
+    def run_names(self, subject):
+        """The runs of ``subject`` as the shard's JSON and the provenance record them."""
+        return [self.describe(subject)] if subject.position is not None else list(subject.runs)
+
+
+class SubjectReader:
+    """Reads the subjects of a prepared connectome onto a brain mask, computing each
+    file's voxel matching once."""
+
+    def __init__(self, connectome, mask):
+        self.connectome = connectome
+        self.mask = mask
+        self._columns = {}
+
+    def columns(self, subject):
+        key = subject.runs[0]
+        if key not in self._columns:
+            self._columns[key] = mask_columns(self.mask, self.connectome.voxels_of(subject, self.mask))
+        return self._columns[key]
+
+    def load_subject(self, subject):
+        """(series, raw_energy, run_frames) as ``runs.load_subject`` returns them: the
+        subject's mask voxels, each run centred per voxel, runs concatenated in time."""
+        columns = self.columns(subject)
+        centred, energy, frames = [], 0.0, []
+        for path, run in self.connectome.read_runs(subject):
+            # (V, T) float64 in C order, as the NIfTI path holds a run, so that the same
+            # stored values give the same bits.
+            series = np.ascontiguousarray(np.take(run, columns, axis=1).T, dtype=np.float64)
+            series, run_energy = centre_run(series, f"run of subject '{subject.subject_id}'", path)
+            centred.append(series)
+            energy = energy + run_energy
+            frames.append(series.shape[1])
+        if sum(frames) < MIN_FRAMES:
+            raise InputError(f"subject '{subject.subject_id}' ({self.connectome.describe(subject)}) has "
+                             f"{sum(frames)} time point(s); at least {MIN_FRAMES} are needed for a correlation.")
+        series = centred[0] if len(centred) == 1 else np.concatenate(centred, axis=1)
+        return series, energy, frames
+
+
+def check_subjects(connectome, subjects, mask):
+    """Check what the headers of ``subjects``' files tell (voxel counts, frames, the
+    voxels' match with the mask) without reading their data; return one row per run for
+    the run inventory. Every problem is collected, so one error lists them all."""
+    rows, problems = [], []
+    reader = SubjectReader(connectome, mask)
+    failed_voxels = set()
+    for subject in subjects:
+        try:
+            shapes = connectome.run_shapes(subject)
+            if subject.runs[0] not in failed_voxels:
+                try:
+                    reader.columns(subject)
+                except InputError:
+                    failed_voxels.add(subject.runs[0])
+                    raise
+            n_voxels = connectome.voxels_of(subject, mask).n_voxels
+            for index, (frames, voxels) in enumerate(shapes):
+                where = connectome.describe(subject)
+                if voxels != n_voxels:
+                    raise InputError(f"subject '{subject.subject_id}' ({where}): run {index + 1} has {voxels} "
+                                     f"voxels but the connectome's voxel list has {n_voxels}; the file is damaged "
+                                     "or not of this connectome.")
+                if frames < 2:
+                    raise InputError(f"subject '{subject.subject_id}' ({where}): run {index + 1} has {frames} "
+                                     "frame; a run needs at least 2 time points. Leave the subject out with "
+                                     "a subject subset sheet (lnm.connectome.subjects).")
+            if sum(frames for frames, _ in shapes) < MIN_FRAMES:
+                raise InputError(f"subject '{subject.subject_id}' ({connectome.describe(subject)}) has "
+                                 f"{sum(f for f, _ in shapes)} time point(s); at least {MIN_FRAMES} are needed.")
+            for frames, voxels in shapes:
+                rows.append({"subject_id": subject.subject_id, "path": connectome.describe(subject),
+                             "shape": f"{frames}x{voxels}", "frames": frames, "tr_s": None,
+                             "tr_note": f"TR not stored by {connectome.format}", "note": connectome.note})
+        except InputError as err:
+            if str(err) not in problems:
+                problems.append(str(err))
+    if problems:
+        raise problems_error(f"{len(problems)} problem(s) in the {connectome.format} connectome "
+                             f"'{connectome.path}'; nothing was mapped", problems)
+    return rows
+
+
+def select_subjects(subjects, wanted, sheet, connectome):
+    """The subjects named by a subset sheet, in the sheet's order; an id the connectome
+    does not have stops the run, naming it and how the connectome names its subjects."""
+    by_id = {s.subject_id: s for s in subjects}
+    unknown = [subject_id for subject_id in wanted if subject_id not in by_id]
+    if unknown:
+        first = ", ".join(s.subject_id for s in subjects[:3])
+        raise InputError(f"subject subset sheet '{sheet}' names {len(unknown)} subject(s) that the "
+                         f"{connectome.format} connectome '{connectome.path}' does not have: {unknown[:5]}. Its "
+                         f"{len(subjects)} subjects are named {first}, ...; fix the ids.")
+    selected = [by_id[subject_id] for subject_id in wanted]
+    if len(selected) < 2:
+        raise InputError(f"subject subset sheet '{sheet}' selects {len(selected)} subject; the T map needs at "
+                         "least 2 connectome subjects.")
+    return selected
