@@ -164,6 +164,7 @@ def test_report_renders_every_caption_and_describes_every_part(demo, tmp_path):
     page = front_page(built.read_text())
     parts = {"Lesion network mapping": "lnm/maps/", "Group maps": "lnm/group/", "Hub controls": "lnm/qc/hub_bias.tsv",
              "degree map": "lnm/connectome/degree.nii.gz", "Random-lesion null": "lnm/qc/null_summary.tsv",
+             "fingerprint": "lnm/maps/connectome.json", "lists every lesion": "lnm/maps.tsv",
              "Specificity": "lnm/specificity/", "Perturbation model": "cpa/latents.h5ad",
              "held-out conditions": "cpa/metrics.tsv", "Counterfactuals": "cpa/counterfactuals/",
              "dose response": "cpa/dose_response.tsv", "embeddings": "cpa/embeddings.h5ad"}

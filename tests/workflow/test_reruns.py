@@ -126,7 +126,7 @@ N_SHARDS, N_BATCHES, N_NULL_BATCHES, N_CELL_SHARDS = 2, 3, 3, 3
 MAPPING = {"lnm_map": N_BATCHES * N_SHARDS, "lnm_merge": N_BATCHES, "lnm_group_maps": 1, "lnm_hub_bias": 1,
            "lnm_null_map": N_NULL_BATCHES * N_SHARDS, "lnm_null_merge": N_NULL_BATCHES, "lnm_null_group_maps": 1,
            "lnm_specificity_prepare": 1, "lnm_specificity_sensitivity": 1, "lnm_specificity_permutations": 2,
-           "lnm_specificity_merge": 1, **{f"lnm_lesion_maps_{b:04d}": 1 for b in range(N_BATCHES)}}
+           "lnm_specificity_merge": 1, "lnm_maps_table": 1, **{f"lnm_lesion_maps_{b:04d}": 1 for b in range(N_BATCHES)}}
 # The null lesions' sums are temporary (lnm.null_lesions.keep_maps: false): what reads them
 # maps the null lesions again.
 NULL_SUMS = {"lnm_null_map": N_NULL_BATCHES * N_SHARDS, "lnm_null_merge": N_NULL_BATCHES}
@@ -146,7 +146,9 @@ RERUNS = [
       "lnm_specificity_merge": 1}, True),
     ("lnm.specificity.alpha", 0.04, {"lnm_specificity_merge": 1}, True),
     ("lnm.null_lesions.resamples", 60, {"lnm_null_group_maps": 1, **NULL_SUMS}, True),
-    ("lnm.degree_regression", True, {f"lnm_lesion_maps_{b:04d}": 1 for b in range(N_BATCHES)}, True),
+    ("lnm.degree_regression", True, {"lnm_maps_table": 1, **{f"lnm_lesion_maps_{b:04d}": 1 for b in range(N_BATCHES)}},
+     True),
+    ("lnm.connectome.name", "GSP1000MF", {"lnm_maps_table": 1, "lnm_connectome_provenance": 1}, True),
     ("cpa.dose_response.doses", [0, 0.5, 1], {"cpa_dose_response": 1}, True),
     ("cpa.dose_response.drugs", ["drug02", "drug05"], {"cpa_dose_response": 1}, False),
     ("cpa.counterfactuals", [{"perturbation": "drug04", "dosage": "1"}, {"perturbation": "drug05", "dosage": "2"}],
@@ -204,7 +206,8 @@ def test_a_subject_added_to_the_connectome_maps_it(finished, tmp_path):
     """Its new shard is prepared (the others are kept), and every map is made again with it:
     the check of the runs reruns too, but gates nothing, so nothing behind it is skipped."""
     project = changed_project(finished, tmp_path, add_subject, None)
-    expected = {"lnm_check_inputs": 1, "lnm_prepare_connectome": 1, "lnm_degree_map": 1, **MAPPING,
+    expected = {"lnm_check_inputs": 1, "lnm_prepare_connectome": 1, "lnm_degree_map": 1, "lnm_connectome_provenance": 1,
+                **MAPPING,
                 "lnm_map": N_BATCHES * (N_SHARDS + 1), "lnm_null_map": N_NULL_BATCHES * (N_SHARDS + 1)}
     assert_reruns(project, expected, real=True)
     info = (project / "out" / "lnm" / "stats" / "batch-0000.json").read_text()
@@ -217,7 +220,8 @@ def test_a_lesion_added_to_the_lesion_sheet(finished, tmp_path):
     (80 / 8: 2 null batches instead of 3); the group level follows."""
     project = changed_project(finished, tmp_path, add_lesion, None)
     expected = {"lnm_prepare_lesions": 1, "lnm_qc_table": 1, "lnm_map": N_SHARDS, "lnm_merge": 1,
-                "lnm_lesion_maps_0002": 1, "lnm_group_maps": 1, "lnm_hub_bias": 1, "lnm_null_lesions": 2,
+                "lnm_lesion_maps_0002": 1, "lnm_maps_table": 1, "lnm_group_maps": 1, "lnm_hub_bias": 1,
+                "lnm_null_lesions": 2,
                 "lnm_null_map": 2 * N_SHARDS, "lnm_null_merge": 2, "lnm_null_group_maps": 1,
                 "lnm_specificity_prepare": 1, "lnm_specificity_sensitivity": 1, "lnm_specificity_permutations": 2,
                 "lnm_specificity_merge": 1}
@@ -251,7 +255,7 @@ def test_changes_in_both_arms_at_once(finished, tmp_path):
     config = yaml.safe_load((project / "my.yaml").read_text())
     set_key(config, "lnm.degree_regression", True)
     (project / "my.yaml").write_text(yaml.safe_dump(config))
-    expected = {"cpa_dose_response": 1, **{f"lnm_lesion_maps_{b:04d}": 1 for b in range(N_BATCHES)}}
+    expected = {"cpa_dose_response": 1, "lnm_maps_table": 1, **{f"lnm_lesion_maps_{b:04d}": 1 for b in range(N_BATCHES)}}
     assert_reruns(project, expected, real=True)
 
 

@@ -15,10 +15,10 @@ if config["demo"]["enabled"] and LESIONS:
 
     rule lnm_demo_data:
         input:
-            subjects=LNM["connectome"]["subjects"],
+            subjects=CONNECTOME_CONFIG["subjects"],
             lesions=LNM["lesions"],
         output:
-            mask=LNM["connectome"]["mask"],
+            mask=MASK,
             runs=[run for s in SUBJECTS for run in s.runs],
             lesions=[les.path for les in LESIONS],
         log:
@@ -32,9 +32,31 @@ if config["demo"]["enabled"] and LESIONS:
             "../scripts/lnm_demo_data.py"
 
 
+if CONNECTOME_FORMAT != "nifti" and "mask" not in CONNECTOME_CONFIG:
+
+    # lnm.connectome.mask left out: the maps are written on the mask the prepared
+    # connectome stores (lacuna's mask_indices, Lead-DBS's vol.outidx), on its own grid.
+    rule lnm_connectome_mask:
+        input:
+            connectome_mask_files(),
+        output:
+            mask=MASK,
+        log:
+            f"{LNM_LOGS}/connectome_mask.log",
+        conda:
+            "../../envs/lnm.yaml"
+        resources:
+            mem_mb=res.fixed_mb(1000),
+            runtime=res.MIN_RUNTIME_MIN,
+        params:
+            source=connectome_source(),
+        script:
+            "../scripts/lnm_connectome_mask.py"
+
+
 rule lnm_mask_info:
     input:
-        mask=LNM["connectome"]["mask"],
+        mask=MASK,
     output:
         info=f"{CONNECTOME}/mask.json",
     log:
@@ -57,9 +79,9 @@ rule lnm_mask_info:
 # of the same run included.
 rule lnm_check_inputs:
     input:
-        mask=LNM["connectome"]["mask"],
+        mask=MASK,
         mask_info=rules.lnm_mask_info.output.info,
-        runs=[run for s in SUBJECTS for run in s.runs],
+        runs=connectome_files(SUBJECTS),
     output:
         runs=report(
             f"{OUT}/lnm/checked/runs.tsv",
@@ -77,14 +99,15 @@ rule lnm_check_inputs:
         mem_mb=lambda wc, input: lnm_res.check_runs_mem_mb(res.read_json(input.mask_info)),
         runtime=lambda wc, input: lnm_res.check_runs_runtime(input.runs),
     params:
-        subjects=[(s.subject_id, list(s.runs)) for s in SUBJECTS],
+        subjects=[s.as_params() for s in SUBJECTS],
+        source=connectome_source(),
     script:
         "../scripts/lnm_check_inputs.py"
 
 
 rule lnm_prepare_connectome:
     input:
-        mask=LNM["connectome"]["mask"],
+        mask=MASK,
         mask_info=rules.lnm_mask_info.output.info,
         runs=runs_of_shard,
     output:
@@ -97,13 +120,12 @@ rule lnm_prepare_connectome:
     conda:
         "../../envs/lnm.yaml"
     resources:
-        mem_mb=lambda wc, input: lnm_res.prepare_shard_mem_mb(
-            res.read_json(input.mask_info), input.runs, len(SHARDS[wc.shard])
-        ),
+        mem_mb=prepare_shard_mem_mb,
         runtime=lambda wc, input: lnm_res.prepare_shard_runtime(input.runs),
     params:
         subjects=subjects_of_shard,
-        dtype=LNM["connectome"]["dtype"],
+        dtype=CONNECTOME_CONFIG["dtype"],
+        source=connectome_source(),
     script:
         "../scripts/lnm_prepare_connectome.py"
 
@@ -112,7 +134,7 @@ rule lnm_prepare_connectome:
 # (priority), so that a bad lesion stops the run early.
 rule lnm_prepare_lesions:
     input:
-        mask=LNM["connectome"]["mask"],
+        mask=MASK,
         mask_info=rules.lnm_mask_info.output.info,
         lesions=lesion_paths_of_batch,
     output:
@@ -197,7 +219,7 @@ for batch, batch_lesions in BATCHES.items():
             **degree_regression_inputs(batch),
             sums=f"{OUT}/lnm/stats/batch-{batch}.npy",
             info=f"{OUT}/lnm/stats/batch-{batch}.json",
-            mask=LNM["connectome"]["mask"],
+            mask=MASK,
             mask_info=rules.lnm_mask_info.output.info,
             # lnm.degree_regression: the degree map and the lesions' voxels
         output:
@@ -221,7 +243,7 @@ for batch, batch_lesions in BATCHES.items():
 rule lnm_group_maps:
     input:
         unpack(lambda wc: merged_stats_files()),
-        mask=LNM["connectome"]["mask"],
+        mask=MASK,
         mask_info=rules.lnm_mask_info.output.info,
     output:
         group_map_files(),
@@ -260,6 +282,59 @@ rule lnm_qc_table:
         runtime=res.MIN_RUNTIME_MIN,
     script:
         "../scripts/lnm_qc_table.py"
+
+
+# The sheet of every lesion's maps, as lnm.specificity.maps and lnm-toolkit read it.
+rule lnm_maps_table:
+    input:
+        qc=rules.lnm_qc_table.output.table,
+        maps=lesion_map_files(),
+    output:
+        table=f"{OUT}/lnm/maps.tsv",
+    log:
+        f"{LNM_LOGS}/maps_table.log",
+    conda:
+        "../../envs/lnm.yaml"
+    resources:
+        mem_mb=res.fixed_mb(200),
+        runtime=res.MIN_RUNTIME_MIN,
+    params:
+        maps={
+            les.lesion_id: {name: f"{OUT}/lnm/maps/{les.lesion_id}_{name}.nii.gz" for name in MAP_NAMES}
+            for les in LESIONS
+        },
+        connectome=connectome_name(),
+    script:
+        "../scripts/lnm_maps_table.py"
+
+
+# Which connectome made the maps: name, format, path, subjects and runs, mask, and a
+# content fingerprint from the shards' checksums.
+rule lnm_connectome_provenance:
+    input:
+        infos=[f"{CONNECTOME}/shard-{shard}.json" for shard in SHARDS],
+        mask_info=rules.lnm_mask_info.output.info,
+    output:
+        record=report(
+            f"{OUT}/lnm/maps/connectome.json",
+            caption="../report/connectome_provenance.rst",
+            category=LNM_CATEGORY,
+            subcategory="QC",
+            labels={"figure": "connectome provenance"},
+        ),
+    log:
+        f"{LNM_LOGS}/connectome_provenance.log",
+    conda:
+        "../../envs/lnm.yaml"
+    resources:
+        mem_mb=res.fixed_mb(200),
+        runtime=res.MIN_RUNTIME_MIN,
+    params:
+        source=connectome_source(),
+        name=connectome_name(),
+        subjects_sheet=CONNECTOME_CONFIG.get("subjects"),
+    script:
+        "../scripts/lnm_connectome_provenance.py"
 
 
 if LESIONS:

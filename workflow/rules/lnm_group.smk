@@ -15,7 +15,7 @@ include: "lnm_group_helpers.smk"
 rule lnm_specificity_prepare:
     input:
         unpack(specificity_map_inputs),
-        mask=LNM["connectome"]["mask"],
+        mask=MASK,
         mask_info=rules.lnm_mask_info.output.info,
     output:
         design=report(
@@ -49,7 +49,7 @@ rule lnm_specificity_prepare:
 rule lnm_specificity_sensitivity:
     input:
         unpack(specificity_map_inputs),
-        mask=LNM["connectome"]["mask"],
+        mask=MASK,
         mask_info=rules.lnm_mask_info.output.info,
     output:
         **cases_sensitivity_files(),
@@ -76,7 +76,7 @@ rule lnm_specificity_permutations:
     input:
         residuals=rules.lnm_specificity_prepare.output.residuals,
         glm=rules.lnm_specificity_prepare.output.glm,
-        mask=LNM["connectome"]["mask"],
+        mask=MASK,
         mask_info=rules.lnm_mask_info.output.info,
     output:
         null=f"{SPECIFICITY_WORK}/null/perm-{{permutations}}_voxels-{{voxels}}.npz",
@@ -119,7 +119,7 @@ rule lnm_specificity_merge:
         nulls=null_shard_files(),
         sensitivity_pos=rules.lnm_specificity_sensitivity.output.pos,
         sensitivity_neg=rules.lnm_specificity_sensitivity.output.neg,
-        mask=LNM["connectome"]["mask"],
+        mask=MASK,
         mask_info=rules.lnm_mask_info.output.info,
     output:
         **specificity_result_files(),

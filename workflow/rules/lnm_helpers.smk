@@ -1,12 +1,61 @@
 # The lesion arm's helpers (included by lnm.smk): its sample sheets, their split into
 # lesion batches and subject shards, and the files each rule reads and writes. They run
-# in the Snakemake process while the job graph is built (standard library only).
+# in the Snakemake process while the job graph is built: standard library only, but for
+# the subject list of a connectome prepared by another tool, read from its index (HDF5
+# shapes, Lead-DBS's MATLAB files) with h5py and pymatreader.
+import functools
+
 from shardmap.lnm import resources as lnm_res
 from shardmap.lnm.map_names import DEGREE_RESIDUAL_MAP_NAMES, GROUP_MAP_NAMES, MAP_NAMES, VERSUS_NULL_MAP_NAMES
 from shardmap.lnm.sheets import chunks, read_lesions, read_subjects
 
 LNM = config["lnm"]
 SPEC = LNM["specificity"]
+CONNECTOME_CONFIG = LNM["connectome"]
+CONNECTOME_FORMAT = CONNECTOME_CONFIG["format"]
+
+
+def check_connectome_keys():
+    """What the schema cannot say per format: a path is for prepared formats only, and
+    connectome_quick needs the mask its files were made with."""
+    problems = []
+    if CONNECTOME_FORMAT == "nifti" and "path" in CONNECTOME_CONFIG:
+        problems.append(
+            "lnm.connectome.path is set but format is nifti, whose runs are listed in lnm.connectome.subjects; "
+            "set lnm.connectome.format to the prepared format at that path (lacuna, connectome_quick, leaddbs)"
+        )
+    if CONNECTOME_FORMAT == "connectome_quick" and "mask" not in CONNECTOME_CONFIG:
+        problems.append(
+            "lnm.connectome.mask is required with format connectome_quick: its files store no mask; give the "
+            "mask they were made with (the Fox lab's GSP1000: FSL's MNI152_T1_2mm_brain_mask_dil)"
+        )
+    if problems:
+        raise WorkflowError("config: " + "; ".join(problems) + ".")
+
+
+def connectome_mask():
+    """The mask the maps are written on: lnm.connectome.mask, or the prepared
+    connectome's own (written by rule lnm_connectome_mask) when it is left out."""
+    return CONNECTOME_CONFIG.get("mask") or f"{OUT}/lnm/connectome/mask.nii.gz"
+
+
+@functools.cache
+def prepared_connectome():
+    """The prepared connectome, opened once per Snakemake process (Lead-DBS's index is read
+    on opening)."""
+    from shardmap.lnm.connectome.formats import open_connectome
+
+    return open_connectome(CONNECTOME_FORMAT, CONNECTOME_CONFIG["path"], CONNECTOME_CONFIG["run_frames"])
+
+
+def read_connectome_subjects(check_files=True):
+    """The connectome's subjects: the subject sheet's runs (format nifti) or the prepared
+    connectome's subjects, all or those its subset sheet names."""
+    if CONNECTOME_FORMAT == "nifti":
+        return read_subjects(CONNECTOME_CONFIG["subjects"], check_files=check_files)
+    from shardmap.lnm.connectome.formats import selected_subjects
+
+    return selected_subjects(prepared_connectome(), CONNECTOME_CONFIG.get("subjects"))
 
 
 def load_sheets():
@@ -14,13 +63,23 @@ def load_sheets():
     rule lnm_demo_data, so they need not exist yet (but must lie inside demo.dir)."""
     try:
         if "lesions" not in LNM:  # the specificity GLM on maps made elsewhere: nothing to map
+            if "mask" not in CONNECTOME_CONFIG:
+                raise InputError(
+                    "lnm.connectome.mask is required: the maps of lnm.specificity.maps are resampled to it."
+                )
             return [], []
+        check_connectome_keys()
         demo = config["demo"]
+        if demo["enabled"] and CONNECTOME_FORMAT != "nifti":
+            raise InputError(
+                f"demo.enabled is true, but the demo makes NIfTI runs and lnm.connectome.format is "
+                f"{CONNECTOME_FORMAT}: set demo.enabled: false to map your own connectome."
+            )
         if not demo["enabled"]:
-            return read_lesions(LNM["lesions"]), read_subjects(LNM["connectome"]["subjects"])
+            return read_lesions(LNM["lesions"]), read_connectome_subjects()
         lesions = read_lesions(LNM["lesions"], check_files=False)
-        subjects = read_subjects(LNM["connectome"]["subjects"], check_files=False)
-        generated = [LNM["connectome"]["mask"]]
+        subjects = read_subjects(CONNECTOME_CONFIG["subjects"], check_files=False)
+        generated = [CONNECTOME_CONFIG["mask"]]
         generated += [run for s in subjects for run in s.runs] + [les.path for les in lesions]
         outside = [p for p in generated if not is_inside(p, demo["dir"])]
         if outside:
@@ -35,6 +94,7 @@ def load_sheets():
 
 
 LESIONS, SUBJECTS = load_sheets()
+MASK = connectome_mask()
 
 
 def lesion_batches():
@@ -62,12 +122,65 @@ def lesion_paths_of_batch(wildcards):
 
 
 def subjects_of_shard(wildcards):
-    """(subject_id, runs) pairs of a shard, for the connectome preparation task."""
-    return [(s.subject_id, list(s.runs)) for s in SHARDS[wildcards.shard]]
+    """The subjects of a shard as (subject_id, runs[, position]) lists, for the connectome
+    preparation task."""
+    return [s.as_params() for s in SHARDS[wildcards.shard]]
+
+
+def connectome_files(subjects):
+    """The files that hold ``subjects`` (each once), and a prepared connectome's index files."""
+    files = dict.fromkeys(run for s in subjects for run in s.runs)
+    if CONNECTOME_FORMAT != "nifti":
+        from shardmap.lnm.connectome.formats import connectome_index_files
+
+        files.update(dict.fromkeys(connectome_index_files(CONNECTOME_FORMAT, CONNECTOME_CONFIG["path"])))
+    return list(files)
+
+
+def connectome_mask_files():
+    """What rule lnm_connectome_mask reads the prepared connectome's own mask from."""
+    from shardmap.lnm.connectome.formats import connectome_mask_files as mask_files
+
+    return mask_files(CONNECTOME_FORMAT, CONNECTOME_CONFIG["path"])
 
 
 def runs_of_shard(wildcards):
-    return [run for s in SHARDS[wildcards.shard] for run in s.runs]
+    return connectome_files(SHARDS[wildcards.shard])
+
+
+def prepare_shard_mem_mb(wildcards, input):
+    """The memory request of a shard's preparation: from its runs' NIfTI headers, or from a
+    prepared connectome's headers (read here, when the job is scheduled)."""
+    mask_info = res.read_json(input.mask_info)
+    subjects = SHARDS[wildcards.shard]
+    if CONNECTOME_FORMAT == "nifti":
+        return lnm_res.prepare_shard_mem_mb(mask_info, input.runs, len(subjects))
+    connectome = prepared_connectome()
+    try:
+        shapes = [shape for s in subjects for shape in connectome.run_shapes(s)]
+    except InputError:  # the task itself stops with the message; the request only lets it start
+        shapes = [(1200, mask_info["n_voxels"])]
+    return lnm_res.prepare_prepared_shard_mem_mb(mask_info, shapes, len(subjects))
+
+
+def connectome_name():
+    """lnm.connectome.name, or the name of the prepared connectome's folder (file), or of
+    the subject sheet (format nifti), without its extension."""
+    if "name" in CONNECTOME_CONFIG:
+        return CONNECTOME_CONFIG["name"]
+    source = CONNECTOME_CONFIG.get("path") or CONNECTOME_CONFIG.get("subjects") or "connectome"
+    return os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+
+
+def connectome_source():
+    """How the preparation tasks read the connectome: the format and, for a prepared one,
+    its path (and run_frames for connectome_quick, the only format that uses it)."""
+    if CONNECTOME_FORMAT == "nifti":
+        return {"format": "nifti"}
+    source = {"format": CONNECTOME_FORMAT, "path": CONNECTOME_CONFIG["path"]}
+    if CONNECTOME_FORMAT == "connectome_quick":
+        source["run_frames"] = CONNECTOME_CONFIG["run_frames"]
+    return source
 
 
 def partial_stats_of_batch(wildcards):
@@ -148,5 +261,6 @@ def group_map_files():
 def lnm_outputs():
     """The lesion arm's targets of the default run."""
     qc = [f"{OUT}/lnm/qc/lesions.tsv", f"{OUT}/lnm/checked/runs.tsv"]
-    files = (lesion_map_files() + group_map_files() + qc + hub_outputs()) if LESIONS else []
+    sheets = [f"{OUT}/lnm/maps.tsv", f"{OUT}/lnm/maps/connectome.json"]
+    files = (lesion_map_files() + group_map_files() + qc + sheets + hub_outputs()) if LESIONS else []
     return files + (list(specificity_files().values()) if SPEC["enabled"] else [])

@@ -12,7 +12,7 @@ rule lnm_degree_map:
     input:
         degree=[f"{CONNECTOME}/shard-{s}.degree.npy" for s in SHARDS],
         infos=[f"{CONNECTOME}/shard-{s}.json" for s in SHARDS],
-        mask=LNM["connectome"]["mask"],
+        mask=MASK,
         mask_info=rules.lnm_mask_info.output.info,
     output:
         **degree_map_files(),
@@ -33,7 +33,7 @@ rule lnm_hub_bias:
         batches=[f"{OUT}/lnm/lesions/batch-{b}.npz" for b in BATCHES],
         degree=degree_map_files()["degree"],
         group_maps=group_map_files(),
-        mask=LNM["connectome"]["mask"],
+        mask=MASK,
         mask_info=rules.lnm_mask_info.output.info,
     output:
         table=report(
@@ -62,7 +62,7 @@ if NULL["enabled"]:
     rule lnm_null_lesions:
         input:
             batches=source_batches_of_null_batch,
-            mask=LNM["connectome"]["mask"],
+            mask=MASK,
             mask_info=rules.lnm_mask_info.output.info,
         output:
             batch=f"{NULL_DIR}/lesions/batch-{{batch}}.npz",
@@ -128,7 +128,7 @@ if NULL["enabled"]:
             unpack(lambda wc: merged_stats_files()),
             unpack(lambda wc: null_merged_stats_files()),
             degree=degree_map_files()["degree"],
-            mask=LNM["connectome"]["mask"],
+            mask=MASK,
             mask_info=rules.lnm_mask_info.output.info,
         output:
             maps=null_group_map_files(),
@@ -169,7 +169,7 @@ if NULL["enabled"]:
                 input:
                     sums=f"{NULL_DIR}/stats/batch-{batch}.npy",
                     info=f"{NULL_DIR}/stats/batch-{batch}.json",
-                    mask=LNM["connectome"]["mask"],
+                    mask=MASK,
                     mask_info=rules.lnm_mask_info.output.info,
                 output:
                     null_lesion_map_files(plan),

@@ -51,7 +51,7 @@ if config["lnm"]["enabled"] and LESIONS:
             input:
                 lesions=[les.path for les in shown],
                 t=[f"{OUT}/lnm/maps/{les.lesion_id}_T.nii.gz" for les in shown],
-                mask=LNM["connectome"]["mask"],
+                mask=MASK,
                 mask_info=rules.lnm_mask_info.output.info,
             output:
                 [
@@ -111,7 +111,7 @@ if config["lnm"]["enabled"] and LESIONS:
         input:
             maps=group_map_files(),
             qc=f"{OUT}/lnm/qc/lesions.tsv",
-            mask=LNM["connectome"]["mask"],
+            mask=MASK,
             mask_info=rules.lnm_mask_info.output.info,
         output:
             sensitivity=[
@@ -153,7 +153,7 @@ if config["lnm"]["enabled"] and LESIONS:
             hub_bias=f"{OUT}/lnm/qc/hub_bias.tsv",
             real_maps=group_map_files() if NULL["enabled"] else [],
             null_maps=null_group_map_files() if NULL["enabled"] else [],
-            mask=LNM["connectome"]["mask"],
+            mask=MASK,
             mask_info=rules.lnm_mask_info.output.info,
         output:
             **{
@@ -193,7 +193,7 @@ if config["lnm"]["enabled"] and SPEC["enabled"]:
             p=f"{SPECIFICITY}/p_fwe_tfce.nii.gz" if SPEC["tfce"] else f"{SPECIFICITY}/p_fwe.nii.gz",
             conjunction=f"{SPECIFICITY}/conjunction.nii.gz",
             null_max=f"{SPECIFICITY}/null_max.tsv",
-            mask=LNM["connectome"]["mask"],
+            mask=MASK,
             mask_info=rules.lnm_mask_info.output.info,
         output:
             **{
