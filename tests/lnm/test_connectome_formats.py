@@ -242,3 +242,21 @@ def test_leaddbs_missing_run_file_is_named(multi_runs, tmp_path):
     subjects = [s.as_params() for s in connectome_subjects("leaddbs", folder)]
     with pytest.raises(InputError, match=r"s2_run-2.mat' does not exist; vol.subIDs names it"):
         check_connectome_files("leaddbs", folder, None, multi_runs["mask"], subjects, tmp_path / "runs.tsv")
+
+
+def test_a_subject_constant_at_every_voxel_stops_its_shard(single_runs, tmp_path):
+    """An empty or placeholder subject (all zeros, say) would add r = 0 everywhere and
+    shrink every map towards 0: refused, named, for prepared formats and NIfTI runs alike."""
+    files = write_lacuna(tmp_path / "flat", single_runs["mask"], single_runs["subjects"])
+    import h5py
+
+    with h5py.File(files[0], "r+") as handle:
+        handle["timeseries"][1] = 0.0
+    subjects = connectome_subjects("lacuna", tmp_path / "flat")
+    with pytest.raises(InputError, match=r"subject 'pos0001' .* is constant in time at every brain voxel"):
+        prepare(tmp_path, "flat-shard", single_runs["mask"], subjects, format="lacuna", path=tmp_path / "flat")
+    img = nib.load(single_runs["subjects"][1][1][0])
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.full(img.shape, 3.0, dtype=np.float32), img.affine), flat)
+    with pytest.raises(InputError, match=r"subject 's2' .*flat.nii.gz\) is constant in time at every brain voxel"):
+        prepare(tmp_path, "flat-nifti", single_runs["mask"], [("s1", single_runs["subjects"][0][1]), ("s2", [flat])])

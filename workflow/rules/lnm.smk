@@ -99,8 +99,8 @@ rule lnm_check_inputs:
         mem_mb=lambda wc, input: lnm_res.check_runs_mem_mb(res.read_json(input.mask_info)),
         runtime=lambda wc, input: lnm_res.check_runs_runtime(input.runs),
     params:
+        **connectome_source_params(),
         subjects=[s.as_params() for s in SUBJECTS],
-        source=connectome_source(),
     script:
         "../scripts/lnm_check_inputs.py"
 
@@ -123,9 +123,9 @@ rule lnm_prepare_connectome:
         mem_mb=prepare_shard_mem_mb,
         runtime=lambda wc, input: lnm_res.prepare_shard_runtime(input.runs),
     params:
+        **connectome_source_params(),
         subjects=subjects_of_shard,
         dtype=CONNECTOME_CONFIG["dtype"],
-        source=connectome_source(),
     script:
         "../scripts/lnm_prepare_connectome.py"
 

@@ -157,10 +157,10 @@ def prepare_shard_mem_mb(wildcards, input):
         return lnm_res.prepare_shard_mem_mb(mask_info, input.runs, len(subjects))
     connectome = prepared_connectome()
     try:
-        shapes = [shape for s in subjects for shape in connectome.run_shapes(s)]
+        shapes = [connectome.run_shapes(s) for s in subjects]
     except InputError:  # the task itself stops with the message; the request only lets it start
-        shapes = [(1200, mask_info["n_voxels"])]
-    return lnm_res.prepare_prepared_shard_mem_mb(mask_info, shapes, len(subjects))
+        shapes = [[(1200, mask_info["n_voxels"])]]
+    return lnm_res.prepare_prepared_shard_mem_mb(mask_info, shapes)
 
 
 def connectome_name():
@@ -170,6 +170,13 @@ def connectome_name():
         return CONNECTOME_CONFIG["name"]
     source = CONNECTOME_CONFIG.get("path") or CONNECTOME_CONFIG.get("subjects") or "connectome"
     return os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+
+
+def connectome_source_params():
+    """The ``source`` param of the tasks that read the connectome, for a prepared format
+    only: NIfTI runs need none, and an existing outdir's NIfTI preparations keep exactly
+    the params they were made with (the params trigger would rerun them otherwise)."""
+    return {} if CONNECTOME_FORMAT == "nifti" else {"source": connectome_source()}
 
 
 def connectome_source():

@@ -3,7 +3,7 @@ of a prepared connectome) before any shard is prepared, and write the run invent
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    source = snakemake.params.source
+    source = snakemake.params.get("source", {"format": "nifti"})
     if source["format"] == "nifti":
         from shardmap.lnm.connectome.runs import check_run_headers_files
 

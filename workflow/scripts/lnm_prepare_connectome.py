@@ -7,7 +7,7 @@ with snakemake_task(snakemake):
     from shardmap.lnm.connectome.shards import prepare_shard_files
     from shardmap.lnm.hubs.degree import DegreeSums
 
-    source = snakemake.params.source
+    source = snakemake.params.get("source", {"format": "nifti"})
     degree = DegreeSums()
     prepare_shard_files(snakemake.input.mask, snakemake.params.subjects, snakemake.output.data,
                         snakemake.output.norms, snakemake.output.info, snakemake.params.dtype,

@@ -94,18 +94,21 @@ def prepare_shard_mem_mb(mask_info, run_paths, n_subjects):
     return request_mb(working + n_subjects * 2 * n_voxels * 8 + 8 * n_voxels * 8)
 
 
-def prepare_prepared_shard_mem_mb(mask_info, run_shapes, n_subjects):
+def prepare_prepared_shard_mem_mb(mask_info, subject_run_shapes):
     """As prepare_shard_mem_mb for a connectome prepared by another tool (lacuna,
-    connectome_quick, Lead-DBS), from its runs' (frames, connectome voxels) as their
-    headers tell: one run as read (at most 8 bytes a value) and its mask voxels as float64
-    (taken, then laid out per voxel), the subject's (V, T) float64 copies, the shard's norms
-    and its degree sums."""
+    connectome_quick, Lead-DBS), from each subject's runs' (frames, connectome voxels) as
+    their headers tell: one run as read (at most 8 bytes a value) and its mask voxels as
+    float64 (taken, then laid out per voxel), the largest subject's (V, T) float64 copies
+    (centred, unit, stored), the shard's norms and its degree sums. At GSP1000's shape
+    (V = 292,019, T = 120) this data term is 2.0 GB; the task's peak RSS was 1.2-1.3 GB
+    (docs/benchmarks.md, "Connectomes prepared by other tools")."""
     n_voxels = mask_info["n_voxels"]
-    frames = max(f for f, _ in run_shapes)
-    stored_voxels = max(v for _, v in run_shapes)
-    per_subject_frames = max(frames * 2, sum(f for f, _ in run_shapes) // max(1, n_subjects))
-    working = frames * stored_voxels * 8 + 2 * frames * n_voxels * 8 + 4 * n_voxels * per_subject_frames * 8
-    return request_mb(working + n_subjects * 2 * n_voxels * 8 + 8 * n_voxels * 8)
+    runs = [shape for shapes in subject_run_shapes for shape in shapes]
+    run_frames = max(f for f, _ in runs)
+    stored_voxels = max(v for _, v in runs)
+    subject_frames = max(sum(f for f, _ in shapes) for shapes in subject_run_shapes)
+    working = run_frames * stored_voxels * 8 + 2 * run_frames * n_voxels * 8 + 4 * n_voxels * subject_frames * 8
+    return request_mb(working + len(subject_run_shapes) * 2 * n_voxels * 8 + 8 * n_voxels * 8)
 
 
 def prepare_shard_runtime(run_paths):

@@ -56,8 +56,10 @@ class Subject:
     position: int | None = None
 
     def as_params(self):
-        """The subject as plain lists, the form a Snakemake rule passes in ``params``."""
-        return [self.subject_id, list(self.runs)] + ([self.position] if self.position is not None else [])
+        """The subject as (subject_id, runs[, position]), the form a Snakemake rule passes in
+        ``params`` (NIfTI subjects keep the (id, runs) form of earlier versions, so that an
+        existing outdir's preparations are not rerun for a new form of the same values)."""
+        return (self.subject_id, list(self.runs)) + ((self.position,) if self.position is not None else ())
 
 
 def _load_schema(name):

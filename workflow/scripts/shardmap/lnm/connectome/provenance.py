@@ -5,7 +5,9 @@ so the name matters), its format and path, every subject and run used (in shard 
 the mask the maps are on, how the runs were centred, and a content fingerprint: a
 SHA-256 over the mask's fingerprint and the CRC-32 of every subject's stored values,
 which the shard preparation computes as it writes (so it costs about 1 % of it, and two
-runs with the same fingerprint mapped the same numbers).
+runs with the same fingerprint mapped the same numbers). Shards prepared by an earlier
+version of shardmap have no checksums: the fingerprint is then null, and
+``--forcerun lnm_prepare_connectome`` gives one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ CENTRING = {
 
 
 def content_fingerprint(mask_fingerprint, shard_infos):
+    """SHA-256 (32 hex digits) over the mask's fingerprint and each subject's id and CRC-32;
+    None for shards prepared before the checksums were recorded."""
+    if any(info.get("checksums") is None for info in shard_infos):
+        return None
     digest = hashlib.sha256(mask_fingerprint.encode())
     for info in shard_infos:
         for subject_id, checksum in zip(info["subject_ids"], info.get("checksums") or []):

@@ -76,10 +76,18 @@ class SubjectReader:
         self._columns = {}
 
     def columns(self, subject):
-        key = subject.runs[0]
-        if key not in self._columns:
-            self._columns[key] = mask_columns(self.mask, self.connectome.voxels_of(subject, self.mask))
-        return self._columns[key]
+        # Formats return the same ConnectomeVoxels for files that share their voxels (every
+        # connectome_quick file, a Lead-DBS connectome), so those are matched once.
+        voxels = self.connectome.voxels_of(subject, self.mask)
+        if id(voxels) not in self._columns:
+            try:
+                self._columns[id(voxels)] = (voxels, mask_columns(self.mask, voxels))
+            except InputError as err:  # told once per file, not once per subject
+                self._columns[id(voxels)] = (voxels, err)
+        columns = self._columns[id(voxels)][1]
+        if isinstance(columns, InputError):
+            raise columns
+        return columns
 
     def load_subject(self, subject):
         """(series, raw_energy, run_frames) as ``runs.load_subject`` returns them: the
@@ -107,16 +115,10 @@ def check_subjects(connectome, subjects, mask):
     the run inventory. Every problem is collected, so one error lists them all."""
     rows, problems = [], []
     reader = SubjectReader(connectome, mask)
-    failed_voxels = set()
     for subject in subjects:
         try:
             shapes = connectome.run_shapes(subject)
-            if subject.runs[0] not in failed_voxels:
-                try:
-                    reader.columns(subject)
-                except InputError:
-                    failed_voxels.add(subject.runs[0])
-                    raise
+            reader.columns(subject)
             n_voxels = connectome.voxels_of(subject, mask).n_voxels
             for index, (frames, voxels) in enumerate(shapes):
                 where = connectome.describe(subject)

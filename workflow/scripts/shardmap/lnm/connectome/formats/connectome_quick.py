@@ -83,8 +83,11 @@ class ConnectomeQuick(PreparedConnectome):
                 f"{mask.n_voxels}. These files store no mask: set lnm.connectome.mask to the mask they were made "
                 "with (the Fox lab's GSP1000 files: FSL's MNI152_T1_2mm_brain_mask_dil, 292,019 voxels)."
             )
-        # The voxels are the mask's own, in its C order (nilearn's NiftiMasker order).
-        return ConnectomeVoxels(mask.ijk, mask.affine, mask.shape, path)
+        # The voxels are the mask's own, in its C order (nilearn's NiftiMasker order): one
+        # object for every file, so that they are matched to the mask once.
+        if getattr(self, "_voxels", None) is None or self._voxels[0] is not mask:
+            self._voxels = (mask, ConnectomeVoxels(mask.ijk, mask.affine, mask.shape, self.path))
+        return self._voxels[1]
 
     def run_shapes(self, subject):
         path = subject.runs[0]
