@@ -30,7 +30,7 @@ def test_run_headers_are_listed_when_all_are_good(tmp_path, mask):
     other = save(run_img(4, np.random.default_rng(1)), tmp_path / "other.nii.gz")
     check_run_headers_files(mask, [("s1", [good]), ("s2", [good, other])], tmp_path / "runs.tsv")
     rows = (tmp_path / "runs.tsv").read_text().splitlines()
-    assert rows[0] == "subject_id\tpath\tshape\tframes\ttr_s\ttr_note"
+    assert rows[0] == "subject_id\tpath\tshape\tframes\ttr_s\ttr_note\tnote"
     assert rows[3].split("\t")[0] == "s2" and rows[3].split("\t")[3] == "4"
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 from ...atomic import atomic_open
 
@@ -63,12 +62,12 @@ def write_provenance(out_path, source, name, mask_info, shard_info_paths, subjec
     record = {
         "name": name,
         "format": source["format"],
-        "path": os.path.abspath(source["path"]) if source.get("path") else None,
-        "subjects_sheet": os.path.abspath(subjects_sheet) if subjects_sheet else None,
+        "path": source.get("path"),
+        "subjects_sheet": subjects_sheet,
         "run_frames": source.get("run_frames"),
         "centring": CENTRING[source["format"]],
         "n_subjects": len(subjects),
-        "mask": {"path": os.path.abspath(mask_info["path"]), "n_voxels": mask_info["n_voxels"],
+        "mask": {"path": mask_info["path"], "n_voxels": mask_info["n_voxels"],
                  "shape": mask_info["shape"], "affine": mask_info["affine"],
                  "fingerprint": mask_info["fingerprint"]},
         "storage_dtype": infos[0]["dtype"] if infos else None,
