@@ -8,8 +8,33 @@ from .errors import InputError
 DEVICES = ("auto", "cpu", "cuda")
 
 
+# What a GPU driver makes visible without loading anything: NVIDIA's device nodes (also in
+# containers given a GPU), WSL's GPU node, and AMD's compute node (ROCm builds of torch
+# answer torch.cuda too).
+GPU_DEVICE_PATTERNS = ("/dev/nvidia[0-9]*", "/dev/dxg", "/dev/kfd")
+
+
+def gpu_device_files_present():
+    """Whether this node shows a GPU driver's device files (a glob over /dev: microseconds,
+    where importing torch to ask it costs a second and 180 MB)."""
+    import glob
+
+    return any(glob.glob(pattern) for pattern in GPU_DEVICE_PATTERNS)
+
+
+def cuda_hidden():
+    """Whether CUDA_VISIBLE_DEVICES hides every GPU ("" or "-1")."""
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible is not None and visible.strip() in ("", "-1")
+
+
 def cuda_available():
-    """Whether torch is installed and sees a CUDA GPU."""
+    """Whether torch is installed and sees a CUDA GPU. On a node without a GPU driver's
+    device files (or with every GPU hidden) the answer is no without importing torch."""
+    if cuda_hidden() or not gpu_device_files_present():
+        return False
     try:
         import torch
     except ImportError:
