@@ -127,3 +127,22 @@ def test_every_rule_declares_memory_and_runtime(rules):
             continue
         assert "mem_mb" in rule.resources and "runtime" in rule.resources, rule.name
         assert rule.log, f"rule {rule.name} has no log"
+
+
+PERTURBATION_STACK = {"torch", "scvi-tools", "lightning", "pytorch-lightning", "anndata", "rdkit", "pyro-ppl"}
+
+
+def test_the_lesion_only_requirements_are_the_ci_pins_without_the_perturbation_stack():
+    """requirements-lnm.txt (README: "Lesion mapping only") pins a subset of requirements.txt,
+    at the same versions, and none of the perturbation arm's stack."""
+    ci = requirements()
+    lesion_only = {}
+    for line in (REPO / "requirements-lnm.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            lesion_only[normalise(name)] = version
+    assert {name: ci.get(name) for name in lesion_only} == lesion_only
+    assert not PERTURBATION_STACK & set(lesion_only)
+    lnm_env = {normalise(CONDA_TO_PYPI.get(n, n)) for n in env_pins(REPO / "envs" / "lnm.yaml")[1]} - {"python", "torch"}
+    assert lnm_env <= set(lesion_only), lnm_env - set(lesion_only)
