@@ -114,6 +114,7 @@ def test_narrow_and_ragged_voxel_blocks_small_exact_chunks_and_threads(dataset, 
     monkeypatch.setattr(cpu_kernel, "BLOCK_ELEMENTS", 777)
     monkeypatch.setattr(cpu_kernel, "EXACT_CHUNK", 3)
     monkeypatch.setattr(cpu_kernel, "SUBJECTS_PER_PASS", 3)
+    monkeypatch.setattr(cpu_kernel, "GROUPED_FROM_LESIONS", 1)  # grouped passes even for 3 lesions
     monkeypatch.setattr(cpu_kernel.NumpyMapper, "subjects_per_pass", 3)
     ours = run_library(dataset, tmp_path, lesion_batch_size=3, subject_shard_size=4, threads=3)
     for lesion_id, path, _ in dataset["lesions"]:

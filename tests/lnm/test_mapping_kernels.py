@@ -82,7 +82,8 @@ def test_numpy_mapper_matches_float64_over_passes_and_ragged_blocks(threads, com
     with NumpyMapper(sums, threads=threads, compiled=compiled) as mapper:
         assert (mapper._add_twice_z is not None) == compiled
         assert len(mapper.blocks) > 1 and n_voxels % mapper.width
-        assert mapper.subjects_per_pass == SUBJECTS_PER_PASS == 8
+        assert mapper.subjects_per_pass == 1  # 5 lesions: one subject per pass, unless passed more
+        assert SUBJECTS_PER_PASS == 8
         as_passed = [(frames, np.ones(n_voxels), seeds) for frames, seeds in subjects]
         for start, stop in ((0, 8), (8, 16), (16, 19)):
             mapper.add_subjects(as_passed[start:stop])
@@ -95,8 +96,18 @@ def test_numpy_mapper_matches_float64_over_passes_and_ragged_blocks(threads, com
 
 def test_memory_request_counts_the_kernels_pass():
     from shardmap.lnm import resources
+    from shardmap.lnm.kernels import cpu
 
     assert resources.CPU_SUBJECTS_PER_PASS == SUBJECTS_PER_PASS
+    assert resources.CPU_GROUPED_FROM_LESIONS == cpu.GROUPED_FROM_LESIONS
+    for n_lesions, per_pass in ((1, 1), (16, 1), (31, 1), (32, 8), (64, 8)):
+        with NumpyMapper(np.zeros((n_lesions, 2, 100))) as mapper:
+            assert mapper.subjects_per_pass == per_pass
+    info = {"n_voxels": 1000, "frame_offsets": list(range(0, 201, 10)), "dtype": "float32"}
+    # One subject per pass holds 2 subjects' frames (one read ahead), 8 per pass 16 of the 20.
+    small = resources.mapping_mem_mb(info, 16) - resources.mapping_mem_mb(dict(info, n_voxels=0), 16)
+    large = resources.mapping_mem_mb(info, 64) - resources.mapping_mem_mb(dict(info, n_voxels=0), 64)
+    assert large > small
 
 
 def test_compiled_and_numpy_epilogues_agree_to_float32_rounding():
@@ -258,10 +269,11 @@ def test_shard_reader_prefetch_yields_every_subject_as_stored(tmp_path, dtype):
     from shardmap.lnm.connectome.shards import shard_paths, write_shard
 
     rng = np.random.default_rng(5)
-    runs = [rng.standard_normal((300, frames)) for frames in (7, 12, 9, 5, 11)]
+    runs = [rng.standard_normal((frames, 300)) for frames in (7, 12, 9, 5, 11)]  # (T, V), a frame per row
     for series in runs:
-        series -= series.mean(axis=1, keepdims=True)
-    subjects = ((f"s{i}", [], series, (series ** 2).sum(axis=1)) for i, series in enumerate(runs))
+        series -= series.mean(axis=0)
+    norms = [np.linalg.norm(series, axis=0) for series in runs]  # write_shard scales the series in place
+    subjects = ((f"s{i}", [], series, (series ** 2).sum(axis=0)) for i, series in enumerate(runs))
     paths = shard_paths(tmp_path / "shard")
     write_shard(subjects, len(runs), 300, "mask", paths["data"], paths["norms"], paths["info"], dtype)
     stored = np.load(paths["data"]).astype(np.float32)
@@ -284,7 +296,7 @@ def test_shard_reader_prefetch_yields_every_subject_as_stored(tmp_path, dtype):
         assert [index for index, _, _ in seen] == [0, 1, 2, 3, 4] * 2
         for index, frames, norm in seen:
             np.testing.assert_array_equal(frames, stored[offsets[index]:offsets[index + 1]])
-            np.testing.assert_allclose(norm, np.linalg.norm(runs[index], axis=1))
+            np.testing.assert_allclose(norm, norms[index])
 
 
 def _lesion_batch(sizes, n_voxels, seed, weighted=False):

@@ -47,12 +47,23 @@ EXACT_CHUNK = 4096  # (lesion, voxel) pairs recomputed in float64 at a time
 # sum to at most 108, so the float32 tiles carry a relative error below 1e-6 before they
 # reach float64; the float32 matrix product itself is no more accurate than that.
 SUBJECTS_PER_PASS = 8
+# Below this many lesions a task is bound by reading its subjects' frames, not by the
+# matrix product, and the grouped pass only costs memory (8 subjects resident instead of 1)
+# and time (at L = 1, 22.4 against 16.7 ms per pair): such a task passes one subject at a
+# time, as before the grouped pass. Measured in docs/benchmarks.md.
+GROUPED_FROM_LESIONS = 32
 # Lesion x voxel x subject values from which a task uses the compiled epilogue. On this
 # project's 2-core VM it saved 0.2-0.75 ns per value (runs differ) and cost about 0.5 s
 # per process to import numba and load the loop from its cache (docs/benchmarks.md), so
 # it pays from about 1e9-3e9 values: L = 256 with 100 subjects of 230k voxels, not
 # L = 64 with 100.
 COMPILED_EPILOGUE_FROM = 2e9
+
+
+def subjects_per_pass_for(n_lesions, largest=SUBJECTS_PER_PASS):
+    """Subjects a CPU task passes over the voxels at once: ``largest`` from
+    GROUPED_FROM_LESIONS lesions on, else 1."""
+    return largest if n_lesions >= GROUPED_FROM_LESIONS else 1
 
 
 def compiled_epilogue_pays(n_lesions, n_voxels, n_subjects):
@@ -186,6 +197,8 @@ class NumpyMapper:
         """``compiled``: add z and z^2 with the compiled epilogue (when numba is there)."""
         n_lesions, _, n_voxels = sums.shape
         self.sums = sums
+        # The class attribute is the largest pass (tests lower it); a small batch passes one subject.
+        self.subjects_per_pass = subjects_per_pass_for(n_lesions, type(self).subjects_per_pass)
         self._add_twice_z = load_compiled_epilogue() if compiled else None
         self.width = block_width(n_lesions)
         self.blocks = [(start, min(start + self.width, n_voxels)) for start in range(0, n_voxels, self.width)]
