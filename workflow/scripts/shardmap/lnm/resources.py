@@ -24,6 +24,8 @@ MAPPING_FLOPS_PER_GPU = 2e12
 # Subjects per pass over the voxels in the CPU kernel: kernels.cpu.SUBJECTS_PER_PASS
 # (this module is standard library only; tests/lnm/test_mapping_kernels.py keeps the two equal).
 CPU_SUBJECTS_PER_PASS = 8
+# ... from this many lesions on (kernels.cpu.GROUPED_FROM_LESIONS), else one subject per pass.
+CPU_GROUPED_FROM_LESIONS = 32
 # Reading and decompressing NIfTI (gzip) in the preparation task, bytes per second.
 PREPARE_BYTES_PER_S = 60e6
 
@@ -82,32 +84,37 @@ def check_runs_runtime(run_paths):
 
 
 def prepare_shard_mem_mb(mask_info, run_paths, n_subjects):
-    """One run's whole 4D array (float64 after scaling) plus the subject's (V, T) float64
-    copies (centred, unit, stored), the shard's norms and its degree sums (with their
-    temporaries, 8 x V float64)."""
+    """Two runs decoded in memory (the one being gathered and the next subject's, decoded
+    meanwhile), the subject's (T, V) float64 array (room for two runs of the longest), one
+    run's mask voxels as stored and the float32/float16 copy written, the shard's norms and
+    its degree sums (with their temporaries, 8 x V float64). At GSP1000's shape this asks
+    for 1.5 GB of data; the task's peak RSS was 1.3-1.4 GB (docs/benchmarks.md)."""
     n_voxels = mask_info["n_voxels"]
     grid = math.prod(mask_info["shape"])
-    shapes = [nifti_header(p)[0] for p in run_paths]
-    frames = [shape[3] if len(shape) > 3 else 1 for shape in shapes]
-    per_subject_frames = max(frames) * 2  # a subject has one or more runs; keep room for two
-    working = grid * max(frames) * 8 + 4 * n_voxels * per_subject_frames * 8
+    headers = [nifti_header(p) for p in run_paths]
+    frames = max(shape[3] if len(shape) > 3 else 1 for shape, _ in headers)
+    value_bytes = max(size for _, size in headers)
+    per_subject_frames = frames * 2  # a subject has one or more runs; keep room for two
+    working = 2 * grid * frames * value_bytes + n_voxels * (per_subject_frames * 8 + frames * value_bytes
+                                                            + per_subject_frames * 4)
     return request_mb(working + n_subjects * 2 * n_voxels * 8 + 8 * n_voxels * 8)
 
 
 def prepare_prepared_shard_mem_mb(mask_info, subject_run_shapes):
     """As prepare_shard_mem_mb for a connectome prepared by another tool (lacuna,
     connectome_quick, Lead-DBS), from each subject's runs' (frames, connectome voxels) as
-    their headers tell: one run as read (at most 8 bytes a value) and its mask voxels as
-    float64 (taken, then laid out per voxel), the largest subject's (V, T) float64 copies
-    (centred, unit, stored), the shard's norms and its degree sums. At GSP1000's shape
-    (V = 292,019, T = 120) this data term is 2.0 GB; the task's peak RSS was 1.2-1.3 GB
-    (docs/benchmarks.md, "Connectomes prepared by other tools")."""
+    their headers tell: two runs as read (this subject's and the next one's, read
+    meanwhile; at most 8 bytes a value), a run's mask voxels as taken and as float64, the
+    largest subject's (T, V) float64 copies (centred, unit, stored), the shard's norms and
+    its degree sums. At GSP1000's shape (V = 292,019, T = 120) this data term is 2.3 GB;
+    the task's peak RSS was 1.2-1.3 GB (docs/benchmarks.md, "Connectomes prepared by other
+    tools")."""
     n_voxels = mask_info["n_voxels"]
     runs = [shape for shapes in subject_run_shapes for shape in shapes]
     run_frames = max(f for f, _ in runs)
     stored_voxels = max(v for _, v in runs)
     subject_frames = max(sum(f for f, _ in shapes) for shapes in subject_run_shapes)
-    working = run_frames * stored_voxels * 8 + 2 * run_frames * n_voxels * 8 + 4 * n_voxels * subject_frames * 8
+    working = 2 * run_frames * stored_voxels * 8 + 2 * run_frames * n_voxels * 8 + 4 * n_voxels * subject_frames * 8
     return request_mb(working + len(subject_run_shapes) * 2 * n_voxels * 8 + 8 * n_voxels * 8)
 
 
@@ -128,14 +135,16 @@ def lesion_batch_mem_mb(mask_info, lesion_paths, coverage=False):
 def mapping_mem_mb(shard_info, n_lesions, device="cpu"):
     """Two groups of subjects' frames and norms (one group computed, the next one read
     meanwhile), the float64 sums (L x 2 x V) and small per-block tiles. On the CPU a group is
-    CPU_SUBJECTS_PER_PASS subjects (fewer if the shard has fewer), as stored (the kernel
+    CPU_SUBJECTS_PER_PASS subjects from CPU_GROUPED_FROM_LESIONS lesions on, else one (and
+    never more than the shard has), as stored (the kernel
     widens float16 block by block); on a GPU one subject, widened to float32 (plus the
     stored copy being converted if float16)."""
     n_voxels = shard_info["n_voxels"]
     offsets = shard_info["frame_offsets"]
     max_frames = max(b - a for a, b in zip(offsets, offsets[1:]))
     float16 = shard_info["dtype"] == "float16"
-    held = 2 if device == "cuda" else min(2 * CPU_SUBJECTS_PER_PASS, len(offsets) - 1)  # subjects at once
+    per_pass = CPU_SUBJECTS_PER_PASS if n_lesions >= CPU_GROUPED_FROM_LESIONS else 1
+    held = 2 if device == "cuda" else min(2 * per_pass, len(offsets) - 1)  # subjects at once
     if device == "cuda":
         frames = max_frames * n_voxels * (held * 4 + (2 if float16 else 0))
     else:
