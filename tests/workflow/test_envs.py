@@ -18,7 +18,7 @@ from projects import REPO
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
 CHANNELS = ["conda-forge", "bioconda", "nodefaults"]
 # conda-forge name -> PyPI name, where they differ.
-CONDA_TO_PYPI = {"pytorch": "torch"}
+CONDA_TO_PYPI = {"pytorch": "torch", "python-isal": "isal"}
 EXACT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[0-9]+(\.[0-9]+)*([a-z]+[0-9]+)?"
                    r"(\.post[0-9]+)?)$")
 
@@ -144,5 +144,6 @@ def test_the_lesion_only_requirements_are_the_ci_pins_without_the_perturbation_s
             lesion_only[normalise(name)] = version
     assert {name: ci.get(name) for name in lesion_only} == lesion_only
     assert not PERTURBATION_STACK & set(lesion_only)
-    lnm_env = {normalise(CONDA_TO_PYPI.get(n, n)) for n in env_pins(REPO / "envs" / "lnm.yaml")[1]} - {"python", "torch"}
+    lnm_pins = env_pins(REPO / "envs" / "lnm.yaml")[1]
+    lnm_env = {normalise(CONDA_TO_PYPI.get(n, n)) for n in lnm_pins} - {"python", "torch"}
     assert lnm_env <= set(lesion_only), lnm_env - set(lesion_only)

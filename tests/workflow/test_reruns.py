@@ -255,7 +255,8 @@ def test_changes_in_both_arms_at_once(finished, tmp_path):
     config = yaml.safe_load((project / "my.yaml").read_text())
     set_key(config, "lnm.degree_regression", True)
     (project / "my.yaml").write_text(yaml.safe_dump(config))
-    expected = {"cpa_dose_response": 1, "lnm_maps_table": 1, **{f"lnm_lesion_maps_{b:04d}": 1 for b in range(N_BATCHES)}}
+    expected = {"cpa_dose_response": 1, "lnm_maps_table": 1,
+                **{f"lnm_lesion_maps_{b:04d}": 1 for b in range(N_BATCHES)}}
     assert_reruns(project, expected, real=True)
 
 

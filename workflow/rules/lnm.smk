@@ -119,6 +119,8 @@ rule lnm_prepare_connectome:
         f"{LNM_LOGS}/prepare_connectome/shard-{{shard}}.log",
     conda:
         "../../envs/lnm.yaml"
+    # One thread decodes the next subject while the other centres, scales and writes this one.
+    threads: 2
     resources:
         mem_mb=prepare_shard_mem_mb,
         runtime=lambda wc, input: lnm_res.prepare_shard_runtime(input.runs),

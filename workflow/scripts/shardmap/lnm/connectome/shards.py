@@ -34,18 +34,21 @@ from __future__ import annotations
 
 import functools
 import json
+from concurrent.futures import ThreadPoolExecutor
 import logging
 import struct
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ...atomic import atomic_open
 from ...errors import InputError
 from ..nifti import load_mask
 from ..sheets import as_subjects
-from .runs import check_run_headers, load_subject
+from .buffers import Buffers
+from .runs import check_run_headers, fetch_subject, subject_series
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +59,16 @@ ZERO_VARIANCE_RTOL = 1e-9
 
 
 def unit_time_courses(series, raw_energy):
-    """Divide each centred time course by its norm; zero-variance voxels become 0.
+    """Divide each centred time course (a column of the (T, V) ``series``) by its norm, in
+    place; zero-variance voxels become 0.
 
-    Returns (unit, norm): unit is (V, T) float64, norm is (V,) float64.
+    Returns (unit, norm): unit is ``series`` itself, now of unit columns, norm is (V,) float64.
     """
-    norm = np.sqrt(np.einsum("vt,vt->v", series, series))
+    norm = np.sqrt(np.einsum("tv,tv->v", series, series))
     constant = norm <= ZERO_VARIANCE_RTOL * np.sqrt(raw_energy)
     norm[constant] = 0.0
-    scale = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
-    return series * scale[:, None], norm
+    series *= np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
+    return series, norm
 
 
 @dataclass
@@ -103,41 +107,72 @@ def prepare_shard(subjects, mask, data_path, norms_path, info_path, dtype="float
     ``connectome`` is None for NIfTI runs (``subjects``' runs are the files), or a
     prepared connectome (``formats.open_connectome``) that holds ``subjects``.
     """
+    buffers = Buffers()
     if connectome is None:
         check_run_headers(mask, subjects)
-        load = functools.partial(load_subject, mask=mask)
+        fetch = functools.partial(fetch_subject, mask=mask, buffers=buffers)
+        process = functools.partial(subject_series, mask=mask, buffers=buffers)
         runs_of = lambda subject: list(subject.runs)  # noqa: E731
     else:
         from .formats.base import SubjectReader, check_subjects
 
         check_subjects(connectome, subjects, mask)
-        load = SubjectReader(connectome, mask).load_subject
+        reader = SubjectReader(connectome, mask)
+        fetch = lambda subject, slot: reader.fetch_subject(subject)  # noqa: E731
+        process = functools.partial(reader.subject_series, buffers=buffers)
         runs_of = connectome.run_names
 
     def loaded():
-        for subject in subjects:
-            series, raw_energy, run_frames = load(subject)
+        for subject, box in fetched_ahead(subjects, fetch):
+            series, raw_energy, run_frames = process(subject, box.pop())
             log.info("subject %s: %d runs, %s frames", subject.subject_id, len(run_frames), run_frames)
             yield subject.subject_id, runs_of(subject), series, raw_energy
 
-    return write_shard(loaded(), len(subjects), mask.n_voxels, mask.fingerprint(), data_path,
-                       norms_path, info_path, dtype, on_subject)
+    # The task's two threads are one decoding and one computing: a multi-threaded BLAS in
+    # the second (the degree's product) would take the first one's core (15-20 % slower).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return write_shard(loaded(), len(subjects), mask.n_voxels, mask.fingerprint(), data_path,
+                           norms_path, info_path, dtype, on_subject, buffers)
+
+
+def fetched_ahead(subjects, fetch):
+    """Yield (subject, box) for each subject, ``box`` a one-item list holding
+    fetch(subject, slot=0 or 1, alternately), while the next subject is fetched in a
+    background thread.
+
+    Fetching is the I/O and decoding (gunzip of NIfTI runs, an HDF5 chunk, a MATLAB file),
+    which release the GIL; the caller centres, scales and writes. So the task uses two
+    cores, and holds at most two subjects' fetched data: the caller empties the box as
+    soon as it has used them, so they do not outlive its work on them.
+    """
+    if not subjects:
+        return
+    with ThreadPoolExecutor(1, "lnm-fetch") as pool:
+        pending = pool.submit(fetch, subjects[0], slot=0)
+        for index, subject in enumerate(subjects):
+            box = [pending.result()]
+            if index + 1 < len(subjects):
+                # The next subject goes to the other slot of the fetch's reused buffers.
+                pending = pool.submit(fetch, subjects[index + 1], slot=(index + 1) % 2)
+            yield subject, box
 
 
 def write_shard(subject_series, n_subjects, n_voxels, mask_fingerprint, data_path, norms_path,
-                info_path, dtype="float32", on_subject=None):
+                info_path, dtype="float32", on_subject=None, buffers=None):
     """Store centred subject time courses as a shard.
 
     ``subject_series`` yields (subject_id, runs, series, raw_energy) with series the
-    (V, T) float64 centred, concatenated time courses in mask order and raw_energy the
-    per-voxel sum of squares before centring. Subjects are appended to the data file one
-    at a time, so memory holds one subject. ``on_subject``, if given, is called with each
-    subject's (V, T) float64 unit time courses and their (V,) norms (0 for zero-variance
-    voxels) before the subject is let go.
+    (T, V) float64 centred, concatenated time courses in mask order (a frame per row) and
+    raw_energy the per-voxel sum of squares before centring. Subjects are appended to the
+    data file one at a time, so memory holds one subject; each series is scaled to unit
+    columns in place (``unit_time_courses``). ``on_subject``, if given, is
+    called with each subject's (T, V) float64 unit time courses and their (V,) norms (0 for
+    zero-variance voxels) before the subject is let go.
     """
     if dtype not in STORAGE_DTYPES:
         raise InputError(f"lnm.connectome.dtype is '{dtype}'; use one of {sorted(STORAGE_DTYPES)}.")
     store = STORAGE_DTYPES[dtype]
+    buffers = buffers or Buffers()
     offsets = [0]
     subject_ids, runs, checksums = [], [], []
     norms = np.zeros((n_subjects, 2, n_voxels))
@@ -150,13 +185,14 @@ def write_shard(subject_series, n_subjects, n_voxels, mask_fingerprint, data_pat
                 raise InputError(f"subject '{subject_id}' ({', '.join(map(str, subject_runs))}) is constant in "
                                  "time at every brain voxel: an empty or placeholder file. Replace it, or leave "
                                  "the subject out of the connectome's sheet.")
-            stored = np.ascontiguousarray(unit.T, dtype=store)  # (T, V): a subject is a block of rows
+            stored = buffers.get("stored", unit.shape, store)  # (T, V): a subject is a block of rows
+            np.copyto(stored, unit, casting="same_kind")
             stored_norm = np.sqrt(np.einsum("tv,tv->v", stored, stored, dtype=np.float64))
             norms[s, 0] = norm
             if on_subject is not None:
                 on_subject(unit, norm)
             norms[s, 1] = np.divide(1.0, stored_norm, out=np.zeros(n_voxels), where=norm > 0)
-            data_file.write(stored.tobytes())
+            data_file.write(memoryview(stored).cast("B"))
             checksums.append(f"{zlib.crc32(stored):08x}")
             offsets.append(offsets[-1] + stored.shape[0])
             subject_ids.append(subject_id)

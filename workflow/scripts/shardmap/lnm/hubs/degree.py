@@ -48,9 +48,9 @@ class DegreeSums:
         self.total = None  # (3, V), allocated with the first subject
 
     def add_subject(self, unit, norm):
-        """Add the subject whose (V, T) float64 unit time courses and norms are given."""
+        """Add the subject whose (T, V) float64 unit time courses and norms are given."""
         if self.total is None:
-            self.total = np.zeros((3, unit.shape[0]))
+            self.total = np.zeros((3, unit.shape[1]))
         self.total += degree_sums(subject_degree(unit, norm))
 
     def save(self, path):
@@ -62,12 +62,12 @@ class DegreeSums:
 def subject_degree(unit, norm):
     """Mean r of every voxel with all the others, (V,) float64.
 
-    ``unit``: (V, T) float64 centred time courses of unit norm (0 for zero-variance
-    voxels, whose ``norm`` is 0).
+    ``unit``: (T, V) float64 centred time courses of unit norm (0 for zero-variance
+    voxels, whose ``norm`` is 0), as the shard preparation holds a subject.
     """
-    n_voxels = unit.shape[0]
-    total = unit.sum(axis=0)
-    with_all = unit @ total
+    n_voxels = unit.shape[1]
+    total = unit.sum(axis=1)
+    with_all = total @ unit
     with_all -= norm > 0  # r of a voxel with itself
     return with_all / max(n_voxels - 1, 1)
 

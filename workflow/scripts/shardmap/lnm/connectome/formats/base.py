@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from ....errors import InputError, problems_error
+from ..buffers import no_buffers
 from ..runs import MIN_FRAMES, centre_run
 from ..voxels import mask_columns
 
@@ -89,24 +90,40 @@ class SubjectReader:
             raise columns
         return columns
 
-    def load_subject(self, subject):
-        """(series, raw_energy, run_frames) as ``runs.load_subject`` returns them: the
-        subject's mask voxels, each run centred per voxel, runs concatenated in time."""
+    def fetch_subject(self, subject):
+        """The subject's runs as stored, read into memory (the part the shard preparation
+        does in a background thread): a list of (file, run)."""
+        return list(self.connectome.read_runs(subject))
+
+    def subject_series(self, subject, fetched, buffers=None):
+        """(series, raw_energy, run_frames) as ``runs.subject_series`` returns them: the
+        subject's mask voxels, each run centred per voxel in its own rows of the subject's
+        (T, V) float64 array (one of ``buffers``, or new)."""
+        buffers = buffers or no_buffers()
         columns = self.columns(subject)
-        centred, energy, frames = [], 0.0, []
-        for path, run in self.connectome.read_runs(subject):
-            # (V, T) float64 in C order, as the NIfTI path holds a run, so that the same
-            # stored values give the same bits.
-            series = np.ascontiguousarray(np.take(run, columns, axis=1).T, dtype=np.float64)
-            series, run_energy = centre_run(series, f"run of subject '{subject.subject_id}'", path)
-            centred.append(series)
-            energy = energy + run_energy
-            frames.append(series.shape[1])
+        frames = [run.shape[0] for _, run in fetched]
         if sum(frames) < MIN_FRAMES:
             raise InputError(f"subject '{subject.subject_id}' ({self.connectome.describe(subject)}) has "
                              f"{sum(frames)} time point(s); at least {MIN_FRAMES} are needed for a correlation.")
-        series = centred[0] if len(centred) == 1 else np.concatenate(centred, axis=1)
+        series = buffers.get("subject", (sum(frames), len(columns)), np.float64)
+        energy, start = 0.0, 0
+        while fetched:
+            path, run = fetched.pop(0)
+            taken = buffers.get("run as stored", (run.shape[0], len(columns)), run.dtype)
+            np.take(run, columns, axis=1, out=taken)
+            del run
+            rows = series[start:start + taken.shape[0]]
+            # float64 in C order, a frame per row, as the NIfTI path holds a run, so that the
+            # same stored values give the same bits.
+            np.copyto(rows, taken, casting="unsafe")
+            _, run_energy = centre_run(rows, f"run of subject '{subject.subject_id}'", path)
+            energy = energy + run_energy
+            start += taken.shape[0]
         return series, energy, frames
+
+    def load_subject(self, subject):
+        """subject_series of ``subject``, read now."""
+        return self.subject_series(subject, self.fetch_subject(subject))
 
 
 def check_subjects(connectome, subjects, mask):
