@@ -36,37 +36,21 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "workflow" / "scripts"))
 sys.path.insert(0, str(HERE))
 
-GRID = (91, 109, 91)
-AFFINE = np.array([[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
-
-
-def make_mask(n_voxels, grid):
-    """An ellipsoid of exactly ``n_voxels`` voxels (the most central ones)."""
-    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in grid], indexing="ij"), axis=-1).reshape(-1, 3)
-    centre = (np.asarray(grid) - 1) / 2
-    distance = (((ijk - centre) / centre) ** 2).sum(axis=1)
-    inside = np.zeros(int(np.prod(grid)), dtype=np.uint8)
-    inside[np.argsort(distance, kind="stable")[:n_voxels]] = 1
-    return inside.reshape(grid)
+from gsp_shape import AFFINE, GRID, save_mask, save_run  # noqa: E402
+from gsp_shape import warm as warm_files  # noqa: E402
 
 
 def write_inputs(root, n_voxels, frames, n_subjects, grid):
     import h5py
-    import nibabel as nib
 
     rng = np.random.default_rng(0)
-    mask = make_mask(n_voxels, grid)
-    nib.save(nib.Nifti1Image(mask, AFFINE), root / "mask.nii.gz")
-    where = np.where(mask > 0)
+    where = save_mask(root / "mask.nii.gz", n_voxels, grid)
     subjects, series = [], []
     for s in range(n_subjects):
         values = (500 + 50 * rng.standard_normal((n_voxels, 1)) + 10 * rng.standard_normal((n_voxels, frames)))
         values = values.astype(np.float32)
-        volume = np.zeros(grid + (frames,), dtype=np.float32)
-        volume[where] = values
         path = root / f"sub-{s:02d}_run-1.nii.gz"
-        nib.save(nib.Nifti1Image(volume, AFFINE), path)
-        del volume
+        save_run(path, values, where, grid)
         subjects.append([f"sub-{s:02d}", [str(path)]])
         series.append(values.T)  # (T, V), C order over the mask
     (root / "cq").mkdir(exist_ok=True)
@@ -84,11 +68,7 @@ def write_inputs(root, n_voxels, frames, n_subjects, grid):
 
 def warm(root):
     """Read every input once, so every measurement finds it in the page cache."""
-    for path in root.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                while handle.read(1 << 24):
-                    pass
+    warm_files(root.rglob("*"))
 
 
 def subjects_of(fmt, root, nifti_subjects):
@@ -133,7 +113,7 @@ def child(args):
         for subject in as_subjects(subjects):
             series, energy, _ = load(subject)
             unit, _ = unit_time_courses(series, energy)
-            np.ascontiguousarray(unit.T, dtype=np.float32)
+            unit.astype(np.float32)  # (T, V), as a mapping task would hold it
     else:  # shard read: the subjects' rows of the shard written by "convert"
         info = json.loads(Path(paths["info"]).read_text())
         offsets = info["frame_offsets"]

@@ -42,15 +42,15 @@ def prepare_seconds(folder, n_voxels, n_frames, n_subjects, with_degree):
     from shardmap.lnm.hubs.degree import DegreeSums, degree_sums_path
 
     rng = np.random.default_rng(0)
-    series = rng.standard_normal((n_voxels, n_frames))
-    series -= series.mean(axis=1, keepdims=True)
+    series = rng.standard_normal((n_frames, n_voxels))  # (T, V), a frame per row
+    series -= series.mean(axis=0)
     prefix = Path(folder) / f"prepare-{int(with_degree)}"
     paths = shard_paths(prefix)
     degree = DegreeSums() if with_degree else None
 
     def subjects():
         for s in range(n_subjects):
-            yield f"sub-{s}", [], series, np.full(n_voxels, 1.0 * n_frames)
+            yield f"sub-{s}", [], series.copy(), np.full(n_voxels, 1.0 * n_frames)  # scaled in place
 
     started = time.perf_counter()
     write_shard(subjects(), n_subjects, n_voxels, "bench", paths["data"], paths["norms"], paths["info"], "float32",
@@ -68,10 +68,10 @@ def child_degree_alone(args):
     from shardmap.lnm.hubs.degree import degree_sums, stored_subject_degree, subject_degree
 
     rng = np.random.default_rng(0)
-    unit = rng.standard_normal((args.voxels, args.frames))
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    unit = rng.standard_normal((args.frames, args.voxels))
+    unit /= np.linalg.norm(unit, axis=0, keepdims=True)
     norm = np.ones(args.voxels)
-    stored = np.ascontiguousarray(unit.T, dtype=np.float32)
+    stored = unit.astype(np.float32)
     times = {"prepared": [], "stored": []}
     for _ in range(5):
         started = time.perf_counter()

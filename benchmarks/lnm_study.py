@@ -27,6 +27,8 @@ import argparse
 import json
 import os
 import re
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,8 +43,26 @@ BEFORE_MAPPING = {"lnm_mask_info", "lnm_check_inputs", "lnm_prepare_lesions", "l
 MAPPING = {"lnm_map"}
 
 
-def brain_mask(grid_mm):
-    """nilearn's MNI152 brain mask (shipped inside nilearn) on a radiological grid."""
+def grown_to(inside, n_voxels):
+    """``inside`` grown by one-voxel dilations to exactly ``n_voxels`` voxels (of the last
+    ring, those nearest the mask's centre), as FSL's dilated brain mask grows the brain."""
+    import numpy as np
+    from scipy import ndimage
+
+    inside = inside.copy()
+    centre = np.argwhere(inside).mean(axis=0)
+    while inside.sum() < n_voxels:
+        ring = np.argwhere(ndimage.binary_dilation(inside) & ~inside)
+        needed = n_voxels - int(inside.sum())
+        if len(ring) > needed:
+            ring = ring[np.argsort(((ring - centre) ** 2).sum(axis=1), kind="stable")[:needed]]
+        inside[tuple(ring.T)] = True
+    return inside
+
+
+def brain_mask(grid_mm, n_voxels=None):
+    """nilearn's MNI152 brain mask (shipped inside nilearn) on a radiological grid; with
+    ``n_voxels``, grown to that many voxels (292,019: FSL's dilated 2 mm mask, GSP1000's)."""
     import nibabel as nib
     import numpy as np
     from nilearn import datasets, image
@@ -52,10 +72,13 @@ def brain_mask(grid_mm):
     affine = np.array([[-grid_mm, 0, 0, 90.0], [0, grid_mm, 0, -126.0], [0, 0, grid_mm, -72.0], [0, 0, 0, 1]])
     resampled = image.resample_img(template, target_affine=affine, target_shape=shape, interpolation="nearest",
                                    force_resample=True, copy_header=True)
-    return nib.Nifti1Image((np.asarray(resampled.dataobj) > 0).astype(np.uint8), affine)
+    inside = np.asarray(resampled.dataobj) > 0
+    if n_voxels:
+        inside = grown_to(inside, n_voxels)
+    return nib.Nifti1Image(inside.astype(np.uint8), affine)
 
 
-def make_study(folder, n_lesions, n_subjects, grid_mm, seed=0):
+def make_study(folder, n_lesions, n_subjects, grid_mm, seed=0, n_voxels=None):
     """Write the mask, runs, lesions and both sheets under ``folder``; return the number of
     mask voxels."""
     import nibabel as nib
@@ -63,7 +86,7 @@ def make_study(folder, n_lesions, n_subjects, grid_mm, seed=0):
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    mask = brain_mask(grid_mm)
+    mask = brain_mask(grid_mm, n_voxels)
     nib.save(mask, str(folder / "mask.nii.gz"))
     inside = np.asarray(mask.dataobj) > 0
     ijk = np.argwhere(inside)
@@ -110,11 +133,15 @@ def write_config(folder, report, extra):
     (folder / "my.yaml").write_text(yaml.safe_dump(config))
 
 
-def snakemake(folder, *args):
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(folder),
+def snakemake(folder, *args, snakefile=REPO / "Snakefile"):
+    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(folder),
                "--configfile", "my.yaml", "--cores", "2", *args]
+    # Snakemake appends a script's folder to sys.path, after an installed shardmap (pip
+    # install -e puts this checkout's library there): PYTHONPATH makes each workflow's
+    # tasks import its own library.
+    env = dict(os.environ, PYTHONPATH=str(Path(snakefile).parent / "workflow" / "scripts"))
     started = time.monotonic()
-    result = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"snakemake {' '.join(args)} failed:\n{result.stderr[-4000:]}")
     return time.monotonic() - started
@@ -173,20 +200,44 @@ def main():
     parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--config", default="{}", help="more config as JSON, e.g. '{\"report_lesion_figures\": 50}'")
     parser.add_argument("--workdir", help="keep the study here (default: a temporary folder)")
+    parser.add_argument("--voxels", type=int, help="grow the mask to this many voxels (292019: GSP1000's)")
+    parser.add_argument("--before", metavar="SNAKEFILE", help="also run another checkout's workflow on the same "
+                        "study, in turn with ours (--repeats times each), and compare wall times")
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="12 lesions x 3 subjects on a 8 mm grid")
     args = parser.parse_args()
     if args.smoke:
         args.lesions, args.subjects, args.grid_mm, args.report = 12, 3, 8.0, False
+    workflows = {"ours": REPO / "Snakefile"}
+    if args.before:
+        workflows["before"] = Path(args.before).resolve()
     with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(args.workdir or scratch).resolve() / "study"
-        n_voxels = make_study(folder, args.lesions, args.subjects, args.grid_mm)
-        write_config(folder, args.report, json.loads(args.config))
-        dag_s = snakemake(folder, "-n", "--quiet")
-        os.sync()
-        wall_s = snakemake(folder, "--notemp", "--quiet")
-        result = summary(job_times(folder), wall_s, dag_s, n_voxels, args)
-    print_table(result)
-    print(json.dumps(result))
+        study = Path(args.workdir or scratch).resolve() / "study"
+        n_voxels = make_study(study, args.lesions, args.subjects, args.grid_mm, n_voxels=args.voxels)
+        write_config(study, args.report, json.loads(args.config))
+        walls = {name: [] for name in workflows}
+        results = {}
+        for _ in range(args.repeats):
+            for name, snakefile in workflows.items():  # in turn, so both see the same load
+                folder = study.parent / f"run-{name}"
+                if folder.exists():
+                    shutil.rmtree(folder)
+                shutil.copytree(study, folder)
+                for path in folder.rglob("*.nii.gz"):  # every input in the page cache, as for the peers
+                    path.read_bytes()
+                dag_s = snakemake(folder, "-n", "--quiet", snakefile=snakefile)
+                os.sync()
+                wall_s = snakemake(folder, "--notemp", "--quiet", snakefile=snakefile)
+                walls[name].append(wall_s)
+                results[name] = summary(job_times(folder), wall_s, dag_s, n_voxels, args)
+    for name, result in results.items():
+        if len(results) > 1:
+            print(f"\n== {name} (the last run)")
+        print_table(result)
+    ours = results["ours"]
+    for name, values in walls.items():
+        print(f"wall, {name}: median {statistics.median(values):.1f} s of {[round(v, 1) for v in values]}")
+    print(json.dumps(ours))
 
 
 if __name__ == "__main__":

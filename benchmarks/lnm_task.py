@@ -60,13 +60,13 @@ def make_shard(folder, n_voxels, n_frames, n_subjects, dtype, seed=0, distinct=4
     rng = np.random.default_rng(seed)
     pool = []
     for _ in range(min(distinct, n_subjects)):
-        series = rng.standard_normal((n_voxels, n_frames))
-        series -= series.mean(axis=1, keepdims=True)
+        series = rng.standard_normal((n_frames, n_voxels))  # (T, V), a frame per row
+        series -= series.mean(axis=0)
         pool.append(series)
 
     def subjects():
-        for s in range(n_subjects):
-            yield f"sub-{s}", [], pool[s % len(pool)], np.full(n_voxels, 1.0 * n_frames)
+        for s in range(n_subjects):  # a copy: the writer scales each subject in place
+            yield f"sub-{s}", [], pool[s % len(pool)].copy(), np.full(n_voxels, 1.0 * n_frames)
 
     paths = shard_paths(Path(folder) / f"shard-{dtype}-{n_subjects}")
     write_shard(subjects(), n_subjects, n_voxels, "bench", paths["data"], paths["norms"], paths["info"], dtype)
@@ -136,6 +136,14 @@ def run_child(args):
         if on == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+    if args.grouped_from is not None and not args.library:
+        # Where the CPU kernel starts to pass several subjects at once (default: its own
+        # choice by L), and how many (--per-pass).
+        from shardmap.lnm.kernels import cpu
+
+        cpu.GROUPED_FROM_LESIONS = args.grouped_from
+        if args.per_pass:
+            cpu.NumpyMapper.subjects_per_pass = args.per_pass
     if args.epilogue != "auto":
         # The task decides by its size whether to load the compiled epilogue; force it here.
         from shardmap.lnm.kernels import cpu
@@ -313,6 +321,12 @@ def main():
     parser.add_argument("--epilogues", nargs="*", default=[], choices=["numpy", "compiled"],
                         help="also run our task with this epilogue forced, whatever the task's size")
     parser.add_argument("--epilogue", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--groupings", nargs="*", default=[], choices=["grouped", "pairs", "single"],
+                        help="add rows with our CPU kernel forced to 8 subjects per pass, 2, or 1")
+    parser.add_argument("--per-pass", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--grouped-from", type=int, default=None,
+                        help="force the lesion count from which our CPU kernel passes 8 subjects at once "
+                             "(1: always grouped; a large number: never)")
     args = parser.parse_args()
     if args.one_lesions:
         return run_child(args)
@@ -328,6 +342,13 @@ def main():
         paths = make_shard(folder, args.voxels, args.frames, args.subjects, args.dtype)
         paths_file = Path(folder) / "paths.json"
         paths_file.write_text(json.dumps(paths))
+        # An older library (--before) knows the shard's JSON without the per-subject checksums.
+        info = json.loads(Path(paths["info"]).read_text())
+        info.pop("checksums", None)
+        old_info = Path(folder) / "info-before.json"
+        old_info.write_text(json.dumps(info))
+        before_paths_file = Path(folder) / "paths-before.json"
+        before_paths_file.write_text(json.dumps(dict(paths, info=str(old_info))))
         reference_l = 64 if 64 in args.lesions else args.lesions[-1]
         bytes_per_subject = os.path.getsize(paths["data"]) / args.subjects
         print(f"V={args.voxels} T={args.frames} S={args.subjects} dtype={args.dtype} threads={args.threads} "
@@ -339,17 +360,22 @@ def main():
               + (" peak GPU MB |" if gpu else ""))
         print("|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""))
         ours, rates = {}, []
-        ours_methods = ["ours"] + [f"ours-{e}" for e in args.epilogues] + (["before"] if args.before else [])
+        ours_methods = (["ours"] + [f"ours-{e}" for e in args.epilogues] + [f"ours-{g}" for g in args.groupings]
+                        + (["before"] if args.before else []))
         rows = [(m, n) for n in args.lesions for m in ours_methods]
         rows += [("naive", args.naive_lesions)] if args.naive_lesions else []
 
         def task(method, n_lesions):
             library = ["--library", args.before] if method == "before" else []
-            epilogue = ["--epilogue", method.split("-")[1]] if method.startswith("ours-") else []
+            variant = method.split("-", 1)[1] if method.startswith("ours-") else None
+            epilogue = ["--epilogue", variant] if variant in ("numpy", "compiled") else []
+            grouping = {"grouped": ["--grouped-from", "1"], "single": ["--grouped-from", str(10 ** 9)],
+                        "pairs": ["--grouped-from", "1", "--per-pass", "2"]}.get(variant, [])
             return child(["--voxels", str(args.voxels), "--frames", str(args.frames), "--one-lesions",
-                          str(n_lesions), "--paths", str(paths_file), "--threads", str(args.threads),
+                          str(n_lesions), "--paths", str(before_paths_file if method == "before" else paths_file),
+                          "--threads", str(args.threads),
                           "--method", "naive" if method == "naive" else "ours", "--device", args.device,
-                          *library, *epilogue], env)
+                          *library, *epilogue, *grouping], env)
 
         runs_of = {}
         for n_lesions in args.lesions:
@@ -378,6 +404,9 @@ def main():
             ours[(method, n_lesions)] = ms
             name = {"ours": "shardmap task", "before": "shardmap task, --before library",
                     "ours-numpy": "shardmap task, NumPy epilogue", "ours-compiled": "shardmap task, compiled epilogue",
+                    "ours-grouped": "shardmap task, 8 subjects per pass",
+                    "ours-single": "shardmap task, 1 subject per pass",
+                    "ours-pairs": "shardmap task, 2 subjects per pass",
                     "naive": "(a) naive: keep every z map, float64"}[method]
             if method == "ours" and n_lesions == 1:
                 name = "shardmap task = (b) per-lesion loop"
