@@ -35,11 +35,12 @@ class Buffers:
         return held[:size].reshape(shape)
 
 
+class FreshArrays(Buffers):
+    """Buffers that keep nothing: every request is a new array (for one-off reads)."""
+
+    def get(self, name, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+
 def no_buffers():
-    """A Buffers that keeps nothing: every request is a new array (for one-off reads)."""
-
-    class Fresh(Buffers):
-        def get(self, name, shape, dtype):
-            return np.empty(shape, dtype=dtype)
-
-    return Fresh()
+    return FreshArrays()

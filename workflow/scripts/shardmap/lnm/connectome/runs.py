@@ -116,12 +116,6 @@ def run_series(img, raw, path, subject_id, mask, out=None, scratch=None):
     return centre_run(mask_frames(img, raw, path, what, mask, out, scratch), what, path)
 
 
-def load_run(path, subject_id, mask):
-    """Read one 4D run and return its mask voxels as a (T, V) float64 array, centred per
-    voxel, and their energy before centring (``centre_run``)."""
-    return run_series(*fetch_run(path, subject_id, mask), path, subject_id, mask)
-
-
 def centre_run(series, what, path):
     """Check a run's (T, V) float64 mask voxels (C order: a frame is a row) for NaN and Inf
     and centre each voxel's time course in place; return (series, raw_energy), raw_energy
