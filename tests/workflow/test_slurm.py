@@ -180,7 +180,10 @@ def test_a_failing_task_is_reported_as_failed_and_its_log_kept(slurm_cluster, tm
     # nothing that looks like finished output of the failed batch, nothing downstream
     lesions = tmp_path / "out" / "lnm" / "lesions"
     assert not list(lesions.glob("batch-*")) if lesions.exists() else True
-    assert not (tmp_path / "out" / "lnm" / "maps").exists()
+    # (the connectome's provenance sidecar, lnm/maps/connectome.json, depends on the shards
+    # alone and may be written: it is no map of the failed batch)
+    maps = tmp_path / "out" / "lnm" / "maps"
+    assert not list(maps.glob("*.nii.gz")) if maps.exists() else True
     # and nothing of this run is left in the queue
     queue = slurm_cluster.run("squeue", "--noheader", "--states=PENDING,RUNNING,COMPLETING").stdout
     assert not queue.strip(), queue
