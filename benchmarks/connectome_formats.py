@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "workflow" / "scripts"))
 sys.path.insert(0, str(HERE))
 
-from gsp_shape import AFFINE, GRID, save_mask, save_run  # noqa: E402
+from gsp_shape import AFFINE, add_shape_arguments, grid_of, save_mask, save_run  # noqa: E402
 from gsp_shape import warm as warm_files  # noqa: E402
 
 
@@ -127,12 +127,8 @@ def child(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--voxels", type=int, default=292019)
-    parser.add_argument("--frames", type=int, default=120)
-    parser.add_argument("--subjects", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
+    add_shape_arguments(parser, subjects=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--format", help=argparse.SUPPRESS)
@@ -142,9 +138,7 @@ def main():
         return child(args)
     from measure import run_in_fresh_process
 
-    grid = GRID
-    if args.smoke:
-        args.voxels, args.frames, args.subjects, args.repeats, grid = 2000, 20, 2, 1, (20, 20, 20)
+    grid = grid_of(args)
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

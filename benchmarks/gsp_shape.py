@@ -47,3 +47,20 @@ def save_run(path, values, where, grid=GRID):
     volume = np.zeros(tuple(grid) + (values.shape[1],), dtype=np.float32)
     volume[where] = values
     nib.save(nib.Nifti1Image(volume, AFFINE), path)
+
+
+def add_shape_arguments(parser, subjects):
+    """--voxels, --frames, --subjects (default ``subjects``), --repeats and --smoke."""
+    parser.add_argument("--voxels", type=int, default=292019)
+    parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--subjects", type=int, default=subjects)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run, for CI")
+
+
+def grid_of(args):
+    """The grid to write; with --smoke, tiny sizes are set on ``args`` too."""
+    if not args.smoke:
+        return GRID
+    args.voxels, args.frames, args.subjects, args.repeats = 2000, 20, 2, 1
+    return (20, 20, 20)

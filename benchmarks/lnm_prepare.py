@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, os.environ.get("SHARDMAP_BENCH_LIBRARY", str(HERE.parent / "workflow" / "scripts")))
 sys.path.insert(0, str(HERE))
 
-from gsp_shape import GRID, read_file, save_mask, save_run  # noqa: E402
+from gsp_shape import add_shape_arguments, grid_of, read_file, save_mask, save_run  # noqa: E402
 from gsp_shape import warm as warm_files  # noqa: E402
 
 
@@ -184,12 +184,8 @@ def warm(root):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--voxels", type=int, default=292019)
-    parser.add_argument("--frames", type=int, default=120)
-    parser.add_argument("--subjects", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    add_shape_arguments(parser, subjects=10)
     parser.add_argument("--before", metavar="SCRIPTS", help="another checkout's workflow/scripts, run in turn")
-    parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--task", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -197,9 +193,7 @@ def main():
         return task(args)
     from measure import run_in_fresh_process
 
-    grid = GRID
-    if args.smoke:
-        args.voxels, args.frames, args.subjects, args.repeats, grid = 2000, 20, 2, 1, (20, 20, 20)
+    grid = grid_of(args)
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         root = Path(tmp)
         subjects = write_runs(root, args.voxels, args.frames, args.subjects, grid)

@@ -88,11 +88,13 @@ def majority_tr(rows):
     return max(values, key=lambda tr: sum(same_tr(tr, other) for other in values))
 
 
-def check_subject_frames(subject, run_frames):
+def check_subject_frames(subject, run_frames, where=None):
+    """A subject needs MIN_FRAMES time points over its runs; ``where`` says where its data
+    lie in the message (default: its run files)."""
     total = sum(run_frames)
     if total < MIN_FRAMES:
         raise InputError(f"subject '{subject.subject_id}' has {total} time point(s) in "
-                         f"{list(subject.runs)}; at least {MIN_FRAMES} are needed for a correlation.")
+                         f"{where or list(subject.runs)}; at least {MIN_FRAMES} are needed for a correlation.")
 
 
 def fetch_run(path, subject_id, mask, out=None):

@@ -17,7 +17,7 @@ import numpy as np
 
 from ....errors import InputError, problems_error
 from ..buffers import no_buffers
-from ..runs import MIN_FRAMES, centre_run
+from ..runs import centre_run, check_subject_frames
 from ..voxels import mask_columns
 
 
@@ -102,9 +102,7 @@ class SubjectReader:
         buffers = buffers or no_buffers()
         columns = self.columns(subject)
         frames = [run.shape[0] for _, run in fetched]
-        if sum(frames) < MIN_FRAMES:
-            raise InputError(f"subject '{subject.subject_id}' ({self.connectome.describe(subject)}) has "
-                             f"{sum(frames)} time point(s); at least {MIN_FRAMES} are needed for a correlation.")
+        check_subject_frames(subject, frames, self.connectome.describe(subject))
         series = buffers.get("subject", (sum(frames), len(columns)), np.float64)
         energy, start = 0.0, 0
         while fetched:
@@ -147,9 +145,7 @@ def check_subjects(connectome, subjects, mask):
                     raise InputError(f"subject '{subject.subject_id}' ({where}): run {index + 1} has {frames} "
                                      "frame; a run needs at least 2 time points. Leave the subject out with "
                                      "a subject subset sheet (lnm.connectome.subjects).")
-            if sum(frames for frames, _ in shapes) < MIN_FRAMES:
-                raise InputError(f"subject '{subject.subject_id}' ({connectome.describe(subject)}) has "
-                                 f"{sum(f for f, _ in shapes)} time point(s); at least {MIN_FRAMES} are needed.")
+            check_subject_frames(subject, [frames for frames, _ in shapes], connectome.describe(subject))
             for frames, voxels in shapes:
                 rows.append({"subject_id": subject.subject_id, "path": connectome.describe(subject),
                              "shape": f"{frames}x{voxels}", "frames": frames, "tr_s": None,
