@@ -15,6 +15,9 @@ from ..errors import InputError
 
 # Predictions of count models are scaled to this library size (counts per 10k).
 LIBRARY_SIZE = 1e4
+# What predict_dose_response says of a combination ({combination}, {dosage}: one dose per drug).
+COMBINATION_HINT = ("for a combination, predict cells under it at the doses you choose: model.predict(adata, "
+                    "indices=..., perturbation='{combination}', dosage='{dosage}')")
 
 
 def control_cells(obs, perturbation_key, control_group, covariates, n_cells, seed=0):
@@ -62,7 +65,7 @@ def predict_dose_response(model, drugs, doses, adata=None, covariates=None, n_ce
     adata = model._validate_anndata(adata)
     setup = model.adata_manager._registry["setup_args"]
     covariates = list(setup.get("covariate_keys") or []) if covariates is None else list(covariates)
-    names, _ = drug_indices(model, drugs)
+    names, _ = drug_indices(model, drugs, "predict_dose_response", COMBINATION_HINT)
     doses = [float(d) for d in doses]
     if any(not np.isfinite(d) or d < 0 for d in doses):
         raise InputError(f"doses {doses} must be finite numbers >= 0.")

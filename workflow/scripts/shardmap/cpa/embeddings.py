@@ -5,6 +5,10 @@ scaled by the drug's learned dose response at its dose, plus one vector per cova
 value. ``drug_embeddings`` returns those scaled drug vectors (the shift a drug alone
 gives at ``dose``), ``covariate_embeddings`` the covariate vectors; users compare drugs
 by the cosine similarity of their embeddings.
+
+Both take single drugs: a combination's shift is the sum of its drugs' shifts at their
+doses. cpa-tools' argument names (``dosage``, ``pert``, ``covariate``) get a message
+naming ours (``cpa_tools_names``).
 """
 
 from __future__ import annotations
@@ -14,18 +18,42 @@ import pandas as pd
 import torch
 
 from ..errors import InputError
+from . import cpa_tools_names
+from .conditions import SEPARATOR
+
+
+# What get_drug_embeddings says of a combination.
+COMBINATION_EMBEDDING = ("a combination's latent shift is the sum of its drugs' embeddings, each at its own dose "
+                         "(get_drug_embeddings(dose=d, drugs=[drug]) per drug)")
 
 
 def _latent_columns(n_latent):
     return [f"latent_{i}" for i in range(n_latent)]
 
 
-def drug_indices(model, drugs):
-    """Indices of ``drugs`` (all of the model's when None) in the model's vocabulary."""
+def drug_indices(model, drugs, method="get_drug_embeddings", combination_hint=None):
+    """Indices of ``drugs`` (all of the model's when None) in the model's vocabulary.
+
+    A combination ('drugA+drugB') is refused with a message that ``method`` takes single
+    drugs, naming the drugs of the combination, and ``combination_hint`` (what to call
+    for a combination instead; ``{combination}`` and ``{dosage}`` in it are filled in with
+    the first combination and a dose of 1 per drug) when given."""
     vocabulary = model.drugs
     if drugs is None:
         return list(vocabulary), list(range(len(vocabulary)))
     drugs = [drugs] if isinstance(drugs, str) else list(drugs)
+    combined = [drug for drug in drugs if SEPARATOR in str(drug) and drug not in vocabulary]
+    if combined:
+        parts = {drug: [part.strip() for part in str(drug).split(SEPARATOR)] for drug in combined}
+        named = "; ".join(f"'{drug}' combines {', '.join(repr(part) for part in found)}"
+                          + ("" if set(found) <= set(vocabulary) else
+                             f" (not in the model's vocabulary: {[p for p in found if p not in vocabulary]})")
+                          for drug, found in parts.items())
+        first = parts[combined[0]]
+        hint = (combination_hint or "").format(combination=SEPARATOR.join(first),
+                                               dosage=SEPARATOR.join(["1"] * len(first)))
+        raise InputError(f"{method} takes single drugs: {named}. Ask for the drugs one by one"
+                         + (f"; {hint}" if hint else "") + ".")
     unknown = [drug for drug in drugs if drug not in vocabulary]
     if unknown:
         raise InputError(f"drug(s) {unknown} are not in the model's vocabulary (it was trained on "
@@ -37,7 +65,7 @@ def drug_indices(model, drugs):
 def dose_responses(model, drugs=None, doses=(1.0,)):
     """The learned scalar dose response of each drug at each dose: a DataFrame with
     columns drug, dose, response (0 at dose 0)."""
-    names, indices = drug_indices(model, drugs)
+    names, indices = drug_indices(model, drugs, "get_dose_response")
     module = model.module
     rows = []
     for dose in doses:
@@ -50,10 +78,12 @@ def dose_responses(model, drugs=None, doses=(1.0,)):
 
 
 @torch.inference_mode()
-def drug_embeddings(model, dose=1.0, drugs=None):
+def drug_embeddings(model, dose=1.0, drugs=None, **kwargs):
     """(drugs x n_latent) DataFrame: each drug's vector scaled by its dose response at
     ``dose``, the latent shift the drug alone gives at that dose."""
-    names, indices = drug_indices(model, drugs)
+    cpa_tools_names.check_keywords("get_drug_embeddings()", kwargs, cpa_tools_names.DRUG_EMBEDDINGS,
+                                   ["dose", "drugs"])
+    names, indices = drug_indices(model, drugs, "get_drug_embeddings", COMBINATION_EMBEDDING)
     module = model.module
     index = torch.as_tensor(indices, dtype=torch.long, device=module.device)
     vectors = module.drug_vectors(index)
@@ -63,8 +93,9 @@ def drug_embeddings(model, dose=1.0, drugs=None):
 
 
 @torch.inference_mode()
-def covariate_embeddings(model):
+def covariate_embeddings(model, **kwargs):
     """{covariate key: (categories x n_latent) DataFrame} of the covariate vectors."""
+    cpa_tools_names.check_keywords("get_covariate_embeddings()", kwargs, cpa_tools_names.COVARIATE_EMBEDDINGS, [])
     from .categories import CategoricalCodesField
     from .codes import COVARIATES_KEY
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from ..errors import InputError
+from . import cpa_tools_names
 from .categories import CategoricalCodesField, n_categories
 from .codes import BATCH_KEY, COVARIATES_KEY, PERTURBATION_KEY, encode_override
 from .module import CPAModule
@@ -26,6 +28,8 @@ from .training import CPATrainingPlan
 from .values import check_values
 
 log = logging.getLogger(__name__)
+# setup_anndata passes these on to scvi-tools' AnnDataManager.register_fields.
+REGISTER_KWARGS = {"source_registry", "extend_categories", "allow_missing_labels"}
 # Inference logs "batches i/N" at most this often (seconds), and always after the last batch.
 PROGRESS_EVERY_S = 30.0
 
@@ -77,6 +81,15 @@ def require_rdkit():
                          "dependency (pip install rdkit) or set smiles_key: null.") from err
 
 
+class Latents(dict):
+    """The latents ``CPA.get_latent_representation`` returns: a dict of (cells x n_latent)
+    arrays. A missing key raises KeyError saying what it is called here (cpa-tools' keys
+    latent_basal, latent_after and latent_corrected are z_basal, z and z_corrected)."""
+
+    def __missing__(self, key):
+        raise KeyError(cpa_tools_names.latent_key_message(key, list(self)))
+
+
 class CPA(BaseModelClass):
     """Compositional Perturbation Autoencoder.
 
@@ -88,13 +101,19 @@ class CPA(BaseModelClass):
     doser_type : dose-response curve, "logsigm", "sigm", "linear" or "mlp".
     variational : a Gaussian posterior on the basal state (with KL warm-up).
     n_hidden, n_layers, dropout : encoder and decoder sizes.
+
+    cpa-tools' names (``n_hidden_encoder``, ``split_key``, ``custom_predict`` ...) get a
+    message saying what they are called here (``shardmap.cpa.cpa_tools_names``).
     """
 
     _module_cls = CPAModule
     _training_plan_cls = CPATrainingPlan
 
     def __init__(self, adata, n_latent=64, recon_loss="nb", doser_type="logsigm", variational=False,
-                 n_hidden=256, n_layers=2, dropout=0.0, drug_fingerprints=None):
+                 n_hidden=256, n_layers=2, dropout=0.0, drug_fingerprints=None, **kwargs):
+        cpa_tools_names.check_keywords("CPA()", kwargs, cpa_tools_names.INIT,
+                                       cpa_tools_names.parameters_of(CPA.__init__))
+        del kwargs  # empty: kept out of the saved init parameters, which CPA.load replays
         super().__init__(adata)
         if recon_loss not in RECON_LOSSES:
             raise InputError(f"recon_loss '{recon_loss}' is not one of {RECON_LOSSES}.")
@@ -127,6 +146,17 @@ class CPA(BaseModelClass):
             f"CPA: {len(state['drugs'])} drugs, {len(state['conditions'])} condition classes, n_latent "
             f"{n_latent}, recon_loss {recon_loss}, doser {doser_type}, variational {variational}")
         self.init_params_ = self._get_init_params(locals())
+
+    def __getattr__(self, name):
+        """Called only when normal lookup fails: cpa-tools' method names get an
+        AttributeError naming ours (hasattr stays False); any other name the usual one."""
+        message = cpa_tools_names.METHODS.get(name)
+        if message is not None:
+            raise AttributeError(message)
+        if any(name in vars(klass) for klass in type(self).__mro__):
+            # A property of the class raised AttributeError itself: raise its own error again.
+            return object.__getattribute__(self, name)
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def _layer_name(self):
         layer = self.adata_manager._registry["setup_args"].get("layer")
@@ -164,12 +194,15 @@ class CPA(BaseModelClass):
             covariate_keys, categorical_covariate_keys = categorical_covariate_keys, None
         # Recorded in the registry (and replayed by CPA.load): before any other local exists.
         setup_method_args = cls._get_setup_method_args(**locals())
-        unknown = sorted(set(kwargs) - {"source_registry", "extend_categories", "allow_missing_labels"})
+        unknown = sorted(set(kwargs) - REGISTER_KWARGS)
+        if any(name in cpa_tools_names.SETUP_ANNDATA for name in unknown):
+            cpa_tools_names.check_keywords("setup_anndata", unknown, cpa_tools_names.SETUP_ANNDATA,
+                                           cpa_tools_names.parameters_of(cls.setup_anndata) + sorted(REGISTER_KWARGS))
         if unknown:
-            raise InputError(f"setup_anndata has no argument(s) {unknown}; CPA registers perturbation_key, "
-                             "dosage_key, control_group, covariate_keys (categorical, alias "
-                             "categorical_covariate_keys), batch_key, smiles_key and layer. Continuous "
-                             "covariates are not modelled: bin them into categories.")
+            raise cpa_tools_names.KeywordError(
+                f"setup_anndata has no argument(s) {unknown}; CPA registers perturbation_key, dosage_key, "
+                "control_group, covariate_keys (categorical, alias categorical_covariate_keys), batch_key, "
+                "smiles_key and layer. Continuous covariates are not modelled: bin them into categories.")
         covariate_keys = list(covariate_keys or [])
         for key in covariate_keys + ([batch_key] if batch_key else []):
             if key not in adata.obs:
@@ -208,7 +241,13 @@ class CPA(BaseModelClass):
         ``early_stopping`` training stops after ``early_stopping_patience`` checks without a
         better score (``max_epochs`` stays the cap). The checks and the kept epoch are in
         ``self.selection_history``.
+
+        Other keyword arguments go to Lightning's Trainer; cpa-tools' ``use_gpu``,
+        ``save_path``, ``validation_size`` and ``hyperopt`` (and cpa-tools' names in
+        ``plan_kwargs``) get a message saying what to write here.
         """
+        cpa_tools_names.check_keywords("train()", trainer_kwargs, cpa_tools_names.TRAIN)
+        cpa_tools_names.check_keywords("train(plan_kwargs=...)", plan_kwargs or {}, cpa_tools_names.PLAN)
         seed = 0 if seed is None else int(seed)
         for key in [k for k in trainer_kwargs if k.startswith("early_stopping_")]:
             raise InputError(f"train() got {key}; CPA stops early on its own selection score (see "
@@ -305,17 +344,22 @@ class CPA(BaseModelClass):
         one array; cpa-tools returns the basal and the full latent). The posterior mean
         unless ``give_sample``; ``give_mean`` (scvi-tools' name) is its opposite. The module
         runs in eval mode. Results are written batch by batch into preallocated arrays (or
-        into ``out``, a dict of arrays of the right shape, e.g. memory maps).
+        into ``out``, a dict of arrays of the right shape, e.g. memory maps). The dict
+        returned (a :class:`Latents`) says, for a key it lacks such as cpa-tools'
+        "latent_basal", what the key is called here.
         """
         if give_mean is not None:
             give_sample = not give_mean
+        if representation in cpa_tools_names.LATENTS:
+            raise InputError(f"representation '{representation}' is cpa-tools' name; here it is "
+                             f"'{cpa_tools_names.LATENTS[representation]}'.")
         if representation is not None and representation not in LATENT_KEYS:
             raise InputError(f"representation '{representation}' is not one of {list(LATENT_KEYS)} (z_basal: the "
                              "basal state; z: with the perturbation and covariates; z_corrected: without the batch).")
         adata, indices = self._selection(adata, indices)
         if out is None:
-            out = {key: np.empty((len(indices), self.module.n_latent), dtype=np.float32)
-                   for key in LATENT_KEYS}
+            out = Latents({key: np.empty((len(indices), self.module.n_latent), dtype=np.float32)
+                           for key in LATENT_KEYS})
         for start, stop, inputs in self._eval_batches(adata, indices, batch_size, "latents"):
             result = self.module.inference(**inputs, sample=give_sample)
             for key in LATENT_KEYS:
@@ -324,7 +368,7 @@ class CPA(BaseModelClass):
 
     @torch.inference_mode()
     def predict(self, adata=None, indices=None, perturbation=None, dosage=None, batch_size=None,
-                library_size=None, sample=False, seed=0, out=None):
+                library_size=None, sample=False, seed=0, out=None, **kwargs):
         """Mean expression of the selected cells, (n, n_genes) float32.
 
         With ``perturbation`` (and ``dosage``; without it every drug at dose 1) given, every
@@ -332,7 +376,18 @@ class CPA(BaseModelClass):
         counterfactual): its basal state and covariates are kept. For count likelihoods the mean is scaled to the cell's
         observed library size, or to ``library_size`` when given (e.g. 1e4). With
         ``sample``, one draw of the likelihood per cell (seeded) replaces the mean.
+
+        The array is returned, never written to ``adata.obsm`` (cpa-tools writes
+        ``obsm['CPA_pred']``): called as cpa-tools is, with an AnnData alone, it warns so
+        once per model.
         """
+        cpa_tools_names.check_keywords("predict()", kwargs, cpa_tools_names.PREDICT,
+                                       cpa_tools_names.parameters_of(CPA.predict))
+        if adata is not None and perturbation is None and indices is None and out is None \
+                and not self.__dict__.get("_warned_predict_returns"):
+            self.__dict__["_warned_predict_returns"] = True
+            # stacklevel 3: past torch.inference_mode's wrapper, at the caller.
+            warnings.warn(cpa_tools_names.PREDICT_RETURNS, UserWarning, stacklevel=3)
         adata, indices = self._selection(adata, indices)
         if out is None:
             out = np.empty((len(indices), self.module.n_genes), dtype=np.float32)
@@ -359,18 +414,18 @@ class CPA(BaseModelClass):
         return out
 
     # --- what the model learned ---------------------------------------------------------
-    def get_drug_embeddings(self, dose=1.0, drugs=None):
+    def get_drug_embeddings(self, dose=1.0, drugs=None, **kwargs):
         """(drugs x n_latent) DataFrame: each drug's vector scaled by its learned dose
-        response at ``dose`` (see shardmap.cpa.embeddings)."""
+        response at ``dose`` (see shardmap.cpa.embeddings); single drugs only."""
         from .embeddings import drug_embeddings
 
-        return drug_embeddings(self, dose, drugs)
+        return drug_embeddings(self, dose, drugs, **kwargs)
 
-    def get_covariate_embeddings(self):
+    def get_covariate_embeddings(self, **kwargs):
         """{covariate key: (categories x n_latent) DataFrame} of the covariate vectors."""
         from .embeddings import covariate_embeddings
 
-        return covariate_embeddings(self)
+        return covariate_embeddings(self, **kwargs)
 
     def get_dose_response(self, drugs=None, doses=(0.01, 0.1, 0.5, 1.0)):
         """The learned scalar dose response of each drug (columns drug, dose, response)."""
