@@ -78,3 +78,12 @@ def test_missing_required_key_is_named():
     config = with_change("lnm.connectome", {"mask": "m.nii.gz"})
     (problem,) = config_problems(config, SCHEMA)
     assert problem == "config key 'lnm.connectome.subjects' is required but missing."
+
+
+def test_an_unquoted_on_key_of_a_counterfactual_is_read_as_on():
+    """YAML 1.1 reads the key `on` as True; the config check gives it back."""
+    config = yaml.safe_load(yaml.safe_dump(DEMO))
+    config["cpa"]["counterfactuals"] = yaml.safe_load("- {perturbation: drug04, dosage: '1', on: lab_controls}")
+    assert True in config["cpa"]["counterfactuals"][0]
+    assert config_problems(config, SCHEMA) == []
+    assert config["cpa"]["counterfactuals"][0]["on"] == "lab_controls"

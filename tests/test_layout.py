@@ -9,7 +9,7 @@ import re
 from projects import REPO
 
 LIBRARY = REPO / "workflow" / "scripts" / "shardmap"
-SHARED = {"__init__", "atomic", "errors", "task", "config_check", "resources", "devices", "superseded"}
+SHARED = {"__init__", "atomic", "errors", "task", "config_check", "resources", "devices", "superseded", "sheets"}
 PACKAGES = {"lnm", "cpa", "report"}
 
 

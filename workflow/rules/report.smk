@@ -222,122 +222,155 @@ if config["lnm"]["enabled"] and SPEC["enabled"]:
 
 if config["cpa"]["enabled"]:
 
-    rule report_cpa_training:
-        input:
-            history=rules.cpa_train.output.history,
-        output:
-            png=report(
-                f"{FIGURES}/cpa/training.png",
-                caption="../report/cpa_training.rst",
-                category=CPA_CATEGORY,
-                subcategory="Training",
-                labels={"figure": "training curves"},
-            ),
-        log:
-            f"{REPORT_LOGS}/cpa_training.log",
-        conda:
-            "../../envs/report.yaml"
-        resources:
-            mem_mb=res.fixed_mb(100),
-            runtime=res.MIN_RUNTIME_MIN,
-        params:
-            covariate_keys=list(CPA["covariate_keys"]),
-        script:
-            "../scripts/report_cpa_training.py"
+    if TRAINING:
 
-    rule report_cpa_umap:
-        input:
-            latents=rules.cpa_merge.output.latents,
-        output:
-            umap_basal=report(
-                f"{FIGURES}/cpa/umap_basal.png",
-                caption="../report/cpa_umap_basal.rst",
-                category=CPA_CATEGORY,
-                subcategory="Latent space",
-                labels={"figure": "UMAP of the basal latent"},
-            ),
-            umap_latent=report(
-                f"{FIGURES}/cpa/umap_latent.png",
-                caption="../report/cpa_umap_latent.rst",
-                category=CPA_CATEGORY,
-                subcategory="Latent space",
-                labels={"figure": "UMAP of the full latent"},
-            ),
-        log:
-            f"{REPORT_LOGS}/cpa_umap.log",
-        conda:
-            "../../envs/report.yaml"
-        resources:
-            mem_mb=lambda wc: report_res.umap_mem_mb(cpa_cell_count(), CPA["model"]["n_latent"]),
-            runtime=report_res.UMAP_RUNTIME_MIN,
-        params:
-            cfg=cpa_keys(),
-            figures=CPA_LATENT_FIGURES,
-            max_cells=report_res.UMAP_MAX_CELLS,
-        script:
-            "../scripts/report_cpa_umap.py"
-
-    rule report_cpa_prediction:
-        input:
-            means=rules.cpa_evaluate.output.means,
-        output:
-            png=report(
-                f"{FIGURES}/cpa/predicted_vs_observed.png",
-                caption="../report/cpa_prediction.rst",
-                category=CPA_CATEGORY,
-                subcategory="Held-out conditions",
-                labels={"figure": "predicted vs observed"},
-            ),
-        log:
-            f"{REPORT_LOGS}/cpa_prediction.log",
-        conda:
-            "../../envs/report.yaml"
-        resources:
-            mem_mb=lambda wc, input: res.fixed_mb(200 + 2 * input.size_mb),
-            runtime=res.MIN_RUNTIME_MIN,
-        script:
-            "../scripts/report_cpa_prediction.py"
-
-    rule report_cpa_embeddings:
-        input:
-            embeddings=rules.cpa_embeddings.output.embeddings,
-        output:
-            png=report(
-                f"{FIGURES}/cpa/drug_embeddings.png",
-                caption="../report/cpa_embeddings.rst",
-                category=CPA_CATEGORY,
-                subcategory="What the model learned",
-                labels={"figure": "drug embeddings"},
-            ),
-        log:
-            f"{REPORT_LOGS}/cpa_embeddings.log",
-        conda:
-            "../../envs/report.yaml"
-        resources:
-            mem_mb=lambda wc, input: res.fixed_mb(300 + 4 * input.size_mb),
-            runtime=res.MIN_RUNTIME_MIN,
-        script:
-            "../scripts/report_cpa_embeddings.py"
-
-    if CPA["dose_response"]["drugs"]:
-
-        rule report_cpa_dose_response:
+        rule report_cpa_training:
             input:
-                table=rules.cpa_dose_response.output.table,
+                history=rules.cpa_train.output.history,
             output:
                 png=report(
-                    f"{FIGURES}/cpa/dose_response.png",
-                    caption="../report/cpa_dose_response.rst",
+                    f"{FIGURES}/cpa/training.png",
+                    caption="../report/cpa_training.rst",
                     category=CPA_CATEGORY,
-                    subcategory="What the model learned",
-                    labels={"figure": "dose response"},
+                    subcategory="Training",
+                    labels={"figure": "training curves"},
                 ),
             log:
-                f"{REPORT_LOGS}/cpa_dose_response.log",
+                f"{REPORT_LOGS}/cpa_training.log",
             conda:
                 "../../envs/report.yaml"
             resources:
-                mem_mb=lambda wc, input: res.fixed_mb(300 + 6 * input.size_mb),
+                mem_mb=res.fixed_mb(100),
+                runtime=res.MIN_RUNTIME_MIN,
+            params:
+                covariate_keys=list(CPA["covariate_keys"]),
+            script:
+                "../scripts/report_cpa_training.py"
+
+        rule report_cpa_prediction:
+            input:
+                means=rules.cpa_evaluate.output.means,
+            output:
+                png=report(
+                    f"{FIGURES}/cpa/predicted_vs_observed.png",
+                    caption="../report/cpa_prediction.rst",
+                    category=CPA_CATEGORY,
+                    subcategory="Held-out conditions",
+                    labels={"figure": "predicted vs observed"},
+                ),
+            log:
+                f"{REPORT_LOGS}/cpa_prediction.log",
+            conda:
+                "../../envs/report.yaml"
+            resources:
+                mem_mb=lambda wc, input: res.fixed_mb(200 + 2 * input.size_mb),
                 runtime=res.MIN_RUNTIME_MIN,
             script:
-                "../scripts/report_cpa_dose_response.py"
+                "../scripts/report_cpa_prediction.py"
+
+    if HAS_ADATA:
+
+        rule report_cpa_umap:
+            input:
+                latents=rules.cpa_merge.output.latents,
+            output:
+                umap_basal=report(
+                    f"{FIGURES}/cpa/umap_basal.png",
+                    caption="../report/cpa_umap_basal.rst",
+                    category=CPA_CATEGORY,
+                    subcategory="Latent space",
+                    labels={"figure": "UMAP of the basal latent"},
+                ),
+                umap_latent=report(
+                    f"{FIGURES}/cpa/umap_latent.png",
+                    caption="../report/cpa_umap_latent.rst",
+                    category=CPA_CATEGORY,
+                    subcategory="Latent space",
+                    labels={"figure": "UMAP of the full latent"},
+                ),
+            log:
+                f"{REPORT_LOGS}/cpa_umap.log",
+            conda:
+                "../../envs/report.yaml"
+            resources:
+                mem_mb=lambda wc: report_res.umap_mem_mb(cpa_cell_count(), CPA["model"]["n_latent"]),
+                runtime=report_res.UMAP_RUNTIME_MIN,
+            params:
+                cfg=cpa_keys(),
+                figures=CPA_LATENT_FIGURES,
+                max_cells=report_res.UMAP_MAX_CELLS,
+            script:
+                "../scripts/report_cpa_umap.py"
+
+        rule report_cpa_embeddings:
+            input:
+                embeddings=rules.cpa_embeddings.output.embeddings,
+            output:
+                png=report(
+                    f"{FIGURES}/cpa/drug_embeddings.png",
+                    caption="../report/cpa_embeddings.rst",
+                    category=CPA_CATEGORY,
+                    subcategory="What the model learned",
+                    labels={"figure": "drug embeddings"},
+                ),
+            log:
+                f"{REPORT_LOGS}/cpa_embeddings.log",
+            conda:
+                "../../envs/report.yaml"
+            resources:
+                mem_mb=lambda wc, input: res.fixed_mb(300 + 4 * input.size_mb),
+                runtime=res.MIN_RUNTIME_MIN,
+            script:
+                "../scripts/report_cpa_embeddings.py"
+
+        if CPA["dose_response"]["drugs"]:
+
+            rule report_cpa_dose_response:
+                input:
+                    table=rules.cpa_dose_response.output.table,
+                output:
+                    png=report(
+                        f"{FIGURES}/cpa/dose_response.png",
+                        caption="../report/cpa_dose_response.rst",
+                        category=CPA_CATEGORY,
+                        subcategory="What the model learned",
+                        labels={"figure": "dose response"},
+                    ),
+                log:
+                    f"{REPORT_LOGS}/cpa_dose_response.log",
+                conda:
+                    "../../envs/report.yaml"
+                resources:
+                    mem_mb=lambda wc, input: res.fixed_mb(300 + 6 * input.size_mb),
+                    runtime=res.MIN_RUNTIME_MIN,
+                script:
+                    "../scripts/report_cpa_dose_response.py"
+
+    if CPA_QUERIES:
+
+        rule report_cpa_query_umap:
+            input:
+                latents=query_umap_inputs(),
+            output:
+                umap=report(
+                    f"{FIGURES}/cpa/umap_query.png",
+                    caption="../report/cpa_umap_query.rst",
+                    category=CPA_CATEGORY,
+                    subcategory="Query data sets",
+                    labels={"figure": "UMAP of the query data sets"},
+                ),
+            log:
+                f"{REPORT_LOGS}/cpa_umap_query.log",
+            conda:
+                "../../envs/report.yaml"
+            resources:
+                mem_mb=lambda wc: report_res.umap_mem_mb(
+                    report_res.UMAP_MAX_CELLS * len(query_umap_inputs()), CPA["model"]["n_latent"]
+                ),
+                runtime=report_res.UMAP_RUNTIME_MIN,
+            params:
+                sources=query_umap_sources(),
+                covariate_keys=list(CPA["covariate_keys"]),
+                max_cells=report_res.UMAP_MAX_CELLS,
+            script:
+                "../scripts/report_cpa_query_umap.py"

@@ -54,8 +54,25 @@ def report_outputs():
     if config["lnm"]["enabled"] and SPEC["enabled"]:
         files += [path for path, _ in specificity_figure_files().values()]
     if config["cpa"]["enabled"]:
-        files += [f"{FIGURES}/cpa/training.png", f"{FIGURES}/cpa/predicted_vs_observed.png"]
-        files += [f"{FIGURES}/cpa/{name}.png" for name in CPA_LATENT_FIGURES.values()]
-        files += [f"{FIGURES}/cpa/drug_embeddings.png"]
-        files += [f"{FIGURES}/cpa/dose_response.png"] if config["cpa"]["dose_response"]["drugs"] else []
+        if TRAINING:
+            files += [f"{FIGURES}/cpa/training.png", f"{FIGURES}/cpa/predicted_vs_observed.png"]
+        if HAS_ADATA:
+            files += [f"{FIGURES}/cpa/{name}.png" for name in CPA_LATENT_FIGURES.values()]
+            files += [f"{FIGURES}/cpa/drug_embeddings.png"]
+            files += [f"{FIGURES}/cpa/dose_response.png"] if config["cpa"]["dose_response"]["drugs"] else []
+        files += [f"{FIGURES}/cpa/umap_query.png"] if CPA_QUERIES else []
     return files
+
+
+def query_umap_inputs():
+    """The latents of cpa.adata (where the run has it) and of every query."""
+    files = [f"{OUT}/cpa/latents.h5ad"] if HAS_ADATA else []
+    return files + [f"{OUT}/cpa/query/{name}/latents.h5ad" for name in CPA_QUERIES]
+
+
+def query_umap_sources():
+    """{label: (latents file, covariate rules)} of the query UMAP, in query_umap_inputs' order."""
+    sources = {"cpa.adata (training)": (f"{OUT}/cpa/latents.h5ad", {})} if HAS_ADATA else {}
+    for name, entry in CPA_QUERIES.items():
+        sources[f"query {name}"] = (f"{OUT}/cpa/query/{name}/latents.h5ad", entry["covariates"])
+    return sources

@@ -75,7 +75,9 @@ def error_messages(error):
 
 
 def config_problems(config, schema):
-    """Every problem of ``config`` against ``schema``, as sorted messages (empty: valid)."""
+    """Every problem of ``config`` against ``schema``, as sorted messages (empty: valid); the
+    keys YAML read as booleans are restored first (``restore_on_keys``)."""
+    restore_on_keys(config)
     validator_class = jsonschema.validators.validator_for(schema)
     validator = validator_class(schema)
     messages = []
@@ -102,3 +104,12 @@ def check_config_against(config, schema_path, config_files=()):
         schema = yaml.safe_load(handle)
     names = ", ".join(str(f) for f in config_files) or "config/config.yaml"
     check_config(config, schema, source=f"the config ({names})")
+
+
+def restore_on_keys(config):
+    """YAML 1.1 (PyYAML, Snakemake's reader) reads the key ``on`` as the boolean True: give
+    the entries of cpa.counterfactuals their ``on`` back, so that ``on: my_query`` works
+    unquoted."""
+    for item in ((config.get("cpa") or {}).get("counterfactuals") or []):
+        if isinstance(item, dict) and True in item and "on" not in item:
+            item["on"] = item.pop(True)

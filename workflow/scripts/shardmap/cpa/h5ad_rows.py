@@ -45,6 +45,24 @@ def var_names(path):
         return pd.Index(_decode(var[var.attrs["_index"]][:]))
 
 
+def var_column(path, key):
+    """The var column ``key`` as strings (gene names held beside var_names, e.g. symbols)."""
+    with open_h5ad(path) as handle:
+        var = handle["var"]
+        if key not in var:
+            columns = [name for name in var if name != var.attrs["_index"]]
+            raise InputError(f"'{path}': var has no column '{key}' (columns: {columns}); fix gene_key.")
+        values = _read_column(var[key], 0, None)
+        return pd.Index([None if value is None else str(value) for value in values])
+
+
+def obs_columns(path):
+    """The names of the file's obs columns."""
+    with open_h5ad(path) as handle:
+        obs = handle["obs"]
+        return [name for name in obs if name != obs.attrs["_index"]]
+
+
 def _read_column(element, start, stop):
     if isinstance(element, h5py.Group):
         encoding = element.attrs.get("encoding-type", "")

@@ -31,11 +31,11 @@ from torch import nn
 from ..errors import InputError
 from . import codes
 from .h5ad_rows import RowBlock, read_obs
+from .model_folder import MODEL_FILE, check_model_folder, check_saved_registry
 from .network import CPANetwork
 from .values import check_values
 
 log = logging.getLogger(__name__)
-MODEL_FILE = "model.pt"
 
 
 def _registry_state(registry, key):
@@ -61,6 +61,7 @@ class InferenceModel:
         self.network = network.to(device).eval()
         self.device = torch.device(device)
         self.setup = registry["setup_args"]
+        self.folder = ""
         self.var_names = np.asarray(var_names).astype(str)
         self.perturbation_state, self.covariate_categories, self.batch_categories = _vocabularies(registry)
         layers = [(w.to(self.device), b.to(self.device)) for w, b in folded_layers(network.encoder)]
@@ -73,17 +74,21 @@ class InferenceModel:
     def load(cls, model_dir, device="cpu"):
         """The model saved in ``model_dir`` (by ``CPA.save``) on ``device`` ('cpu' or 'cuda')."""
         path = Path(model_dir) / MODEL_FILE
+        if not path.exists() and Path(model_dir).is_dir() and any(Path(model_dir).iterdir()):
+            check_model_folder(model_dir)  # a folder of another tool's format: say which
         try:
             saved = torch.load(path, map_location="cpu", weights_only=False)
             attrs = saved["attr_dict"]
-            registry, init = attrs["registry_"], attrs["init_params_"]
-            state_dict, var_names = saved["model_state_dict"], saved["var_names"]
         except FileNotFoundError as err:
             raise InputError(f"'{path}' does not exist; train the model first (rule cpa_train).") from err
         except Exception as err:  # unpickling errors of every kind, or a dict without the keys
             raise InputError(f"'{path}' is not a model saved by CPA.save ({err!r}); train it again.") from err
-        if registry.get("model_name") != "CPA":
-            raise InputError(f"'{path}' holds a {registry.get('model_name')} model, not a CPA.")
+        check_saved_registry(path, attrs)
+        try:
+            registry, init = attrs["registry_"], attrs["init_params_"]
+            state_dict, var_names = saved["model_state_dict"], saved["var_names"]
+        except (KeyError, TypeError) as err:
+            raise InputError(f"'{path}' is not a model saved by CPA.save (it lacks {err}); train it again.") from err
         params = {**init.get("non_kwargs", {}), **init.get("kwargs", {})}
         perturbations, covariates, batches = _vocabularies(registry)
         network = CPANetwork(
@@ -93,7 +98,20 @@ class InferenceModel:
             n_batch=len(next(iter(batches.values()))), **params)
         # scvi-tools saves its Pyro parameter store beside the module's weights.
         network.load_state_dict({k: v for k, v in state_dict.items() if k != "pyro_param_store"})
-        return cls(network, registry, var_names, device)
+        model = cls(network, registry, var_names, device)
+        model.folder = str(model_dir)
+        return model
+
+    @property
+    def vocabulary(self):
+        """The model's genes, keys, drugs and categories (``vocabulary.ModelVocabulary``)."""
+        from .vocabulary import ModelVocabulary
+
+        return ModelVocabulary(setup=dict(self.setup), var_names=self.var_names,
+                               drugs=list(self.perturbation_state[codes.DRUGS]),
+                               covariate_categories=dict(self.covariate_categories),
+                               batch_categories=dict(self.batch_categories), count_data=self.network.count_data,
+                               source=f"the model in '{self.folder}'")
 
     # --- what a shard must provide ------------------------------------------------------
     @property

@@ -134,3 +134,25 @@ def dose_response_runtime(cfg, n_cells):
     cells = min(n_cells, int(spec["n_cells"]) * max(1, 3 ** len(cfg.get("covariate_keys") or [])))
     predictions = cells * (1 + len(spec["drugs"]) * len(spec["doses"]))
     return runtime_minutes(predictions / INFER_CELLS_PER_S + n_cells / 50_000)
+
+
+def query_check_mem_mb(cfg, adata_path, loads_model):
+    """cpa_query_check: as cpa_check_inputs, plus a chunk with the model's genes (a query's
+    genes matched by name) and, when the model is read from its folder, PyTorch."""
+    n_cells, _ = _h5ad_shape(adata_path)
+    chunk = os.path.getsize(adata_path) * min(20_000, max(n_cells, 1)) / max(n_cells, 1)
+    return check_mem_mb(cfg, adata_path) + request_mb(2 * chunk) + (INFERENCE_TORCH_MB if loads_model else 0)
+
+
+def query_infer_mem_mb(cfg, adata_path):
+    """cpa_query_infer: cpa_infer's request plus the block in the model's genes."""
+    n_cells, _ = _h5ad_shape(adata_path)
+    block = _stored_rows_bytes(adata_path, min(INFER_ROWS_PER_BLOCK, cfg["shard_size"], max(n_cells, 1)), n_cells)
+    return infer_mem_mb(cfg, adata_path) + request_mb(block)
+
+
+def query_predict_mem_mb(cfg, adata_path):
+    """cpa_query_predict: cpa_predict's request plus the block in the model's genes."""
+    n_cells, _ = _h5ad_shape(adata_path)
+    block = _stored_rows_bytes(adata_path, min(cfg["shard_size"], max(n_cells, 1)), n_cells)
+    return predict_mem_mb(cfg, adata_path) + request_mb(block)

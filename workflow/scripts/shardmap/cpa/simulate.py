@@ -84,3 +84,31 @@ def write_screen(path, n_cells, n_genes, seed=0):
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
     return adata
+
+
+def simulate_lab_controls(n_cells, n_genes, seed=0, n_extra_genes=8, renamed=(("type2", "t2"),)):
+    """A lab's own control cells for a model trained on ``simulate_screen(seed=seed)``:
+    untreated cells of the same cell types and gene programme (the same truth), stored the
+    way another lab's file would be: no perturbation or dose column, the genes in reverse
+    order with ``n_extra_genes`` genes the screen does not measure, and cell types named
+    differently (``renamed``: (screen name, lab name) pairs)."""
+    rng = np.random.default_rng(seed + 1)
+    cells = simulate_screen(n_cells=n_cells, n_genes=n_genes, seed=seed, control_fraction=1.0)
+    del cells.uns["truth"]
+    names = dict(renamed)
+    extra = rng.poisson(3.0, (n_cells, n_extra_genes)).astype(np.float32)
+    matrix = sparse.hstack([sparse.csr_matrix(extra), cells.X[:, ::-1]]).tocsr()
+    genes = [f"lab_gene{i:02d}" for i in range(n_extra_genes)] + list(cells.var_names[::-1])
+    obs = pd.DataFrame({"cell_type": pd.Categorical([names.get(t, t) for t in cells.obs["cell_type"].astype(str)])},
+                       index=[f"lab{i:06d}" for i in range(n_cells)])
+    return ad.AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=genes))
+
+
+def write_lab_controls(path, n_cells, n_genes, seed=0):
+    """Simulate a lab's control cells (``simulate_lab_controls``) and write them, atomically."""
+    from ..atomic import atomic_path
+
+    adata = simulate_lab_controls(n_cells, n_genes, seed)
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+    return adata

@@ -29,12 +29,14 @@ def empty_cells_message(where, n_empty, first):
 
 
 def check_values(matrix, count_data, where="X", obs_names=None, rows_per_chunk=COUNT_CHECK_ROWS,
-                 empty_cells_allowed=False):
+                 empty_cells_allowed=False, gene_names=None):
     """Raise InputError naming the first bad cell unless ``matrix`` is finite and, for a
     count likelihood, holds non-negative integers and no cell without counts (checked in
     chunks of rows; sparse chunks are checked on their stored values only). With
     ``empty_cells_allowed`` the caller counts cells without counts itself (over a file
-    read in blocks, to give the total)."""
+    read in blocks, to give the total). ``gene_names`` (one per column) names the gene in
+    messages, for a matrix whose columns are not the file's (a query's genes matched to a
+    model's)."""
     fix_counts = ("a count likelihood (nb, zinb) needs raw counts: point `layer` at the counts, or "
                   "use recon_loss: gauss for log-normalised data")
     for start in range(0, matrix.shape[0], rows_per_chunk):
@@ -57,8 +59,8 @@ def check_values(matrix, count_data, where="X", obs_names=None, rows_per_chunk=C
                 else:
                     row, column = np.argwhere(bad)[0]
                 cell = obs_names[start + row] if obs_names is not None else start + row
-                raise InputError(f"{where} holds {what} (first at cell '{cell}', gene column {column}); "
-                                 f"{fix}.")
+                gene = f"gene column {column}" if gene_names is None else f"gene '{gene_names[column]}'"
+                raise InputError(f"{where} holds {what} (first at cell '{cell}', {gene}); {fix}.")
     if count_data and not empty_cells_allowed:
         found = [empty_cells(matrix[start:start + rows_per_chunk], obs_names, start)
                  for start in range(0, matrix.shape[0], rows_per_chunk)]

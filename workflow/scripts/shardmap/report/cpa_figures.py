@@ -4,6 +4,7 @@
   accuracies, from ``model/history.json``.
 - ``umap_figure``: UMAPs of a seeded subsample of latents.h5ad, one panel per colouring
   (perturbation, dose, each covariate).
+- ``query_umap``: the basal latents of the query data sets beside the training cells'.
 - ``prediction_figure``: predicted vs observed mean expression per held-out group, from
   the means ``cpa_evaluate`` writes, with R^2 in each title.
 """
@@ -184,6 +185,42 @@ def latent_umaps(latents_path, cfg, out_pngs, max_cells=20_000, seed=0):
         log.info("UMAP of %s: %d cells x %d dimensions", name, *latents[name].shape)
         xy = embed(latents[name], seed)
         umap_figure(xy, obs, colour_by, path, LATENT_TITLES.get(name, name), control=cfg["control_group"])
+
+
+TRAINING_SOURCE = "cpa.adata (training)"
+
+
+def query_umap(sources, covariate_keys, out_png, max_cells=20_000, seed=0):
+    """One UMAP of the basal latents of every source ({label: (latents.h5ad, covariate
+    rules)}: the training file and each query, at most ``max_cells`` cells each, seeded)
+    embedded together, coloured by source and by each covariate as the model read it (a
+    query's values renamed by its cpa.query covariates rules, or its one category)."""
+    import pandas as pd
+
+    parts, basal = [], []
+    for label, (path, rules) in sources.items():
+        from ..cpa import h5ad_rows
+
+        present = [key for key in covariate_keys if key in h5ad_rows.obs_columns(path)]
+        obs, latents = read_latent_sample(path, ["X_cpa_basal"], present, max_cells, seed)
+        obs = obs.copy()
+        for key in covariate_keys:
+            rule = (rules or {}).get(key)
+            if isinstance(rule, str):
+                obs[key] = rule
+            elif key in obs:
+                obs[key] = obs[key].astype(str).map(lambda value, rule=rule or {}: rule.get(value, value))
+            else:
+                obs[key] = "(not given)"
+        obs["__source__"] = label
+        parts.append(obs[list(covariate_keys) + ["__source__"]].reset_index(drop=True))
+        basal.append(latents["X_cpa_basal"])
+    obs = pd.concat(parts, ignore_index=True)
+    latent = np.concatenate(basal)
+    log.info("UMAP of the basal latents of %d sources: %d cells", len(sources), latent.shape[0])
+    xy = embed(latent, seed)
+    colour_by = {"__source__": "data set", **{key: key for key in covariate_keys}}
+    umap_figure(xy, obs, colour_by, out_png, "Query data sets beside the training cells: UMAP of the basal latent")
 
 
 def prediction_figure(means_path, out_png, max_panels=36):

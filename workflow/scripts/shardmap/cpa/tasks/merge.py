@@ -24,10 +24,15 @@ def open_shard(path):
                          "infer the shard again.") from None
 
 
-def merge_latents(adata_path, shard_paths, out_path):
+def merge_latents(adata_path, shard_paths, out_path, about=None):
     """Write latents.h5ad: the input's obs (copied on disk) and the three latent matrices,
-    preallocated and filled shard by shard; no X."""
+    preallocated and filled shard by shard; no X. ``uns["cpa_inference"]`` records the
+    cells, the shards and each shard task's seconds, with ``about`` ({name: value}: for a
+    query its name and how its genes were matched)."""
+    from anndata.io import write_elem
+
     total = h5ad_rows.n_obs(adata_path)
+    seconds = []
     with atomic_path(out_path) as tmp:
         ad.AnnData(obs=pd.DataFrame(index=pd.Index([], dtype=str))).write_h5ad(tmp)
         with h5py.File(tmp, "r+") as out, h5ad_rows.open_h5ad(adata_path) as source:
@@ -48,6 +53,10 @@ def merge_latents(adata_path, shard_paths, out_path):
                             datasets[name].attrs["encoding-type"] = "array"
                             datasets[name].attrs["encoding-version"] = "0.2.0"
                         datasets[name][start:stop] = shard[key]
+                    seconds.append(float(shard["seconds"]) if "seconds" in shard.files else float("nan"))
                     filled = stop
             if filled != total:
                 raise InputError(f"the shards cover rows 0-{filled} of {total}; rerun the missing shards.")
+            record = {"source": str(adata_path), "cells": total, "shards": len(seconds),
+                      "task_seconds": np.asarray(seconds, dtype=np.float64), **(about or {})}
+            write_elem(out["uns"], "cpa_inference", record)
