@@ -259,3 +259,28 @@ def test_folders_of_other_tools_are_named(tmp_path, trained):
         check_model_folder(tmp_path / "old")
     with pytest.raises(InputError, match="does not exist"):
         check_model_folder(tmp_path / "nowhere")
+
+
+def test_query_entries_and_counterfactual_targets_are_checked(tmp_path):
+    from shardmap.cpa.queries import check_counterfactual_targets, query_entries
+
+    with pytest.raises(InputError, match="cpa.query has two entries named 'lab'"):
+        query_entries([{"name": "lab", "adata": "a.h5ad"}, {"name": "lab", "adata": "b.h5ad"}])
+    with pytest.raises(InputError, match="the names 'Lab' and 'lab' differ only in upper and lower case"):
+        query_entries([{"name": "Lab", "adata": "a.h5ad"}, {"name": "lab", "adata": "b.h5ad"}])
+    queries = query_entries([{"name": "lab", "adata": "a.h5ad"}])
+    assert queries["lab"]["missing_genes"] == "refuse" and queries["lab"]["covariates"] == {}
+    with pytest.raises(InputError, match=r"cpa.counterfactuals\[0\] is on 'labs', which is not the name of a "
+                                         r"cpa.query entry \(names: \['lab'\]\)"):
+        check_counterfactual_targets([{"perturbation": "drug00", "on": "labs"}], queries, True)
+    with pytest.raises(InputError, match="has no `on`, so it would predict the control cells of cpa.adata, which is "
+                                         "not set"):
+        check_counterfactual_targets([{"perturbation": "drug00"}], queries, False)
+    # The sheet form, as a spreadsheet exports it (a trailing empty column, an empty cell).
+    (tmp_path / "queries.tsv").write_text("name\tadata\tmissing_genes\t\nlab\tlab.h5ad\t\t\nother\to.h5ad\tzero\t\n")
+    sheet = query_entries(str(tmp_path / "queries.tsv"))
+    assert [(e["name"], e["adata"], e["missing_genes"]) for e in sheet.values()] == [
+        ("lab", "lab.h5ad", "refuse"), ("other", "o.h5ad", "zero")]
+    (tmp_path / "bad.tsv").write_text("name\tadata\tmissing_genes\nlab\tlab.h5ad\tdrop\n")
+    with pytest.raises(InputError, match=r"cpa.query sheet '.*bad.tsv', line 2: missing_genes 'drop' is not valid"):
+        query_entries(str(tmp_path / "bad.tsv"))

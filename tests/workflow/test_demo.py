@@ -32,8 +32,8 @@ def expected_report_files(lesion_sheet):
               "results/lnm/qc/lesions.tsv"]
     files += [f"results/figures/cpa/{name}.png" for name in ("training", "umap_basal", "umap_latent",
                                                               "predicted_vs_observed", "drug_embeddings",
-                                                              "dose_response")]
-    files += ["results/cpa/embeddings.h5ad", "results/cpa/dose_response.tsv"]
+                                                              "dose_response", "umap_query")]
+    files += ["results/cpa/embeddings.h5ad", "results/cpa/dose_response.tsv", "results/cpa/query/queries.tsv"]
     files += ["results/cpa/metrics.tsv", "results/report/software.tsv", "results/report/config.yaml"]
     files += [f"results/figures/lnm/specificity_{name}.png" for name in ("tstat", "conjunction", "null")]
     files += ["results/lnm/specificity/design.tsv"]
@@ -119,6 +119,17 @@ def test_demo_perturbation_outputs(demo):
     table = (demo / "results" / "cpa" / "dose_response.tsv").read_text().splitlines()
     assert table[0].split("\t") == ["drug", "dose", "cell_type", "gene", "mean", "change"]
     assert len(table) == 1 + 3 * 6 * 3 * 200
+    # The demo's query: a lab's control cells, its genes matched by name and "t2" read as type2.
+    query = demo / "results" / "cpa" / "query" / "lab_controls"
+    lab = ad.read_h5ad(demo / "resources" / "demo" / "cpa_lab_controls.h5ad", backed="r")
+    query_latents = ad.read_h5ad(query / "latents.h5ad")
+    assert list(query_latents.obs_names) == list(lab.obs_names)
+    assert query_latents.obsm["X_cpa_basal"].shape == (lab.n_obs, 16)
+    counterfactual = ad.read_h5ad(query / "counterfactuals" / "drug00+drug01_at_1+1.h5ad")
+    assert counterfactual.shape == (lab.n_obs, screen.n_vars)
+    queries = list(csv.DictReader(open(demo / "results" / "cpa" / "query" / "queries.tsv"), delimiter="\t"))
+    assert [(row["query"], row["cells"], row["genes_matched"], row["genes_dropped"]) for row in queries] == [
+        ("lab_controls", str(lab.n_obs), "200", "8")]
 
 
 def test_demo_figures_are_real_images(demo):

@@ -154,6 +154,8 @@ RERUNS = [
     ("cpa.counterfactuals", [{"perturbation": "drug04", "dosage": "1"}, {"perturbation": "drug05", "dosage": "2"}],
      {"cpa_predict": 1}, True),
     ("cpa.shard_size", 700, {"cpa_infer": 2, "cpa_merge": 1, "cpa_predict": 1}, False),
+    ("cpa.query", [{"name": "again", "adata": "screen.h5ad"}],
+     {"cpa_query_check": 1, "cpa_query_infer": N_CELL_SHARDS, "cpa_query_merge": 1, "cpa_query_table": 1}, True),
     ("cpa.holdout", ["drug01 + drug00"], {}, False),  # the same drugs held out, written otherwise
     ("lnm.specificity.map", "T_degree-resid",  # without lnm.degree_regression: regressed in the task
      {"lnm_specificity_prepare": 1, "lnm_specificity_sensitivity": 1, "lnm_specificity_permutations": 2,
