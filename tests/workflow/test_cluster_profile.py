@@ -196,3 +196,32 @@ def test_slurm_profile_names_what_a_user_must_edit():
     for needle in ("profiles/slurm/config.yaml", "slurm_account", "slurm_partition",
                    "slurm-status-command: squeue", "--sdm conda", "--conda-create-envs-only"):
         assert needle in readme, needle
+
+
+def test_query_rules_request_memory_and_runtime_from_the_query_file(finished):
+    """A query data set's rules (cpa.query) have the requests of config/README.md, computed
+    from the query's file, not the training file's."""
+    workdir, config = finished
+    query = simulate_screen(n_cells=2500, n_genes=40, seed=12)
+    del query.uns["truth"]
+    query.write_h5ad(workdir / "query.h5ad")
+    with_query = {**config, "cpa": {**config["cpa"], "query": [{"name": "lab", "adata": "query.h5ad"}],
+                                    "counterfactuals": [{"perturbation": "drug05", "dosage": "1", "on": "lab"}]}}
+    (workdir / "query.yaml").write_text(yaml.safe_dump(with_query))
+    result = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--profile",
+                                         str(SLURM_PROFILE), "-n", "--configfile", "query.yaml"],
+                            cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    requests = parse_job_resources(result.stdout)
+    cfg, path = with_query["cpa"], str(workdir / "query.h5ad")
+    cfg = {**cfg, "perturbation_key": "condition", "dosage_key": "dose", "model": {"n_latent": 8}}  # schema defaults
+    assert len(requests["cpa_query_infer"]) == 3  # 2500 cells in shards of 1000
+    assert {int(j["mem_mb"]) for j in requests["cpa_query_infer"]} == {cpa_res.query_infer_mem_mb(cfg, path)}
+    assert {int(j["mem_mb"]) for j in requests["cpa_query_check"]} == {
+        cpa_res.query_check_mem_mb(cfg, path, loads_model=False)}
+    assert {int(j["mem_mb"]) for j in requests["cpa_query_predict"]} == {cpa_res.query_predict_mem_mb(cfg, path)}
+    assert {int(j["runtime"]) for j in requests["cpa_query_predict"]} == {cpa_res.infer_runtime(cfg, 2500)}
+    for rule in ("cpa_query_check", "cpa_query_infer", "cpa_query_merge", "cpa_query_predict", "cpa_query_table"):
+        for job in requests[rule]:
+            assert int(job["mem_mb"]) >= res.SNAKEMAKE_MB + res.BASE_MB and int(job["runtime"]) >= 1, (rule, job)
+            assert job.get("gpu", "0") == "0", (rule, job)

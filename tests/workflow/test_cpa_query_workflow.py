@@ -71,6 +71,17 @@ def test_no_training_file_and_the_model_folder_untouched(project, run):
     assert not (workdir / "out" / "cpa" / "model").exists()
 
 
+def test_embeddings_of_a_model_without_its_training_file(project, run):
+    workdir, screen, *_ = project
+    model = CPA.load(str(workdir / "elsewhere" / "model"), adata=screen.copy())
+    want = model.get_drug_embeddings(dose=1.0)
+    embeddings = ad.read_h5ad(workdir / "out" / "cpa" / "embeddings.h5ad")
+    drugs = embeddings[embeddings.obs["kind"] == "drug"]
+    assert list(drugs.obs["name"]) == list(want.index)
+    np.testing.assert_allclose(drugs.X, want.to_numpy(), rtol=1e-6, atol=1e-7)
+    assert list(embeddings.obs.loc[embeddings.obs["kind"] == "cell_type", "name"]) == ["type0", "type1", "type2"]
+
+
 def test_query_latents_equal_the_models_own(project, run):
     workdir, screen, lab, part = project
     model = CPA.load(str(workdir / "elsewhere" / "model"), adata=part.copy())

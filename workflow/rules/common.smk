@@ -33,6 +33,7 @@ wildcard_constraints:
     lesion=ID_PATTERN,
     group=ID_PATTERN,
     counterfactual=COUNTERFACTUAL_PATTERN,
+    query=ID_PATTERN,
 
 
 # The categories of `snakemake --report`, shared by the arms' tables and the figures.

@@ -80,7 +80,6 @@ if TRAINING:
         script:
             "../scripts/cpa_check_inputs.py"
 
-
     rule cpa_train:
         input:
             adata=CPA["adata"],
@@ -126,7 +125,6 @@ if HAS_ADATA:
         script:
             "../scripts/cpa_infer.py"
 
-
     rule cpa_merge:
         input:
             adata=CPA["adata"],
@@ -142,7 +140,6 @@ if HAS_ADATA:
             runtime=lambda wc: res.MIN_RUNTIME_MIN + cpa_cell_count() // 5_000_000,
         script:
             "../scripts/cpa_merge.py"
-
 
     rule cpa_predict:
         input:
@@ -166,29 +163,6 @@ if HAS_ADATA:
         script:
             "../scripts/cpa_predict.py"
 
-
-    # What the model learned: drug embeddings (scaled by each drug's dose response at dose 1),
-    # covariate embeddings, the drugs' cosine similarity and their scalar dose responses.
-    rule cpa_embeddings:
-        input:
-            adata=CPA["adata"],
-            model=MODEL_FILE,
-        output:
-            embeddings=f"{OUT}/cpa/embeddings.h5ad",
-        log:
-            f"{CPA_LOGS}/embeddings.log",
-        conda:
-            "../../envs/cpa.yaml"
-        threads: 1
-        resources:
-            mem_mb=res.fixed_mb(cpa_res.TORCH_MB + 200),
-            runtime=res.MIN_RUNTIME_MIN,
-        params:
-            cfg=cpa_keys(),
-        script:
-            "../scripts/cpa_embeddings.py"
-
-
     rule cpa_dose_response:
         input:
             adata=CPA["adata"],
@@ -207,6 +181,28 @@ if HAS_ADATA:
             cfg=cpa_keys("dose_response"),
         script:
             "../scripts/cpa_dose_response.py"
+
+
+# What the model learned: drug embeddings (scaled by each drug's dose response at dose 1),
+# covariate embeddings, the drugs' cosine similarity and their scalar dose responses.
+rule cpa_embeddings:
+    input:
+        # A model trained elsewhere without a training file is loaded with a placeholder cell.
+        unpack(lambda wc: {"adata": CPA["adata"], "model": MODEL_FILE} if HAS_ADATA else {"model": MODEL_FILE}),
+    output:
+        embeddings=f"{OUT}/cpa/embeddings.h5ad",
+    log:
+        f"{CPA_LOGS}/embeddings.log",
+    conda:
+        "../../envs/cpa.yaml"
+    threads: 1
+    resources:
+        mem_mb=res.fixed_mb(cpa_res.TORCH_MB + 200),
+        runtime=res.MIN_RUNTIME_MIN,
+    params:
+        cfg=cpa_keys(),
+    script:
+        "../scripts/cpa_embeddings.py"
 
 
 if TRAINING:

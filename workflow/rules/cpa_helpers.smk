@@ -163,6 +163,18 @@ def query_shards():
     return shards
 
 
+def query_adata(wildcards):
+    """The .h5ad of query ``wildcards.query``."""
+    return CPA_QUERIES[wildcards.query]["adata"]
+
+
+def query_reference():
+    """What a query is checked against: the model's folder, or for a model this run trains,
+    the training file (the registry is made from it), so that the check runs before the
+    training."""
+    return {"model": MODEL_FILE} if not TRAINING else {"screen": CPA["adata"]}
+
+
 def query_params(wildcards):
     """The entry of query ``wildcards.query`` as the tasks read it (its name and adata are
     the file's; the rest says how the model reads it)."""
@@ -221,7 +233,11 @@ def check_named_drugs_against_screen():
     before any job (a run that only adds one must not find a typo after the others). A
     screen that does not exist yet (made by rule cpa_demo_data) is checked by
     cpa_check_inputs instead."""
-    if not (CPA["counterfactuals"] or CPA["dose_response"]["drugs"]) or not TRAINING or not os.path.exists(CPA["adata"]):
+    if (
+        not (CPA["counterfactuals"] or CPA["dose_response"]["drugs"])
+        or not TRAINING
+        or not os.path.exists(CPA["adata"])
+    ):
         return  # a model trained elsewhere: its tasks check the drugs against its vocabulary
     from shardmap.cpa.named_drugs import check_named_drugs, screen_drugs
 
@@ -254,9 +270,9 @@ def query_outputs():
 
 def cpa_outputs():
     """The perturbation arm's targets of the default run."""
-    files = []
+    files = [f"{OUT}/cpa/embeddings.h5ad"]
     if HAS_ADATA:
-        files += [f"{OUT}/cpa/latents.h5ad", f"{OUT}/cpa/embeddings.h5ad"]
+        files += [f"{OUT}/cpa/latents.h5ad"]
         files += [f"{OUT}/cpa/counterfactuals/{name}.h5ad" for name in cpa_counterfactuals()]
         files += [f"{OUT}/cpa/dose_response.tsv"] if CPA["dose_response"]["drugs"] else []
     files += [f"{OUT}/cpa/metrics.tsv"] if TRAINING else []

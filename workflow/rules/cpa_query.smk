@@ -7,21 +7,6 @@ QUERY_OUT = f"{OUT}/cpa/query/{{query}}"
 QUERY_LOGS = f"{CPA_LOGS}/query/{{query}}"
 
 
-def query_adata(wildcards):
-    return CPA_QUERIES[wildcards.query]["adata"]
-
-
-def query_reference():
-    """What a query is checked against: the model's folder, or for a model this run trains,
-    the training file (the registry is made from it), so that the check runs before the
-    training."""
-    return {"model": MODEL_FILE} if not TRAINING else {"screen": CPA["adata"]}
-
-
-wildcard_constraints:
-    query=ID_PATTERN,
-
-
 # A query's genes, obs columns, categories and values against the model's, before any
 # task runs the model on it. With a model to train, the check reads the training file
 # (the same vocabulary the model will have) and runs first (priority).
@@ -72,8 +57,9 @@ rule cpa_query_merge:
     input:
         adata=query_adata,
         checked=rules.cpa_query_check.output.summary,
-        shards=lambda wc: expand(f"{OUT}/cpa/query/{wc.query}/shards/shard-{{shard}}.npz",
-                                 shard=CPA_QUERY_SHARDS[wc.query]),
+        shards=lambda wc: expand(
+            f"{OUT}/cpa/query/{wc.query}/shards/shard-{{shard}}.npz", shard=CPA_QUERY_SHARDS[wc.query]
+        ),
     output:
         latents=f"{QUERY_OUT}/latents.h5ad",
     log:

@@ -268,6 +268,27 @@ if config["cpa"]["enabled"]:
             script:
                 "../scripts/report_cpa_prediction.py"
 
+    rule report_cpa_embeddings:
+        input:
+            embeddings=rules.cpa_embeddings.output.embeddings,
+        output:
+            png=report(
+                f"{FIGURES}/cpa/drug_embeddings.png",
+                caption="../report/cpa_embeddings.rst",
+                category=CPA_CATEGORY,
+                subcategory="What the model learned",
+                labels={"figure": "drug embeddings"},
+            ),
+        log:
+            f"{REPORT_LOGS}/cpa_embeddings.log",
+        conda:
+            "../../envs/report.yaml"
+        resources:
+            mem_mb=lambda wc, input: res.fixed_mb(300 + 4 * input.size_mb),
+            runtime=res.MIN_RUNTIME_MIN,
+        script:
+            "../scripts/report_cpa_embeddings.py"
+
     if HAS_ADATA:
 
         rule report_cpa_umap:
@@ -301,27 +322,6 @@ if config["cpa"]["enabled"]:
                 max_cells=report_res.UMAP_MAX_CELLS,
             script:
                 "../scripts/report_cpa_umap.py"
-
-        rule report_cpa_embeddings:
-            input:
-                embeddings=rules.cpa_embeddings.output.embeddings,
-            output:
-                png=report(
-                    f"{FIGURES}/cpa/drug_embeddings.png",
-                    caption="../report/cpa_embeddings.rst",
-                    category=CPA_CATEGORY,
-                    subcategory="What the model learned",
-                    labels={"figure": "drug embeddings"},
-                ),
-            log:
-                f"{REPORT_LOGS}/cpa_embeddings.log",
-            conda:
-                "../../envs/report.yaml"
-            resources:
-                mem_mb=lambda wc, input: res.fixed_mb(300 + 4 * input.size_mb),
-                runtime=res.MIN_RUNTIME_MIN,
-            script:
-                "../scripts/report_cpa_embeddings.py"
 
         if CPA["dose_response"]["drugs"]:
 

@@ -56,9 +56,9 @@ def report_outputs():
     if config["cpa"]["enabled"]:
         if TRAINING:
             files += [f"{FIGURES}/cpa/training.png", f"{FIGURES}/cpa/predicted_vs_observed.png"]
+        files += [f"{FIGURES}/cpa/drug_embeddings.png"]
         if HAS_ADATA:
             files += [f"{FIGURES}/cpa/{name}.png" for name in CPA_LATENT_FIGURES.values()]
-            files += [f"{FIGURES}/cpa/drug_embeddings.png"]
             files += [f"{FIGURES}/cpa/dose_response.png"] if config["cpa"]["dose_response"]["drugs"] else []
         files += [f"{FIGURES}/cpa/umap_query.png"] if CPA_QUERIES else []
     return files

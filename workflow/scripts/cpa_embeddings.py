@@ -4,5 +4,5 @@ from shardmap.task import snakemake_task
 with snakemake_task(snakemake):
     from shardmap.cpa.tasks.embeddings import write_embeddings
 
-    write_embeddings(snakemake.input.model.rsplit("/", 1)[0], snakemake.input.adata, snakemake.params.cfg,
+    write_embeddings(snakemake.input.model.rsplit("/", 1)[0], getattr(snakemake.input, "adata", None), snakemake.params.cfg,
                      snakemake.output.embeddings)
