@@ -340,25 +340,25 @@ def query_predict_stages(model_dir, adata_path, out_path, chunk_rows):
             for block in blocks:
                 clock.add("read rows (blocks, not overlapped here)")
                 block = source.alignment.block(block)
-                clock.add("align genes (renumber, drop extra genes)")
+                clock.add("align genes (renumber; extra genes as stored zeros)")
                 rows = np.flatnonzero(is_control[block.start:block.stop])
                 block_codes = model.encode_obs(obs.iloc[block.start:block.stop])
                 clock.add("encode the block's obs")
                 # InferenceModel.predict_mean, its parts timed apart.
                 with torch.inference_mode():
-                    selected = block.to_scipy(len(genes))[rows]
+                    selected = block
+                    if len(rows) < block.n_rows:  # a copy only where some rows are not control cells
+                        sub = block.to_scipy(len(genes))[rows]
+                        selected = RowBlock(0, sub.shape[0], indptr=sub.indptr.astype(np.int64),
+                                            indices=sub.indices, data=sub.data)
                     clock.add("predict: select the control rows (scipy CSR copy)")
                     for first_row in range(0, len(rows), INFER_BATCH):
                         part = slice(first_row, min(first_row + INFER_BATCH, len(rows)))
-                        sub = selected[part]
-                        sub_block = RowBlock(0, sub.shape[0], indptr=sub.indptr.astype(np.int64),
-                                             indices=sub.indices, data=sub.data)
-                        clock.add("predict: slice a batch (scipy)")
-                        h, library, values = model._encoded(sub_block, slice(0, sub_block.n_rows))
+                        h, library, values = model._encoded(selected, part)
                         model._check_values(values, library, block, source.where, adata_path)
                         clock.add("predict: encoder + value checks")
                         inputs = model._codes_on_device(block_codes, rows[part])
-                        inputs["perturbation"] = torch.from_numpy(override).expand(sub_block.n_rows, -1)
+                        inputs["perturbation"] = torch.from_numpy(override).expand(part.stop - part.start, -1)
                         latent = model.network.latents_from_hidden(h, library, **inputs)
                         clock.add("predict: latents (embeddings)")
                         mean = model.network.decoder_outputs(latent["z"], latent["library"])["mean"]

@@ -11,8 +11,9 @@ cells, an atlas) names its genes in another order and holds others besides. The 
   be guessed.
 
 The alignment is applied to blocks of rows as they are read (``h5ad_rows.RowBlock``):
-CSR blocks have their gene indices renumbered and the dropped genes' values removed,
-dense blocks are gathered into the model's columns. A file whose genes are the model's,
+CSR blocks have their gene indices renumbered (a dropped gene's entry becomes a stored 0,
+which adds nothing to any sum over the row, so no entry is moved), dense blocks are
+gathered into the model's columns. A file whose genes are the model's,
 in its order, is passed through untouched. NumPy only.
 """
 
@@ -81,6 +82,8 @@ class GeneAlignment:
                 "the input the model sees).")
         self.identity = self.n_file == self.n_model and bool((self.model_column == np.arange(self.n_model)).all())
         self._kept = np.flatnonzero(self.model_column >= 0)
+        self._lookups = {}
+        self._columns = self._dropped = None
 
     def summary(self):
         """{genes_in_file, genes_matched, genes_dropped, genes_zeroed}: what the alignment did."""
@@ -89,7 +92,9 @@ class GeneAlignment:
 
     def block(self, block):
         """``block`` (rows of the file) with the model's columns: a new RowBlock unless
-        the file's genes are the model's, in order."""
+        the file's genes are the model's, in order, valid until the next call (its gene
+        indices are a buffer kept between calls). A CSR block's values of dropped genes are
+        set to 0 in place."""
         if self.identity:
             return block
         if block.dense is not None:
@@ -97,18 +102,38 @@ class GeneAlignment:
             dense[:, self.model_column[self._kept]] = block.dense[:, self._kept]
             return RowBlock(block.start, block.stop, dense=dense)
         index_type = block.indices.dtype if block.indices.dtype in (np.int32, np.int64) else np.int64
-        columns = self.model_column.astype(index_type, copy=False)[block.indices]
+        # Into a buffer kept from block to block (fresh memory for every block cost a page
+        # fault per 4 KB): the returned block is valid until the next call, as the reader's.
+        n = block.indices.size
+        if self._columns is None or self._columns.dtype != index_type or self._columns.size < n:
+            self._columns = np.empty(n, dtype=index_type)
+            self._dropped = np.empty(n, dtype=bool)
+        # mode "clip" writes straight into the buffer ("raise" buffers the output again); the
+        # indices are the file's columns, all in range, so nothing is clipped.
+        columns = np.take(self._lookup(index_type), block.indices, out=self._columns[:n], mode="clip")
         if not self.n_dropped:
             return RowBlock(block.start, block.stop, indptr=block.indptr, indices=columns, data=block.data)
-        keep = columns >= 0
-        # Entries kept before each row's first entry: the rows' new bounds.
-        kept_before = np.zeros(keep.size + 1, dtype=np.int64)
-        np.cumsum(keep, out=kept_before[1:])
-        return RowBlock(block.start, block.stop, indptr=kept_before[block.indptr], indices=columns[keep],
-                        data=block.data[keep])
+        # A dropped gene's entry stays, as a 0 in the model's first column: it adds exactly
+        # nothing to a sum over the row (the first layer, the library size), and removing the
+        # entries instead (a cumulative count per block for the rows' new bounds) took three
+        # times as long as the rest of the matching (docs/benchmarks.md, "Query data sets").
+        # The values are zeroed in place: a block's arrays are the reader's buffers, refilled
+        # by the next read (h5ad_rows.row_blocks), so nothing else sees them.
+        np.copyto(block.data, 0, where=np.less(columns, 0, out=self._dropped[:n]))
+        np.maximum(columns, 0, out=columns)
+        return RowBlock(block.start, block.stop, indptr=block.indptr, indices=columns, data=block.data)
 
-    def matrix(self, matrix):
-        """A scipy CSR matrix or dense array with the file's columns, with the model's."""
+    def _lookup(self, index_type):
+        """The model's column of each file column as ``index_type`` (kept per type)."""
+        cached = self._lookups.get(np.dtype(index_type))
+        if cached is None:
+            cached = self._lookups[np.dtype(index_type)] = self.model_column.astype(index_type)
+        return cached
+
+    def matrix(self, matrix, copy=True):
+        """A scipy CSR matrix or dense array with the file's columns, with the model's
+        (``copy`` False: a CSR matrix's values of dropped genes are zeroed in place, and the
+        result's gene indices are valid until the next call, as ``block``'s)."""
         from scipy import sparse
 
         if self.identity:
@@ -116,6 +141,10 @@ class GeneAlignment:
         if sparse.issparse(matrix):
             matrix = matrix.tocsr()
             aligned = self.block(RowBlock(0, matrix.shape[0], indptr=matrix.indptr.astype(np.int64),
-                                          indices=matrix.indices, data=matrix.data))
-            return aligned.to_scipy(self.n_model)
+                                          indices=matrix.indices,
+                                          data=matrix.data.copy() if copy else matrix.data))
+            result = aligned.to_scipy(self.n_model)  # the dropped genes' zeros stored in its first column
+            if copy:
+                result.indices = result.indices.copy()
+            return result
         return self.block(RowBlock(0, matrix.shape[0], dense=np.asarray(matrix))).dense

@@ -229,17 +229,19 @@ class InferenceModel:
         ``out`` (len(rows), n_genes). The cells keep their basal state, covariates and
         library size (a counterfactual). Values as in ``latents``."""
         override = torch.from_numpy(perturbation_codes).to(self.device)
-        selected = block.to_scipy(self.var_names.size)[rows]
+        every_row = len(rows) == block.n_rows  # rows are sorted and distinct: then they are all
+        selected = block if every_row else None
+        if not every_row:  # the selected rows copied once, as a block of their own
+            sub = block.to_scipy(self.var_names.size)[rows]
+            selected = (RowBlock(0, sub.shape[0], dense=np.asarray(sub)) if block.dense is not None
+                        else RowBlock(0, sub.shape[0], indptr=sub.indptr.astype(np.int64), indices=sub.indices,
+                                      data=sub.data))
         for first_row in range(0, len(rows), batch_size):
             part = slice(first_row, min(first_row + batch_size, len(rows)))
-            sub = selected[part]
-            sub_block = (RowBlock(0, sub.shape[0], dense=np.asarray(sub)) if block.dense is not None
-                         else RowBlock(0, sub.shape[0], indptr=sub.indptr.astype(np.int64), indices=sub.indices,
-                                       data=sub.data))
-            h, library, values = self._encoded(sub_block, slice(0, sub_block.n_rows))
+            h, library, values = self._encoded(selected, part)
             self._check_values(values, library, block, where, path)
             inputs = self._codes_on_device(block_codes, rows[part])
-            inputs["perturbation"] = override.expand(sub_block.n_rows, -1)
+            inputs["perturbation"] = override.expand(part.stop - part.start, -1)
             result = self.network.latents_from_hidden(h, library, **inputs)
             out[part] = self.network.decoder_outputs(result["z"], result["library"])["mean"].cpu().numpy()
 

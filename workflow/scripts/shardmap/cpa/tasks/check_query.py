@@ -49,7 +49,7 @@ def query_summary(query, vocabulary, rows_per_chunk=20_000):
         duplicate = first_duplicate_entry(block)
         if duplicate is not None:
             raise InputError(duplicate_entry_message(source.where, names[start + duplicate[0]], duplicate[1]))
-        aligned = source.alignment.matrix(block)
+        aligned = source.alignment.matrix(block, copy=False)
         check_values(aligned, vocabulary.count_data, where=source.where, obs_names=names[start:stop],
                      empty_cells_allowed=True, gene_names=vocabulary.var_names)
         n, first = empty_cells(aligned, names, start)
