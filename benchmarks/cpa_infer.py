@@ -201,14 +201,15 @@ def torch_path_stages(model_dir, adata_path, start, stop, out_path):
     clock = Stages(stages)
     from shardmap.cpa import h5ad_rows
     from shardmap.cpa.inference_model import InferenceModel
+    from shardmap.cpa.model_input import ModelInput
     from shardmap.cpa.network import LATENT_KEYS
     from shardmap.cpa.resources import INFER_ROWS_PER_BLOCK
 
     clock.done("import torch, h5py, pandas")
     model = InferenceModel.load(model_dir)
-    model.check_genes(h5ad_rows.var_names(adata_path), "bench")
+    source = ModelInput(model.vocabulary, adata_path)  # the genes checked against the model's
     clock.done("load the network")
-    codes = model.read_codes(adata_path, start, stop)
+    codes = model.encode_obs(source.obs(start, stop, names=False))
     clock.done("read and encode obs")
     latents = {key: np.empty((stop - start, model.network.n_latent), dtype=np.float32) for key in LATENT_KEYS}
     blocks = h5ad_rows.row_blocks(adata_path, start, stop, INFER_ROWS_PER_BLOCK, read_ahead=False)

@@ -12,10 +12,11 @@ the encoder's batch norms folded into its linear layers. Each stored value count
 once, so a CSR matrix must not store a gene twice for one cell (``cpa_check_inputs``
 names such a cell).
 
-The checks ``CPA.load`` made on the data are made here too, so a file the model
-cannot read stops the task with a message: the genes must be the model's, in its
-order; the values finite (and non-negative integers, with at least one count per
-cell, for a count likelihood); the categories known to the model.
+The checks ``CPA.load`` made on the data are made here and in ``model_input`` (the
+genes and the categories), so a file the model cannot read stops the task with a
+message: the genes must be the model's, in its order (a query's are matched by name);
+the values finite (and non-negative integers, with at least one count per cell, for a
+count likelihood); the categories known to the model.
 """
 
 from __future__ import annotations
@@ -119,30 +120,6 @@ class InferenceModel:
         """The obs columns the model encodes cells by."""
         columns = [self.setup["perturbation_key"]] + list(self.setup.get("covariate_keys") or [])
         return columns + [k for k in (self.setup.get("dosage_key"), self.setup.get("batch_key")) if k]
-
-    def check_genes(self, genes, where):
-        """Raise InputError unless ``genes`` are the model's genes in the model's order."""
-        genes = np.asarray(genes).astype(str)
-        if genes.shape == self.var_names.shape and (genes == self.var_names).all():
-            return
-        if genes.shape != self.var_names.shape:
-            detail = f"it has {genes.size} genes, the model {self.var_names.size}"
-        elif set(genes) == set(self.var_names):
-            detail = "the same genes in another order"
-        else:
-            missing = sorted(set(self.var_names) - set(genes))
-            detail = f"genes differ (e.g. the model's '{missing[0]}' is missing)"
-        raise InputError(f"{where}: {detail}. The model reads the genes it was trained on, in that order; "
-                         "subset and reorder the file with adata[:, model_genes] first.")
-
-    def matrix_label(self, path):
-        """How messages name the matrix the model reads: the file and X or its layer."""
-        layer = self.setup.get("layer")
-        return f"'{path}' ({f'layers[{layer!r}]' if layer else 'X'})"
-
-    def read_codes(self, path, start, stop):
-        """The codes of rows start:stop of the file's obs (``encode_obs``)."""
-        return self.encode_obs(read_obs(path, self.obs_columns, start, stop, names=False))
 
     def encode_obs(self, obs):
         """{"perturbation", "covariates" (None without covariates), "batch"}: float32 arrays
