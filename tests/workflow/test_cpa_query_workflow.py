@@ -100,6 +100,8 @@ def test_query_latents_equal_the_models_own(project, run):
     np.testing.assert_allclose(got.obsm["X_cpa"], want["z"], rtol=1e-4, atol=1e-4)
     assert got.uns["cpa_inference"]["shards"] == 3
     assert got.uns["cpa_inference"]["query"]["genes_dropped"] == "8"
+    times = pd.read_csv(workdir / "out" / "cpa" / "query" / "lab" / "inference_times.tsv", sep="\t")
+    assert list(times["rows"]) == [300, 300, 100] and (times["seconds"] > 0).all()
 
 
 def test_counterfactuals_on_query_controls_equal_predict(project, run):

@@ -62,6 +62,7 @@ rule cpa_query_merge:
         ),
     output:
         latents=f"{QUERY_OUT}/latents.h5ad",
+        times=f"{QUERY_OUT}/inference_times.tsv",
     log:
         f"{QUERY_LOGS}/merge.log",
     conda:
@@ -103,6 +104,7 @@ rule cpa_query_predict:
 rule cpa_query_table:
     input:
         latents=expand(f"{OUT}/cpa/query/{{query}}/latents.h5ad", query=CPA_QUERIES),
+        times=expand(f"{OUT}/cpa/query/{{query}}/inference_times.tsv", query=CPA_QUERIES),
     output:
         table=report(
             f"{OUT}/cpa/query/queries.tsv",

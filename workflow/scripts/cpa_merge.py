@@ -1,5 +1,5 @@
 """Entry script of rules cpa_merge and cpa_query_merge: one latents.h5ad from the shards
-(a query's with its check's summary: how its genes were matched)."""
+(a query's with its check's summary, how its genes were matched, and its tasks' seconds)."""
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
@@ -8,4 +8,5 @@ with snakemake_task(snakemake):
 
     checked = getattr(snakemake.input, "checked", None)
     about = {"query": read_summary(checked)} if checked else None
-    merge_latents(snakemake.input.adata, snakemake.input.shards, snakemake.output.latents, about=about)
+    merge_latents(snakemake.input.adata, snakemake.input.shards, snakemake.output.latents, about=about,
+                  times_path=getattr(snakemake.output, "times", None))

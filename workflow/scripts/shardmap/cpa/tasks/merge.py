@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ...atomic import atomic_path
+from ...atomic import atomic_open, atomic_path
 from ...errors import InputError
 from .. import h5ad_rows
 
@@ -24,11 +24,13 @@ def open_shard(path):
                          "infer the shard again.") from None
 
 
-def merge_latents(adata_path, shard_paths, out_path, about=None):
+def merge_latents(adata_path, shard_paths, out_path, about=None, times_path=None):
     """Write latents.h5ad: the input's obs (copied on disk) and the three latent matrices,
     preallocated and filled shard by shard; no X. ``uns["cpa_inference"]`` records the
-    cells, the shards and each shard task's seconds, with ``about`` ({name: value}: for a
-    query its name and how its genes were matched)."""
+    source, the cells and the shards, with ``about`` ({name: value}: for a query its name
+    and how its genes were matched). Each shard task's seconds go to ``times_path`` (a
+    TSV: shard, first row, rows, seconds), not into the latents, whose bytes must not
+    depend on the machine's speed (a rerun gives the same file)."""
     from anndata.io import write_elem
 
     total = h5ad_rows.n_obs(adata_path)
@@ -53,10 +55,14 @@ def merge_latents(adata_path, shard_paths, out_path, about=None):
                             datasets[name].attrs["encoding-type"] = "array"
                             datasets[name].attrs["encoding-version"] = "0.2.0"
                         datasets[name][start:stop] = shard[key]
-                    seconds.append(float(shard["seconds"]) if "seconds" in shard.files else float("nan"))
+                    seconds.append((start, stop - start,
+                                    float(shard["seconds"]) if "seconds" in shard.files else float("nan")))
                     filled = stop
             if filled != total:
                 raise InputError(f"the shards cover rows 0-{filled} of {total}; rerun the missing shards.")
-            record = {"source": str(adata_path), "cells": total, "shards": len(seconds),
-                      "task_seconds": np.asarray(seconds, dtype=np.float64), **(about or {})}
-            write_elem(out["uns"], "cpa_inference", record)
+            write_elem(out["uns"], "cpa_inference",
+                       {"source": str(adata_path), "cells": total, "shards": len(seconds), **(about or {})})
+    if times_path is not None:
+        with atomic_open(times_path, "w") as handle:
+            handle.write("shard\tfirst_row\trows\tseconds\n")
+            handle.writelines(f"{i}\t{start}\t{rows}\t{value:.3f}\n" for i, (start, rows, value) in enumerate(seconds))
