@@ -1,8 +1,11 @@
 """The training plan of CPA: the autoencoder and the adversaries take turns.
 
 Three Adam optimisers (autoencoder, adversaries, dose-response curves: the linear
-doser has no parameters and so no optimiser), each with a StepLR schedule. Within every cycle of ``adv_steps`` minibatches the adversaries are
-updated ``adv_steps - 1`` times and the autoencoder (with the dosers) once; during the
+doser has no parameters and so no optimiser), each with a StepLR schedule. Within every
+cycle of ``adv_steps`` minibatches the adversaries are updated ``adv_steps - 1`` times
+and the autoencoder (with the dosers) once; ``adv_steps=1`` updates the adversaries and
+then the autoencoder on every minibatch (the demo's setting: the autoencoder gets three
+times the updates of the default for about 1.1 times the time); during the
 first ``n_epochs_pretrain_ae`` epochs only the autoencoder trains. The adversarial
 weight and the KL weight (variational model) warm up linearly.
 """
@@ -27,9 +30,9 @@ class CPATrainingPlan(pl.LightningModule):
         self.module = module
         self.automatic_optimization = False
         self.lr, self.doser_lr, self.adv_lr, self.weight_decay = lr, doser_lr, adv_lr, weight_decay
-        if int(adv_steps) < 2:
-            raise ValueError(f"adv_steps must be >= 2 (one autoencoder update per adv_steps - 1 "
-                             f"adversary updates), got {adv_steps}")
+        if int(adv_steps) < 1:
+            raise ValueError(f"adv_steps must be >= 1 (one autoencoder update per adv_steps - 1 "
+                             f"adversary updates; 1: both on every minibatch), got {adv_steps}")
         self.adv_steps = int(adv_steps)
         self.reg_adv, self.pen_adv = reg_adv, pen_adv
         self.n_epochs_adv_warmup, self.n_epochs_kl_warmup = n_epochs_adv_warmup, n_epochs_kl_warmup
@@ -38,6 +41,15 @@ class CPATrainingPlan(pl.LightningModule):
         self.n_obs_training = None
         self.n_obs_validation = None
         self._turn = 0  # counts minibatches across epochs: an epoch may have fewer than adv_steps
+
+    def on_fit_start(self):
+        """Put every layer in training mode: scvi-tools leaves the module in eval mode when a
+        fit ends and Lightning does not switch it back, so a second ``train()`` would run
+        without dropout and with frozen batch-norm statistics."""
+        # on_fit_start runs before the sanity check and the fit loop (whose eval-mode
+        # warning and on_train_start come later): the validation loop then saves and
+        # restores training mode rather than eval mode.
+        self.train()
 
     def _ramp(self, n_epochs, since_epoch=0):
         if n_epochs <= 0:
@@ -74,7 +86,8 @@ class CPATrainingPlan(pl.LightningModule):
         self._steps += 1
         ae_opt, adv_opt, *doser_opt = self.optimizers()
         pretraining = self.current_epoch < self.n_epochs_pretrain_ae
-        adversary_turn = not pretraining and (self._turn % self.adv_steps) != self.adv_steps - 1
+        both = self.adv_steps == 1
+        adversary_turn = not pretraining and (both or (self._turn % self.adv_steps) != self.adv_steps - 1)
         self._turn += 1
         n = batch["X"].shape[0]
         if adversary_turn:
@@ -86,7 +99,8 @@ class CPATrainingPlan(pl.LightningModule):
             self.log("adv_penalty", penalty, on_epoch=True, on_step=False, batch_size=n)
             for name, value in losses["accuracy"].items():
                 self.log(name, value, on_epoch=True, on_step=False, batch_size=n)
-            return None
+            if not both:
+                return None
         _, _, output = self.module(batch, loss_kwargs={"kl_weight": self.kl_weight,
                                                        "adv_weight": self.adv_weight})
         for optimizer in [ae_opt, *doser_opt]:
