@@ -10,12 +10,15 @@ the model and two things are measured:
   from its *basal* latent (which should carry no perturbation): its accuracy on half of the
   validation cells after fitting the other half, against the chance level (the share of
   the most common condition). The same classifier on the full latent shows the signal the
-  perturbation embedding adds.
+  perturbation embedding adds. The basal latent should carry no covariate either: the same
+  classifier of each covariate the model was set up with (e.g. cell type) is recorded as
+  ``disentanglement_basal_<column>`` with its chance level ``disentanglement_chance_<column>``.
 
-The **selection score** is the reconstruction R^2 minus the basal classifier's accuracy
-above chance, scaled to [0, 1]: ``r2 - max(0, (accuracy - chance) / (1 - chance))``. The
-weights of the epoch with the highest score are kept (restored when training ends), and
-with early stopping training ends after ``patience`` checks without a better score.
+The **selection score** is the reconstruction R^2 minus each basal classifier's accuracy
+above chance, scaled to [0, 1] (``excess = max(0, (accuracy - chance) / (1 - chance))``):
+``r2 - excess(perturbation) - mean over covariates of excess(covariate)``. The weights of
+the epoch with the highest score are kept (restored when training ends), and with early
+stopping training ends after ``patience`` checks without a better score.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ log = logging.getLogger(__name__)
 
 MIN_CELLS = 10  # conditions with fewer validation cells are left out of the R^2
 N_NEIGHBORS = 15
+# Prefixes of the scores of each covariate, followed by its obs column name.
+BASAL = "disentanglement_basal_"
+CHANCE = "disentanglement_chance_"
 
 
 def disentanglement(latent, labels, seed=0, n_neighbors=N_NEIGHBORS):
@@ -52,23 +58,39 @@ def disentanglement(latent, labels, seed=0, n_neighbors=N_NEIGHBORS):
     return accuracy, float(counts.max() / score.size)
 
 
-def selection_score(r2, accuracy, chance):
-    """The reconstruction R^2 minus the basal latent's classifier accuracy above chance
-    (scaled so that a perfectly informative basal latent costs 1)."""
-    excess = 0.0 if chance >= 1 else max(0.0, (accuracy - chance) / (1.0 - chance))
-    return r2 - excess
+def excess_accuracy(accuracy, chance):
+    """A classifier's accuracy above chance scaled to [0, 1] (1: perfect); 0 at or below
+    chance, and for a label with a single value (chance 1)."""
+    return 0.0 if chance >= 1 else max(0.0, (accuracy - chance) / (1.0 - chance))
+
+
+def selection_score(r2, accuracy, chance, covariates=()):
+    """The reconstruction R^2 minus the excess accuracy of the basal latent's perturbation
+    classifier (``accuracy``, ``chance``) and the mean excess accuracy of its covariate
+    classifiers (``covariates``: (accuracy, chance) pairs; none costs nothing)."""
+    covariate_cost = float(np.mean([excess_accuracy(a, c) for a, c in covariates])) if len(covariates) else 0.0
+    return r2 - excess_accuracy(accuracy, chance) - covariate_cost
+
+
+def covariate_keys(model):
+    """The obs columns of the covariates ``model`` was set up with, in the order of the
+    columns of its covariate codes (none when it has no covariates)."""
+    # The setup arguments, not the registry's categories: that dict comes back with its
+    # keys sorted, while the code columns follow covariate_keys as given.
+    return list(model.adata_manager._registry["setup_args"].get("covariate_keys") or [])
 
 
 @torch.inference_mode()
 def validation_scores(model, indices, batch_size=4096, seed=0):
     """The selection scores of ``model`` on the cells ``indices`` of its training AnnData."""
-    from .codes import PERTURBATION_KEY, split_encoded
+    from .codes import COVARIATES_KEY, PERTURBATION_KEY, split_encoded
 
+    keys = covariate_keys(model)
     module = model.module
     was_training = module.training
     module.eval()
     loader = model._make_data_loader(adata=model.adata, indices=indices, batch_size=batch_size, shuffle=False)
-    basal, full, classes, predicted, observed = [], [], [], [], []
+    basal, full, classes, covariates, predicted, observed = [], [], [], [], [], []
     try:
         for tensors in loader:
             inputs = module._get_inference_input(tensors)
@@ -77,6 +99,8 @@ def validation_scores(model, indices, batch_size=4096, seed=0):
             basal.append(result["z_basal"].cpu().numpy())
             full.append(result["z"].cpu().numpy())
             classes.append(split_encoded(tensors[PERTURBATION_KEY])[2].cpu().numpy())
+            if keys:
+                covariates.append(tensors[COVARIATES_KEY].cpu().numpy())
             predicted.append(mean.cpu().numpy())
             observed.append(tensors["X"].cpu().numpy())
     finally:
@@ -89,8 +113,16 @@ def validation_scores(model, indices, batch_size=4096, seed=0):
     accuracy, chance = disentanglement(basal, classes, seed)
     full_accuracy, _ = disentanglement(full, classes, seed)
     r2 = float(np.mean(r2s)) if r2s else float("nan")
-    return {"valid_r2_mean": r2, "disentanglement_basal": accuracy, "disentanglement_full": full_accuracy,
-            "disentanglement_chance": chance, "selection_score": selection_score(r2, accuracy, chance)}
+    scores = {"valid_r2_mean": r2, "disentanglement_basal": accuracy, "disentanglement_full": full_accuracy,
+              "disentanglement_chance": chance}
+    pairs = []
+    if keys:
+        codes = np.concatenate(covariates)
+        for column, key in enumerate(keys):
+            pairs.append(disentanglement(basal, codes[:, column].astype(np.int64), seed))
+            scores[BASAL + key], scores[CHANCE + key] = pairs[-1]
+    scores["selection_score"] = selection_score(r2, accuracy, chance, pairs)
+    return scores
 
 
 class ModelSelection(pl.Callback):
@@ -117,9 +149,13 @@ class ModelSelection(pl.Callback):
             return
         scores = validation_scores(self.model, self.indices, seed=self.seed)
         self.records.append({"epoch": epoch, **scores})
-        log.info("epoch %d validation: R^2 %.4f, basal classifier %.3f (chance %.3f, full latent %.3f), "
+        covariates = "".join(f", basal {key[len(BASAL):]} classifier {value:.3f} (chance "
+                             f"{scores[CHANCE + key[len(BASAL):]]:.3f})"
+                             for key, value in scores.items() if key.startswith(BASAL))
+        log.info("epoch %d validation: R^2 %.4f, basal condition classifier %.3f (chance %.3f, full latent %.3f)%s, "
                  "selection score %.4f", epoch, scores["valid_r2_mean"], scores["disentanglement_basal"],
-                 scores["disentanglement_chance"], scores["disentanglement_full"], scores["selection_score"])
+                 scores["disentanglement_chance"], scores["disentanglement_full"], covariates,
+                 scores["selection_score"])
         score = scores["selection_score"]
         if np.isfinite(score) and score > self.best_score:
             self.best_score, self.best_epoch = score, epoch
