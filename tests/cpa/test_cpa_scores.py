@@ -302,3 +302,19 @@ def test_de_overlap_and_direction_are_cell_evals_on_mean_changes(dyadic_changes,
     theirs = DEDirectionMatch(fdr_threshold=0.05)(comparison)
     ours = {p: direction_agreement(predicted[p], observed[p], control, k=k) for p in observed}
     assert ours == pytest.approx(theirs, abs=1e-10)
+
+
+def test_discrimination_with_groups_the_predictor_does_not_predict():
+    """Observed rows beyond the predicted ones are groups without a prediction: they still
+    compete for the rank, and n counts them."""
+    observed = np.array([[0.0, 0.0], [1.0, 0.0], [0.9, 0.0], [5.0, 5.0]])
+    predicted = np.array([[0.1, 0.0], [0.95, 0.0]])
+    expected = []  # by brute force: the place of row p among all rows, sorted by L1 distance
+    for p in range(2):
+        distances = np.abs(observed - predicted[p]).sum(1)
+        rank = list(np.argsort(distances)).index(p)
+        expected.append(1 - rank / 4)
+    np.testing.assert_allclose(discrimination_scores(predicted, observed), expected)
+    assert discrimination_scores(predicted, observed)[0] == 1.0
+    with pytest.raises(ValueError):
+        discrimination_scores(observed, predicted)

@@ -148,14 +148,22 @@ def discrimination_scores(predicted_effects, observed_effects) -> np.ndarray:
     """One score per group (row; effects are mean - control, genes as columns): 1 - rank / n,
     rank being the place of the group's own observed effect among all observed effects,
     sorted by L1 distance to its predicted effect (0: nearest). cell-eval's
-    ``discrimination_score`` with metric "l1"; 1 is a perfect predictor."""
-    predicted, observed = _select(None, predicted_effects, observed_effects)
-    if predicted.ndim != 2:
-        raise ValueError(f"effects must be groups x genes, got shape {predicted.shape}")
-    n = predicted.shape[0]
+    ``discrimination_score`` with metric "l1"; 1 is a perfect predictor.
+
+    ``observed_effects`` may have more rows than ``predicted_effects``: row p of each is
+    group p, and the extra observed rows are groups the predictor does not predict (a
+    baseline undefined there), which still compete for the rank; n is the observed rows."""
+    predicted = np.asarray(predicted_effects, dtype=np.float64)
+    observed = np.asarray(observed_effects, dtype=np.float64)
+    if predicted.ndim != 2 or observed.ndim != 2 or predicted.shape[1] != observed.shape[1]:
+        raise ValueError(f"effects must be groups x genes with the same genes, got shapes {predicted.shape} and "
+                         f"{observed.shape}")
+    if observed.shape[0] < predicted.shape[0]:
+        raise ValueError(f"{predicted.shape[0]} predicted groups but only {observed.shape[0]} observed")
+    n = observed.shape[0]
     distances = cdist(predicted, observed, "cityblock")
-    scores = np.empty(n)
-    for p in range(n):
+    scores = np.empty(predicted.shape[0])
+    for p in range(predicted.shape[0]):
         # np.argsort's default kind as cell-eval uses it, so exact ties fall where they fall there.
         rank = np.flatnonzero(np.argsort(distances[p]) == p)[0]
         scores[p] = 1.0 - rank / n
