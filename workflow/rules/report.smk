@@ -268,6 +268,27 @@ if config["cpa"]["enabled"]:
             script:
                 "../scripts/report_cpa_prediction.py"
 
+        rule report_cpa_baselines:
+            input:
+                metrics=rules.cpa_evaluate.output.metrics,
+            output:
+                png=report(
+                    f"{FIGURES}/cpa/baselines.png",
+                    caption="../report/cpa_baselines.rst",
+                    category=CPA_CATEGORY,
+                    subcategory="Held-out conditions",
+                    labels={"figure": "model against baselines"},
+                ),
+            log:
+                f"{REPORT_LOGS}/cpa_baselines.log",
+            conda:
+                "../../envs/report.yaml"
+            resources:
+                mem_mb=res.fixed_mb(200),
+                runtime=res.MIN_RUNTIME_MIN,
+            script:
+                "../scripts/report_cpa_baselines.py"
+
     rule report_cpa_embeddings:
         input:
             embeddings=rules.cpa_embeddings.output.embeddings,

@@ -56,6 +56,7 @@ def report_outputs():
     if config["cpa"]["enabled"]:
         if TRAINING:
             files += [f"{FIGURES}/cpa/training.png", f"{FIGURES}/cpa/predicted_vs_observed.png"]
+            files += [f"{FIGURES}/cpa/baselines.png"]
         files += [f"{FIGURES}/cpa/drug_embeddings.png"]
         if HAS_ADATA:
             files += [f"{FIGURES}/cpa/{name}.png" for name in CPA_LATENT_FIGURES.values()]

@@ -2,6 +2,6 @@
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.cpa.simulate import write_screen
+    from shardmap.cpa.simulate import DEMO_SCREEN, write_screen
 
-    write_screen(snakemake.output.adata, snakemake.params.n_cells, snakemake.params.n_genes)
+    write_screen(snakemake.output.adata, snakemake.params.n_cells, snakemake.params.n_genes, **DEMO_SCREEN)

@@ -3,6 +3,6 @@ demo's trained model to (the demo's query data set)."""
 from shardmap.task import snakemake_task
 
 with snakemake_task(snakemake):
-    from shardmap.cpa.simulate import write_lab_controls
+    from shardmap.cpa.simulate import DEMO_SCREEN, write_lab_controls
 
-    write_lab_controls(snakemake.output.query, snakemake.params.n_cells, snakemake.params.n_genes)
+    write_lab_controls(snakemake.output.query, snakemake.params.n_cells, snakemake.params.n_genes, **DEMO_SCREEN)

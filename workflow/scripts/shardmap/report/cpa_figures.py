@@ -7,6 +7,9 @@
 - ``query_umap``: the basal latents of the query data sets beside the training cells'.
 - ``prediction_figure``: predicted vs observed mean expression per held-out group, from
   the means ``cpa_evaluate`` writes, with R^2 in each title.
+- ``baselines_figure``: the model beside the no-change, additive and train-mean
+  baselines on every held-out group and every score of metrics.tsv, with the count of
+  groups where the model beats the additive baseline.
 """
 
 from __future__ import annotations
@@ -262,6 +265,74 @@ def prediction_figure(means_path, out_png, max_panels=36):
     if not groups:
         axes[0].text(0.5, 0.5, "no held-out group was evaluated", ha="center", va="center")
     for ax in axes[max(shown, 1):]:
+        ax.axis("off")
+    save_png(figure, out_png)
+
+
+#: (column of metrics.tsv without the predictor prefix, axis label, True where higher is better)
+BASELINE_PANELS = [
+    ("r2_mean_deg20", "R² of the mean, top-20 DEGs", True),
+    ("r2_mean_all", "R² of the mean, all genes", True),
+    ("pearson_delta_deg20", "Pearson-delta, top-20 DEGs", True),
+    ("pearson_delta_all", "Pearson-delta, all genes", True),
+    ("mae_all", "MAE of the mean, all genes", False),
+    ("e_distance", "E-distance to the observed cells", False),
+    ("deg_overlap20", "DEG overlap at 20", True),
+    ("deg_direction20", "DEG direction agreement at 20", True),
+    ("discrimination", "discrimination score", True),
+]
+PREDICTOR_STYLES = [("model", "", "CPA", "tab:red", "o"), ("additive", "additive_", "additive", "tab:blue", "s"),
+                    ("train_mean", "train_mean_", "train mean", "tab:green", "^"),
+                    ("no_change", "no_change_", "no change", "tab:gray", "v")]
+
+
+def beats_additive(table, score="r2_mean_deg20"):
+    """(wins, groups): groups where the model's ``score`` is above the additive
+    baseline's, among the groups where both are defined."""
+    both = table[[score, f"additive_{score}"]].apply(lambda c: c.astype(float)).dropna()
+    return int((both[score] > both[f"additive_{score}"]).sum()), len(both)
+
+
+def baselines_figure(metrics_path, out_png):
+    """One panel per score: the model and the three baselines on every evaluated group
+    (x axis), from metrics.tsv; the title says on how many groups the model beats the
+    additive baseline (top-20-DEG R^2 and Pearson-delta)."""
+    import pandas as pd
+
+    table = pd.read_csv(metrics_path, sep="\t", dtype=str, keep_default_na=False)
+    if "additive_r2_mean_deg20" not in table:
+        raise InputError(f"'{metrics_path}' has no baseline columns (written before they existed); rerun "
+                         "cpa_evaluate.")
+    if "note" in table:  # groups left out of the evaluation have no scores
+        table = table[table["note"] == ""]
+    table = table.replace({"NA": "nan", "": "nan"})
+    labels = [f"{c} at {d}\n{v}" for c, d, v in zip(table["condition"], table["dosage"], table["covariates"])]
+    x = np.arange(len(table))
+    columns = 3
+    rows = math.ceil(len(BASELINE_PANELS) / columns)
+    width = max(4.5, 0.45 * len(table) + 1.5)
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, 3.6 * rows), squeeze=False,
+                                constrained_layout=True)
+    wins, total = beats_additive(table)
+    wins_pd, total_pd = beats_additive(table, "pearson_delta_all")
+    figure.suptitle(f"Held-out conditions: the model against the baselines. The model beats additive on {wins} of "
+                    f"{total} groups (top-20-DEG R²) and on {wins_pd} of {total_pd} (Pearson-delta, all genes)",
+                    fontsize=12, fontweight="bold")
+    for ax, (score, label, higher) in zip(axes.ravel(), BASELINE_PANELS):
+        for k, (_, prefix, name, colour, marker) in enumerate(PREDICTOR_STYLES):
+            column = prefix + score
+            if column not in table:
+                continue
+            values = table[column].astype(float).to_numpy()
+            ax.scatter(x + (k - 1.5) * 0.12, values, s=22, color=colour, marker=marker, label=name, zorder=3)
+        ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=9)
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, rotation=90, fontsize=6)
+        ax.grid(alpha=0.3)
+    axes.ravel()[0].legend(fontsize=7, loc="lower left")
+    if not len(table):
+        axes[0, 0].text(0.5, 0.5, "no held-out group was evaluated", ha="center", va="center")
+    for ax in axes.ravel()[len(BASELINE_PANELS):]:
         ax.axis("off")
     save_png(figure, out_png)
 
