@@ -15,21 +15,31 @@ pytestmark = pytest.mark.workflow
 
 BLOCKER = '''
 import importlib.abc
+import importlib.machinery
 import os
 import sys
 
 BLOCKED = {"torch", "scvi", "lightning", "pytorch_lightning", "anndata", "rdkit", "pyro"}
 
 
-class PerturbationStackBlocker(importlib.abc.MetaPathFinder):
-    """As if the perturbation stack were not installed; every attempt is logged."""
+class PerturbationStackBlocker(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """As if the perturbation stack were not installed: importing it fails, and every
+    import is logged. Asking whether it is there (importlib.util.find_spec, as polars does
+    to see whether torch is installed) is not an import: it finds a spec, which fails only
+    when loaded."""
 
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            with open(os.environ["BLOCKED_IMPORTS_LOG"], "a") as log:
-                log.write(f"{name} {sys.argv[-1]}\\n")
-            raise ImportError(f"{name} is not installed (lesion-only install)")
+            return importlib.machinery.ModuleSpec(name, self)
         return None
+
+    def create_module(self, spec):
+        with open(os.environ["BLOCKED_IMPORTS_LOG"], "a") as log:
+            log.write(f"{spec.name} {sys.argv[-1]}\\n")
+        raise ModuleNotFoundError(f"{spec.name} is not installed (lesion-only install)")
+
+    def exec_module(self, module):
+        raise AssertionError("create_module always fails")
 
 
 sys.meta_path.insert(0, PerturbationStackBlocker())

@@ -98,7 +98,7 @@ def _sample(mask, labels, max_cells, rng):
 
 
 def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cells=2000, n_degs=20,
-             chunk_rows=20_000, means_path=None, max_distance_cells=500, block_rows=4096):
+             chunk_rows=20_000, means_path=None, max_distance_cells=500, block_rows=2048):
     """Scores of the model and of three baselines on every held-out group.
 
     Groups are (condition, dosage, covariate values) of the held-out ("test") cells, or
@@ -333,13 +333,16 @@ def excluded_rows(splits, conditions, dosages, cov_label, control, cov_keys):
 
 
 def write_group_means(path, means, genes, n_degs, unit):
-    """Per evaluated group (sorted like metrics.tsv): the observed, predicted (model),
+    """Per evaluated group (sorted like metrics.tsv; ``means`` maps each to (observed,
+    predicted, control, DEG indices[, additive, train mean])): the observed, predicted (model),
     control, additive and train-mean means of every gene (float32; NaN rows where a
     baseline is undefined) and the indices of its DEGs (-1 pads groups with fewer genes)."""
     keys = sorted(means)
 
     def stack(i):
-        rows = [means[k][i] if means[k][i] is not None else np.full(len(genes), np.nan) for k in keys]
+        # A group without baselines (the additive and train-mean means) gets NaN rows.
+        rows = [means[k][i] if len(means[k]) > i and means[k][i] is not None else np.full(len(genes), np.nan)
+                for k in keys]
         return np.array(rows, dtype=np.float32).reshape(len(keys), len(genes))
 
     degs = np.full((len(keys), n_degs), -1, dtype=np.int64)
