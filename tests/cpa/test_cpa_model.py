@@ -231,7 +231,7 @@ def test_on_the_additive_screen_the_model_matches_the_additive_baseline(tmp_path
     adata.write_h5ad(path)
     cfg = {**CFG, "holdout": ["drug00+drug01", "drug02+drug03"], "split_key": None,
            "model": {"n_latent": 16, "n_hidden": 64, "recon_loss": "nb", "doser_type": "linear"},
-           "train": {"max_epochs": 60, "batch_size": 128, "seed": 0,
+           "train": {"max_epochs": 50, "batch_size": 128, "seed": 0,
                      "plan": {"lr": 3e-3, "adv_lr": 1e-2, "reg_adv": 50.0, "pen_adv": 0.1, "n_epochs_adv_warmup": 0,
                               "adv_steps": 1}}}
     threads = torch.get_num_threads()
