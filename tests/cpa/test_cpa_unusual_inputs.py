@@ -67,3 +67,32 @@ def test_repeated_cell_names_pass_by_position(tmp_path, screen):
     data = screen.copy()
     data.obs_names = ["cell"] * data.n_obs
     assert check(tmp_path, data)["cells"] == data.n_obs
+
+
+def test_covariate_keys_not_in_alphabetical_order(tmp_path, screen):
+    """covariate_keys ["well", "cell_type"] (two and three categories): the code columns,
+    the embeddings' sizes and names follow the order given, in training, in
+    get_covariate_embeddings and in the inference tasks' model (the registry keeps the
+    categories in a dict that may come back sorted by key)."""
+    import scvi
+
+    from shardmap.cpa.inference_model import InferenceModel
+
+    adata = screen.copy()
+    adata.obs["well"] = pd.Categorical(np.where(np.arange(adata.n_obs) % 2, "w1", "w2"))
+    scvi.settings.seed = 0
+    CPA.setup_anndata(adata, perturbation_key="condition", dosage_key="dose", control_group="control",
+                      covariate_keys=["well", "cell_type"])
+    model = CPA(adata, n_latent=4, n_hidden=8)
+    model.train(max_epochs=1, batch_size=128, accelerator="cpu", seed=0)
+    sizes = [embedding.num_embeddings for embedding in model.module.covariate_embeddings]
+    assert sizes == [2, 3]
+    tables = model.get_covariate_embeddings()
+    assert list(tables["well"].index) == ["w1", "w2"]
+    assert list(tables["cell_type"].index) == ["type0", "type1", "type2"]
+    np.testing.assert_array_equal(tables["cell_type"].to_numpy(),
+                                  model.module.covariate_embeddings[1].weight.detach().numpy())
+    model.save(tmp_path / "model")
+    loaded = InferenceModel.load(tmp_path / "model")
+    np.testing.assert_array_equal(loaded.network.covariate_embeddings[0].weight.detach().numpy(),
+                                  model.module.covariate_embeddings[0].weight.detach().numpy())

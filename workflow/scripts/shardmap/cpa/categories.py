@@ -78,6 +78,9 @@ class CategoricalCodesField(BaseAnnDataField):
         return table
 
 
-def n_categories(state_registry):
-    """Number of categories of each encoded column, in column order."""
-    return [len(values) for values in state_registry[CategoricalCodesField.CATEGORIES_KEY].values()]
+def n_categories(state_registry, keys=None):
+    """Number of categories of each encoded column, in column order: that of ``keys``, the
+    obs columns as the setup named them (the registry's dict of categories may come back
+    with its keys sorted, while the code matrix keeps the setup's order)."""
+    categories = state_registry[CategoricalCodesField.CATEGORIES_KEY]
+    return [len(categories[key]) for key in (categories if keys is None else keys)]

@@ -103,7 +103,10 @@ def covariate_embeddings(model, **kwargs):
         return {}
     categories = model.adata_manager.get_state_registry(COVARIATES_KEY)[CategoricalCodesField.CATEGORIES_KEY]
     tables = {}
-    for (key, values), embedding in zip(categories.items(), model.module.covariate_embeddings):
+    # The embeddings follow the setup's covariate_keys; the registry's dict may be sorted.
+    keys = model.adata_manager._registry["setup_args"].get("covariate_keys") or list(categories)
+    for key, embedding in zip(keys, model.module.covariate_embeddings):
+        values = categories[key]
         weights = embedding.weight.detach().cpu().numpy()
         tables[key] = pd.DataFrame(weights, index=pd.Index([str(v) for v in values], name=key),
                                    columns=_latent_columns(weights.shape[1]))

@@ -95,7 +95,8 @@ class InferenceModel:
         network = CPANetwork(
             n_genes=len(var_names), n_drugs=len(perturbations[codes.DRUGS]),
             n_conditions=len(perturbations[codes.CONDITIONS]),
-            n_cats_per_cov=[len(values) for values in covariates.values()],
+            # In the setup's order of covariate_keys, that of the code columns and embeddings.
+            n_cats_per_cov=[len(covariates[key]) for key in registry["setup_args"].get("covariate_keys") or []],
             n_batch=len(next(iter(batches.values()))), **params)
         # scvi-tools saves its Pyro parameter store beside the module's weights.
         network.load_state_dict({k: v for k, v in state_dict.items() if k != "pyro_param_store"})

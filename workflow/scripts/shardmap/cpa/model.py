@@ -121,7 +121,8 @@ class CPA(BaseModelClass):
             raise InputError(f"doser_type '{doser_type}' is not one of {DOSERS}.")
         state = self.adata_manager.get_state_registry(PERTURBATION_KEY)
         fields = self.adata_manager.data_registry
-        n_cats = (n_categories(self.adata_manager.get_state_registry(COVARIATES_KEY))
+        n_cats = (n_categories(self.adata_manager.get_state_registry(COVARIATES_KEY),
+                               self.adata_manager._registry["setup_args"].get("covariate_keys"))
                   if COVARIATES_KEY in fields else [])
         n_batch = n_categories(self.adata_manager.get_state_registry(BATCH_KEY))[0]
         check_values(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), recon_loss in ("nb", "zinb"),
