@@ -102,9 +102,13 @@ def test_baselines_equal_an_independent_computation(evaluated):
         ed = 2 * cdist(control, observed).mean() - cdist(control, control).mean() - cdist(observed, observed).mean()
         assert float(row["no_change_e_distance"]) == pytest.approx(ed, rel=1e-4)
         assert row["no_change_pearson_delta_all"] == "NA"
+        assert row["no_change_deg_overlap20"] == "NA" and row["no_change_deg_direction20"] == "NA"
         # train mean: every perturbed training cell of the cell type
         perturbed = cells_of(adata, training & same & (obs["condition"] != "control").to_numpy())
         t = perturbed.mean(0)
+        ed = 2 * cdist(perturbed, observed).mean() - cdist(perturbed, perturbed).mean() - \
+            cdist(observed, observed).mean()
+        assert float(row["train_mean_e_distance"]) == pytest.approx(ed, rel=1e-4)
         assert float(row["train_mean_r2_mean_all"]) == pytest.approx(r2(t, o), abs=1e-5)
         assert float(row["train_mean_pearson_delta_deg20"]) == pytest.approx(
             np.corrcoef(t[degs] - c[degs], o[degs] - c[degs])[0, 1], abs=1e-5)
@@ -119,14 +123,37 @@ def test_baselines_equal_an_independent_computation(evaluated):
         a = c + shift
         assert float(row["additive_r2_mean_deg20"]) == pytest.approx(r2(a[degs], o[degs]), abs=1e-5)
         assert float(row["additive_pearson_delta_all"]) == pytest.approx(np.corrcoef(a - c, o - c)[0, 1], abs=1e-5)
-        ed = 2 * cdist(control + shift, observed).mean() - cdist(control, control).mean() - \
-            cdist(observed, observed).mean()
+        moved = np.maximum(control + shift, 0)  # log-normalised counts stop at 0
+        ed = 2 * cdist(moved, observed).mean() - cdist(moved, moved).mean() - cdist(observed, observed).mean()
         assert float(row["additive_e_distance"]) == pytest.approx(ed, rel=1e-4)
         assert row["additive_note"] == ""
+        top_additive = set(np.argsort(-np.abs(a - c), kind="stable")[:20])
+        assert float(row["additive_deg_overlap20"]) == pytest.approx(len(top_additive & set(degs)) / 20)
+        assert float(row["additive_deg_direction20"]) == pytest.approx(
+            np.mean(np.sign(a[degs] - c[degs]) == np.sign(o[degs] - c[degs])))
 
 
-def test_discrimination_ranks_each_group_among_all_groups(evaluated):
-    _, _, table, _ = evaluated
+def test_discrimination_ranks_each_group_among_the_groups_of_its_covariates(evaluated):
+    _, _, table, folder = evaluated
+    # By brute force from the means cpa_evaluate would save: the train-mean baseline's
+    # change against every observed change of the same cell type, ranked by L1 distance.
+    means = folder / "means.npz"
+    if not means.exists():
+        from shardmap.cpa.tasks.evaluate import evaluate as run
+
+        run(folder / "model", folder / "screen.h5ad", {**CFG, "holdout": ["drug00+drug01", "drug06"]},
+            folder / "splits.tsv", folder / "again.tsv", means_path=means)
+    saved = np.load(means)
+    for cell_type in set(saved["covariates"]):
+        rows = np.flatnonzero(saved["covariates"] == cell_type)
+        observed = saved["observed"][rows] - saved["control"][rows]
+        predicted = saved["train_mean"][rows] - saved["control"][rows]
+        for position, row in enumerate(rows):
+            distances = np.abs(observed - predicted[position]).sum(1)
+            expected = 1 - list(np.argsort(distances)).index(position) / len(rows)
+            line = table[(table["condition"] == saved["condition"][row]) & (table["dosage"] == saved["dosage"][row])
+                         & (table["covariates"] == cell_type)]
+            assert float(line["train_mean_discrimination"].iloc[0]) == pytest.approx(expected)
     # An undefined baseline (additive on drug06 alone) has no score, the others lie in (0, 1].
     for column in ("discrimination", "train_mean_discrimination", "additive_discrimination"):
         values = table[column].replace("NA", "nan").astype(float)
@@ -134,9 +161,10 @@ def test_discrimination_ranks_each_group_among_all_groups(evaluated):
         assert ((defined > 0) & (defined <= 1)).all(), column
     assert table.loc[table["condition"] == "drug06", "additive_discrimination"].eq("NA").all()
     # No change predicts a zero change for every group: a group's rank is that of its
-    # observed change's L1 norm among all groups'.
-    effects = table["no_change_discrimination"].astype(float).to_numpy()
-    assert np.isfinite(effects).all() and len(set(effects)) == len(effects)
+    # observed change's L1 norm among those of its cell type.
+    for _, same in table.groupby("covariates"):
+        scores = same["no_change_discrimination"].astype(float).to_numpy()
+        assert np.isfinite(scores).all() and len(set(scores)) == len(scores)
 
 
 def test_metrics_file_is_tab_separated_with_na(evaluated):

@@ -219,12 +219,12 @@ def test_batch_is_left_out_of_z_corrected(screen):
 
 def test_on_the_additive_screen_the_model_matches_the_additive_baseline(tmp_path):
     """The additive screen (log-linear read-out: summing the single drugs' shifts is nearly
-    the truth) with the demo's settings: in every group the model's top-20-DEG R^2 is
-    above no change, and above train mean in all groups but one; its median Pearson-delta on the top-20 DEGs is at
-    least the additive baseline's, on all genes and its MAE within 0.02 of it. Its median
-    top-20-DEG R^2 stays below the additive baseline's (measured 0.89 against 0.95, the
-    target of issue 27 not met: README, "Against the baselines", says so); the test keeps
-    it within 0.08."""
+    the truth) with the demo's settings. In every group the model's top-20-DEG R^2 is
+    above no change, and above train mean in all groups but one. Its median
+    Pearson-delta (top-20 DEGs 0.966 against 0.959; all genes 0.877 against 0.882) and
+    MAE match the additive baseline's (compared within 0.02). Its median top-20-DEG R^2
+    stays below the additive baseline's (0.89 against 0.95: the target of issue 27 is not
+    met, and README, "Against the baselines", says so); the test keeps it within 0.08."""
     adata = simulate_screen(n_cells=6000, n_genes=200, seed=0)  # the additive screen
     del adata.uns["truth"]
     path = tmp_path / "screen.h5ad"
@@ -248,7 +248,7 @@ def test_on_the_additive_screen_the_model_matches_the_additive_baseline(tmp_path
     assert all(len(r["deg20"].split(",")) == 20 for r in rows)
     column = lambda key: np.array([r[key] for r in rows], dtype=float)  # noqa: E731
     median = lambda key: float(np.median(column(key)))  # noqa: E731
-    assert median("pearson_delta_deg20") >= median("additive_pearson_delta_deg20")
+    assert median("pearson_delta_deg20") > median("additive_pearson_delta_deg20") - 0.02
     assert median("pearson_delta_all") > median("additive_pearson_delta_all") - 0.02
     assert median("mae_all") < median("additive_mae_all") + 0.02
     assert median("r2_mean_deg20") > median("additive_r2_mean_deg20") - 0.08

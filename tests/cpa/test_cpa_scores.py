@@ -318,3 +318,16 @@ def test_discrimination_with_groups_the_predictor_does_not_predict():
     assert discrimination_scores(predicted, observed)[0] == 1.0
     with pytest.raises(ValueError):
         discrimination_scores(observed, predicted)
+
+
+def test_deg_scores_of_no_change_are_undefined():
+    """No change predicts no gene changed: its 'top genes' would be the first k by index and
+    its directions all 0, so both DEG scores are NaN rather than a number by chance."""
+    rng = np.random.default_rng(3)
+    control, observed = rng.normal(size=40), rng.normal(size=40)
+    assert np.isnan(de_overlap(control, observed, control, k=10))
+    assert np.isnan(direction_agreement(control, observed, control, k=10))
+    # a change in a single gene is a prediction: scored
+    moved = control.copy()
+    moved[int(np.argmax(np.abs(observed - control)))] += 1.0
+    assert de_overlap(moved, observed, control, k=10) >= 0.1

@@ -7,13 +7,14 @@ registry fields ``perturbations`` and ``categories``.
 
 Data: ``conditions`` (condition and dose strings), ``values`` (matrix checks),
 ``h5ad_rows`` (rows of an .h5ad read alone), ``splits``, ``config_keys`` (what the
-workflow config names), ``model_folder`` (the saved model), ``scores``, ``simulate``.
+workflow config names), ``model_folder`` (the saved model), ``scores`` and ``baselines``
+(how good its predictions are), ``simulate``.
 The workflow's tasks are in ``tasks``, one module per rule; their cluster requests in
 ``resources``.
 
 ``from shardmap.cpa import CPA`` imports torch and scvi-tools; the rest of shardmap does
 not need them, and neither do the modules of this package that only read files
-(``h5ad_rows``, ``scores``, ``conditions``), which the report's figure rules and the input
+(``h5ad_rows``, ``scores``, ``baselines``, ``conditions``), which the report's figure rules and the input
 check use without PyTorch.
 """
 

@@ -47,3 +47,18 @@ def additive_shift(condition, dosage, covariates, control_mean, single_means):
         return None, (f"no training cells of {', '.join(missing)} alone with covariates {covariates}: the "
                       "additive baseline needs every single drug of the group at its dose")
     return shift, ""
+
+
+def beats_additive(model_scores, additive_scores):
+    """(wins, groups): the groups where the model's score is above the additive baseline's,
+    among those where both are defined (finite). Scores are numbers or strings (as read
+    from metrics.tsv; "NA" or "" for undefined)."""
+    def number(value):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    pairs = [(number(m), number(a)) for m, a in zip(model_scores, additive_scores)]
+    pairs = [(m, a) for m, a in pairs if np.isfinite(m) and np.isfinite(a)]
+    return sum(m > a for m, a in pairs), len(pairs)

@@ -128,19 +128,30 @@ def _capped_k(k, n_genes):
     return min(int(k), n_genes)
 
 
+def _no_predicted_change(predicted, control):
+    """True for a prediction of no change at all (the no-change baseline): its top genes
+    would be a tie broken by gene index, and its directions all 0."""
+    return not np.any(np.asarray(predicted, dtype=np.float64) - np.asarray(control, dtype=np.float64))
+
+
 def de_overlap(predicted, observed, control, k=20) -> float:
     """Share of the observed top-``k`` changed genes (``top_changed_genes``) that are also
-    among the predicted top ``k``; ``k`` capped at the gene count."""
+    among the predicted top ``k``; ``k`` capped at the gene count. NaN for a prediction of
+    no change (its top genes would be the first ``k`` by index)."""
     k = _capped_k(k, np.size(observed))
+    if _no_predicted_change(predicted, control):
+        return float("nan")
     shared = np.intersect1d(top_changed_genes(predicted, control, k), top_changed_genes(observed, control, k))
     return shared.size / k
 
 
 def direction_agreement(predicted, observed, control, k=20) -> float:
     """Among the observed top-``k`` changed genes, the share whose predicted change has the
-    sign of the observed change (sign 0 matches only 0)."""
+    sign of the observed change (sign 0 matches only 0). NaN for a prediction of no change."""
     predicted, observed, control = _select(None, predicted, observed, control)
     top = top_changed_genes(observed, control, _capped_k(k, observed.size))
+    if _no_predicted_change(predicted, control):
+        return float("nan")
     return float(np.mean(np.sign(predicted[top] - control[top]) == np.sign(observed[top] - control[top])))
 
 

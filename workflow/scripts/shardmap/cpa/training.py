@@ -5,7 +5,8 @@ doser has no parameters and so no optimiser), each with a StepLR schedule. Withi
 cycle of ``adv_steps`` minibatches the adversaries are updated ``adv_steps - 1`` times
 and the autoencoder (with the dosers) once; ``adv_steps=1`` updates the adversaries and
 then the autoencoder on every minibatch (the demo's setting: the autoencoder gets three
-times the updates of the default for about 1.1 times the time); during the
+times the updates of the default, for 1.57 times the time at equal epochs:
+docs/benchmarks.md, "The demo's training time"); during the
 first ``n_epochs_pretrain_ae`` epochs only the autoencoder trains. The adversarial
 weight and the KL weight (variational model) warm up linearly.
 """

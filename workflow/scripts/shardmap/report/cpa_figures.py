@@ -287,10 +287,10 @@ PREDICTOR_STYLES = [("model", "", "CPA", "tab:red", "o"), ("additive", "additive
 
 
 def beats_additive(table, score="r2_mean_deg20"):
-    """(wins, groups): groups where the model's ``score`` is above the additive
-    baseline's, among the groups where both are defined."""
-    both = table[[score, f"additive_{score}"]].apply(lambda c: c.astype(float)).dropna()
-    return int((both[score] > both[f"additive_{score}"]).sum()), len(both)
+    """(wins, groups) of ``shardmap.cpa.baselines.beats_additive`` on a metrics.tsv table."""
+    from ..cpa.baselines import beats_additive as count
+
+    return count(table[score], table[f"additive_{score}"])
 
 
 def baselines_figure(metrics_path, out_png):

@@ -14,7 +14,7 @@ from .. import h5ad_rows
 from ..conditions import canonical_conditions
 from ..config_keys import obs_keys
 from ..model_folder import load_model
-from ..baselines import BASELINES, additive_shift, single_drugs
+from ..baselines import BASELINES, additive_shift, beats_additive, single_drugs
 from ..scores import (de_overlap, direction_agreement, discrimination_scores, e_distance, mean_absolute_error,
                       pearson_delta, r_squared, top_changed_genes)
 from ..splits import EXCLUDED
@@ -131,23 +131,19 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
                  else pd.Series("all", index=obs.index)).to_numpy()
     conditions, dosages = canonical_conditions(obs, cfg)
     targets = (splits == evaluated) & (conditions != control)
-    groups = sorted({(conditions[i], dosages[i], cov_label[i]) for i in np.flatnonzero(targets)})
+    groups = sorted(set(_keys(conditions, dosages, cov_label, np.flatnonzero(targets))))
     labels = sorted({g[2] for g in groups})
-    group_index = {g: k for k, g in enumerate(groups)}
-    cell_group = np.full(len(obs), -1)
-    for i in np.flatnonzero(targets):
-        cell_group[i] = group_index[(conditions[i], dosages[i], cov_label[i])]
+    cell_group = _index_of(groups, conditions, dosages, cov_label, np.flatnonzero(targets))
     # The single drugs the additive baseline needs, each at its dose and covariates.
     singles = sorted({(drug, dose, label) for condition, dosage, label in groups
                       for drug, dose in single_drugs(condition, dosage)})
     single_index = {key: k for k, key in enumerate(singles)}
     training = splits == "train"
-    cell_single = np.full(len(obs), -1)
-    for i in np.flatnonzero(training & (conditions != control) & np.isin(cov_label, labels)):
-        k = single_index.get((conditions[i], dosages[i], cov_label[i]))
-        if k is not None:
-            cell_single[i] = k
     trained_perturbed = training & (conditions != control) & np.isin(cov_label, labels)
+    cell_single = _index_of(singles, conditions, dosages, cov_label, np.flatnonzero(trained_perturbed))
+    # Integer codes of the covariate labels: the streamed blocks compare these per label.
+    label_codes = np.full(len(obs), -1)
+    label_codes[np.isin(cov_label, labels)] = np.searchsorted(labels, cov_label[np.isin(cov_label, labels)])
     rng = np.random.default_rng(0)
     sampled = _sample((conditions == control) & np.isin(cov_label, labels), cov_label, max_control_cells, rng)
     trained_sample = _sample(trained_perturbed, cov_label, max_distance_cells, rng)
@@ -177,23 +173,25 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
             for k in np.unique(cell_group[rows][cell_group[rows] >= 0]):
                 mine = cell_group[rows] == k
                 observed[k].add(values[mine])
-                observed_cells[k].append(values[mine & observed_sample[rows]])
+                observed_cells[k].append(values[mine & observed_sample[rows]].astype(np.float32))
             for k in np.unique(cell_single[rows][cell_single[rows] >= 0]):
                 single_moments[k].add(values[cell_single[rows] == k])
-            for label in labels:
-                here = cov_label[rows] == label
+            for code, label in enumerate(labels):
+                here = label_codes[rows] == code
                 if (here & sampled[rows]).any():
                     control_moments[label].add(values[here & sampled[rows]])
                     control_parts[label].append(chunk[rows[here & sampled[rows]] - start].copy())
                 if (here & trained_perturbed[rows]).any():
                     trained_moments[label].add(values[here & trained_perturbed[rows]])
-                    trained_cells[label].append(values[here & trained_perturbed[rows] & trained_sample[rows]])
+                    trained_cells[label].append(
+                        values[here & trained_perturbed[rows] & trained_sample[rows]].astype(np.float32))
     single_means = {key: single_moments[k].mean() for key, k in single_index.items() if single_moments[k].n}
     model = None
     rows_out = []
     selection = selected_check(model_dir, cov_keys)  # the same for every group: read history.json once
     means, effects = {}, {p: [None] * len(groups) for p in PREDICTORS}
     observed_effects = [None] * len(groups)
+    distance_rng = np.random.default_rng(1)
     for label in labels:
         parts = control_parts[label]
         if not parts:
@@ -202,8 +200,12 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
         if model is None:
             model = load_model(model_dir, controls)
         control_mean = control_moments[label].mean()
-        control_cells = _normalise(controls.layers[cfg["layer"]] if cfg.get("layer") else controls.X,
-                                   count_data)[:max_distance_cells]
+        # The same random subset of the control cells for the E-distance of the model (their
+        # counterfactuals) and of the baselines built on them.
+        distance_rows = np.sort(distance_rng.choice(controls.n_obs, min(controls.n_obs, max_distance_cells),
+                                                    replace=False))
+        control_cells = _normalise((controls.layers[cfg["layer"]] if cfg.get("layer") else controls.X)[distance_rows],
+                                   count_data)
         trained = np.concatenate(trained_cells[label]) if trained_cells[label] else np.zeros((0, n_genes))
         for k, (condition, dosage, group_label) in enumerate(groups):
             if group_label != label:
@@ -221,9 +223,10 @@ def evaluate(model_dir, adata_path, cfg, splits_path, out_path, max_control_cell
             else:
                 train_mean = trained_moments[label].mean()
             predictions = {
-                "model": (predicted.mean(0), predicted[:max_distance_cells]),
+                "model": (predicted.mean(0), predicted[distance_rows]),
                 "no_change": (control_mean, control_cells),
-                "additive": (None, None) if shift is None else (control_mean + shift, control_cells + shift),
+                "additive": (None, None) if shift is None else (control_mean + shift,
+                                                                _shifted(control_cells, shift, count_data)),
                 "train_mean": (train_mean, trained if trained.shape[0] else None),
             }
             row = {"condition": condition, "dosage": dosage, "covariates": label, "n_cells": observed[k].n,
@@ -289,11 +292,19 @@ def _scores(mean, cells, obs_mean, obs_cells, control_mean, degs):
 
 def _add_discrimination(rows, groups, effects, observed_effects):
     """The discrimination score of each predictor: how its predicted change of a group
-    ranks the group's observed change among those of all evaluated groups (L1). A
-    predictor undefined on some groups is scored on the groups it predicts, against the
-    observed changes of all groups."""
+    ranks the group's observed change among those of the evaluated groups of the same
+    covariates (L1; cell-eval ranks within one cell line). A predictor undefined on some
+    groups is scored on the groups it predicts, against the observed changes of all."""
+    for label in sorted({g[2] for g in groups}):
+        _add_discrimination_within([k for k, g in enumerate(groups) if g[2] == label], rows, groups, effects,
+                                   observed_effects)
+
+
+def _add_discrimination_within(members, rows, groups, effects, observed_effects):
     order = {(row["condition"], row["dosage"], row["covariates"]): row for row in rows}
-    done = [k for k, g in enumerate(groups) if g in order]
+    done = [k for k in members if groups[k] in order]
+    if not done:
+        return
     observed = np.array([observed_effects[k] for k in done])
     for name in PREDICTORS:
         column = "discrimination" if name == "model" else f"{name}_discrimination"
@@ -311,11 +322,32 @@ def _add_discrimination(rows, groups, effects, observed_effects):
 
 
 def beats_additive_line(rows, score="r2_mean_deg20"):
-    """'beats additive on N of M groups' (top-20-DEG R^2; groups with an additive baseline)."""
-    pairs = [(row[score], row[f"additive_{score}"]) for row in rows
-             if isinstance(row.get(f"additive_{score}"), float) and np.isfinite(row[f"additive_{score}"])]
-    wins = sum(model > additive for model, additive in pairs)
-    return f"the model beats the additive baseline on {wins} of {len(pairs)} groups (top-20-DEG R^2)"
+    """'beats additive on N of M groups' (top-20-DEG R^2; groups where both are defined)."""
+    wins, total = beats_additive([row[score] for row in rows], [row[f"additive_{score}"] for row in rows])
+    return f"the model beats the additive baseline on {wins} of {total} groups (top-20-DEG R^2)"
+
+
+def _keys(conditions, dosages, labels, cells):
+    """(condition, dosage, covariates) of each cell of ``cells``."""
+    return list(zip(conditions[cells], dosages[cells], labels[cells]))
+
+
+def _index_of(keys, conditions, dosages, labels, cells):
+    """Per cell of the file: the position in ``keys`` of its (condition, dosage,
+    covariates) for the cells ``cells``, -1 elsewhere and for keys not listed."""
+    found = np.full(len(conditions), -1)
+    if len(keys) and len(cells):
+        index = pd.MultiIndex.from_tuples(keys)
+        found[cells] = index.get_indexer(pd.MultiIndex.from_arrays([conditions[cells], dosages[cells],
+                                                                      labels[cells]]))
+    return found
+
+
+def _shifted(cells, shift, count_data):
+    """Control cells moved by the additive shift; log-normalised counts cannot go below
+    0, so a negative shift stops there (a zero stays a zero)."""
+    moved = cells + shift
+    return np.maximum(moved, 0.0) if count_data else moved
 
 
 def excluded_rows(splits, conditions, dosages, cov_label, control, cov_keys):
