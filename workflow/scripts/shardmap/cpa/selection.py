@@ -41,6 +41,13 @@ BASAL = "disentanglement_basal_"
 CHANCE = "disentanglement_chance_"
 
 
+def disentanglement_keys(covariate_keys=()):
+    """The names of the disentanglement scores of a check: the perturbation's accuracy and
+    chance, then each covariate's (as ``validation_scores`` records them)."""
+    return ["disentanglement_basal", "disentanglement_chance"] + [
+        prefix + key for key in covariate_keys for prefix in (BASAL, CHANCE)]
+
+
 def disentanglement(latent, labels, seed=0, n_neighbors=N_NEIGHBORS):
     """(accuracy, chance) of a k-nearest-neighbour classifier of ``labels`` from ``latent``:
     fitted on a random half of the cells, scored on the other half; chance is the share of

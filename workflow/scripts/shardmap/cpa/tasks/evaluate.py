@@ -17,6 +17,7 @@ from ..model_folder import load_model
 from ..baselines import BASELINES, additive_shift, beats_additive, single_drugs
 from ..scores import (de_overlap, direction_agreement, discrimination_scores, e_distance, mean_absolute_error,
                       pearson_delta, r_squared, top_changed_genes)
+from ..selection import disentanglement_keys
 from ..splits import EXCLUDED
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,7 @@ def metric_columns(covariate_keys=()):
     model = ["r2_mean_all", "r2_var_all", "r2_mean_deg20", "r2_var_deg20"] + [
         s for s in SCORES if s not in ("r2_mean_all", "r2_mean_deg20")]
     baselines = [f"{b}_{s}" for b in BASELINES for s in SCORES]
-    selection = ["selected_epoch", "disentanglement_basal", "disentanglement_chance"] + [
-        f"disentanglement_{what}_{key}" for key in covariate_keys for what in ("basal", "chance")]
+    selection = ["selected_epoch"] + disentanglement_keys(covariate_keys)
     return GROUP_COLUMNS + model + baselines + ["additive_note", "deg20"] + selection
 
 
@@ -60,8 +60,7 @@ def selected_check(model_dir, covariate_keys=()):
     path = Path(model_dir) / "history.json"
     history = json.loads(path.read_text()) if path.exists() else {}
     selection, epoch = history.get("selection") or {}, history.get("selected_epoch")
-    keys = ["disentanglement_basal", "disentanglement_chance"] + [
-        f"disentanglement_{what}_{key}" for key in covariate_keys for what in ("basal", "chance")]
+    keys = disentanglement_keys(covariate_keys)
     if not epoch or epoch not in selection.get("epoch", []):
         return {"selected_epoch": "", **{key: "" for key in keys}}
     i = selection["epoch"].index(epoch)
